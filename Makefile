@@ -1,0 +1,29 @@
+# minift: the two commands. Both create .venv when missing and install the project into it.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint format clean
+
+$(STAMP): setup.py
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/minift demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --durations=15 tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check minift kernels tests scripts lessons
+	$(BIN)/ruff format --check minift kernels tests scripts lessons
+
+format: $(STAMP)
+	$(BIN)/ruff format minift kernels tests scripts lessons
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

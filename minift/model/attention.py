@@ -1,0 +1,175 @@
+"""Multi-head self-attention, causal (GPT) or bidirectional (BERT-style encoder).
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d) + M) V          (Vaswani et al. 2017)
+
+M is 0 where a query may look and -inf elsewhere. Three things decide M here:
+- causality: query i sees keys up to its own position. With a KV cache (or trained
+  prefixes) the keys are longer than the queries, by P earlier positions; the mask is then
+  aligned to the end, so query i sees keys 0 .. P + i;
+- padding: keys whose attention_mask is 0 are hidden from every query;
+- a query always sees its own key, so a fully padded row still has a finite softmax
+  (its output is garbage that the loss and the pooling ignore).
+
+Two code paths compute the same function: PyTorch's fused scaled_dot_product_attention
+(fast, never materialises the T x T matrix) and an explicit one that returns the
+attention probabilities, for lessons and for attention-transfer distillation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import GPTConfig
+from .layers import Rotary
+
+
+@dataclass
+class AttentionInputs:
+    """What every attention layer of one forward pass shares: positions and the mask."""
+
+    positions: torch.Tensor  # (B, T) position of each query token
+    mask: torch.Tensor | None  # (B, 1, Tq, Tk) bool, True = may attend; None = no mask needed
+    causal_no_mask: bool  # SDPA's is_causal shortcut applies (square, no padding)
+
+
+def build_attention_mask(
+    causal: bool,
+    q_len: int,
+    past_len: int,
+    key_padding: torch.Tensor | None,
+    device: torch.device,
+) -> tuple[torch.Tensor | None, bool]:
+    """Boolean mask (B or 1, 1, q_len, past_len + q_len), or None with a flag for SDPA's
+    is_causal fast path. key_padding: (B, past_len + q_len), 1 for real tokens, 0 for pads."""
+    k_len = past_len + q_len
+    if key_padding is None:
+        if not causal or q_len == 1:
+            return None, False  # everything visible (a single new query sees all keys)
+        if past_len == 0:
+            return None, True
+    mask = torch.ones(q_len, k_len, dtype=torch.bool, device=device)
+    if causal:
+        # End-aligned: query i sits at absolute position past_len + i.
+        mask = torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(diagonal=past_len)
+    mask = mask[None, None]
+    if key_padding is not None:
+        mask = mask & key_padding.bool()[:, None, None, :]
+        diagonal = torch.zeros(q_len, k_len, dtype=torch.bool, device=device)
+        diagonal[torch.arange(q_len), past_len + torch.arange(q_len)] = True
+        mask = mask | diagonal[None, None]
+    return mask, False
+
+
+class SelfAttention(nn.Module):
+    """GPT-2's attention layer: one fused projection c_attn to q, k, v, then c_proj."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.head_dim = config.head_dim
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.attn_dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.rotary = (
+            Rotary(config.head_dim, config.block_size, config.rope_theta)
+            if config.pos_emb == "rope"
+            else None
+        )
+
+    def split_heads(self, t: torch.Tensor) -> torch.Tensor:
+        B, T, _ = t.shape
+        return t.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+
+    def project_qkv(self, x: torch.Tensor, positions: torch.Tensor):
+        q, k, v = self.c_attn(x).split(self.n_head * self.head_dim, dim=2)
+        q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)
+        if self.rotary is not None:
+            q, k = self.rotary(q, positions), self.rotary(k, positions)
+        return q, k, v
+
+    def attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        inputs: AttentionInputs,
+        need_weights: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """softmax(q k^T / sqrt(d) + mask) v for (B, H, T, D) tensors."""
+        dropout = self.attn_dropout if self.training else 0.0
+        if not need_weights:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=inputs.mask, dropout_p=dropout, is_causal=inputs.causal_no_mask
+            )
+            return y, None
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
+        mask = inputs.mask
+        if inputs.causal_no_mask:
+            T = q.size(-2)
+            mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        probs = scores.float().softmax(dim=-1).to(q.dtype)
+        y = F.dropout(probs, dropout, self.training) @ v
+        return y, probs
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        inputs: AttentionInputs,
+        cache: LayerKV | None = None,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        q, k, v = self.project_qkv(x, inputs.positions)
+        if cache is not None:
+            k, v = cache.append(k, v)
+        y, probs = self.attend(q, k, v, inputs, need_weights)
+        B, H, T, D = y.shape
+        y = y.transpose(1, 2).reshape(B, T, H * D)
+        return self.resid_dropout(self.c_proj(y)), probs
+
+
+class LayerKV:
+    """One layer's cached keys and values, preallocated to the maximum length."""
+
+    def __init__(self, batch: int, n_head: int, max_len: int, head_dim: int, like: torch.Tensor):
+        shape = (batch, n_head, max_len, head_dim)
+        self.k = torch.empty(shape, dtype=like.dtype, device=like.device)
+        self.v = torch.empty(shape, dtype=like.dtype, device=like.device)
+        self.length = 0
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        end = self.length + k.size(2)
+        if end > self.k.size(2):
+            raise ValueError(f"KV cache holds {self.k.size(2)} positions; {end} requested")
+        self.k[:, :, self.length : end] = k
+        self.v[:, :, self.length : end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+    def truncate(self, length: int) -> None:
+        self.length = length
+
+
+class KVCache:
+    """Keys and values of every layer for incremental decoding, plus the padding mask of
+    everything seen so far (needed for left-padded batches)."""
+
+    def __init__(self, config: GPTConfig, batch: int, max_len: int, like: torch.Tensor) -> None:
+        self.max_len = max_len
+        self.layers = [
+            LayerKV(batch, config.n_head, max_len, config.head_dim, like)
+            for _ in range(config.n_layer)
+        ]
+        self.key_padding: torch.Tensor | None = None  # (B, length)
+        self.next_position: torch.Tensor | None = None  # (B,) position of the next token
+
+    @property
+    def length(self) -> int:
+        return self.layers[0].length

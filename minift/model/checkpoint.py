@@ -1,0 +1,86 @@
+"""minift's own model format: a folder with model.safetensors and config.json.
+
+Tensors go to safetensors (no pickle, so loading runs no code); everything else is JSON.
+Every write is atomic: a temporary file renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..utils import atomic_path
+from .config import GPTConfig
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+def unique_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """state_dict without the tied lm_head copy (safetensors refuses shared storage)."""
+    sd = model.state_dict()
+    if getattr(model.config, "tie_weights", False):
+        sd.pop("lm_head.weight", None)
+    return {k: v.detach().contiguous().cpu() for k, v in sd.items()}
+
+
+def save_state(tensors: dict[str, torch.Tensor], path: str | pathlib.Path, metadata=None) -> None:
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def load_state(path: str | pathlib.Path, device="cpu") -> dict[str, torch.Tensor]:
+    """Read a safetensors file; a truncated or corrupt file is a ValueError naming it."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint file at {path}")
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, RuntimeError) as err:
+        raise ValueError(f"cannot read checkpoint {path}: truncated or corrupt ({err})") from err
+
+
+def check_shapes(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse a state dict whose tensors do not fit the model, naming each mismatch."""
+    expected = model.state_dict()
+    if getattr(model.config, "tie_weights", False):
+        expected = {k: v for k, v in expected.items() if k != "lm_head.weight"}
+    problems = []
+    for name, t in state.items():
+        if name not in expected:
+            problems.append(f"unexpected tensor {name!r}")
+        elif tuple(t.shape) != tuple(expected[name].shape):
+            problems.append(
+                f"{name!r} has shape {tuple(t.shape)}, the config needs {tuple(expected[name].shape)}"
+            )
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        problems.append(f"missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    if problems:
+        raise ValueError(f"checkpoint {source} does not fit the model: " + "; ".join(problems))
+
+
+def save_model(model, path: str | pathlib.Path) -> None:
+    path = pathlib.Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    save_state(unique_state_dict(model), path / WEIGHTS)
+    with atomic_path(path / CONFIG) as tmp:
+        tmp.write_text(model.config.to_json())
+
+
+def load_model(path: str | pathlib.Path, map_location="cpu"):
+    from .gpt import GPT
+
+    path = pathlib.Path(path)
+    if not (path / CONFIG).exists():
+        raise FileNotFoundError(f"{path} holds no {CONFIG}; is it a minift model folder?")
+    config = GPTConfig.from_dict(json.loads((path / CONFIG).read_text()))
+    state = load_state(path / WEIGHTS)
+    model = GPT(config)
+    check_shapes(model, state, str(path / WEIGHTS))
+    model.load_state_dict(state, strict=False)
+    return model.to(map_location)

@@ -1,0 +1,238 @@
+"""The GPT: token and position embeddings, a stack of pre-norm blocks, a final norm and a
+language-model head tied to the token embedding (Radford et al. 2018, 2019).
+
+    h_0 = wte[idx] + wpe[pos]
+    h_l = h_{l-1} + Attn(LN(h_{l-1}));  h_l = h_l + MLP(LN(h_l))
+    logits = LN_f(h_L) wte^T
+
+With ``causal=False`` the same stack is a BERT-style encoder (Devlin et al. 2019): every
+token sees every other, trained with the masked-language-model objective (minift.model.mlm).
+Parameter names follow GPT-2's layout, so Hugging Face checkpoints map one to one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attention import AttentionInputs, KVCache, SelfAttention, build_attention_mask
+from .config import GPTConfig
+from .layers import MLP, init_weights, make_norm, residual_init_std
+
+IGNORE_INDEX = -100  # targets with this value add nothing to the loss (PyTorch's default)
+
+
+@dataclass
+class ModelOutput:
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # embeddings, then each block's output
+    attentions: tuple[torch.Tensor, ...] | None = None  # (B, H, Tq, Tk) per block
+    cache: KVCache | None = None
+    last_hidden: torch.Tensor | None = None  # the final-norm output that feeds lm_head
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = make_norm(config)
+        self.attn = SelfAttention(config)
+        self.ln_2 = make_norm(config)
+        self.mlp = MLP(config)
+
+    def forward(self, x, inputs: AttentionInputs, cache=None, need_weights: bool = False):
+        a, probs = self.attn(self.ln_1(x), inputs, cache, need_weights)
+        x = x + a
+        x = x + self.mlp(self.ln_2(x))
+        return x, probs
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
+                ln_f=make_norm(config),
+            )
+        )
+        if config.pos_emb == "learned":
+            self.transformer["wpe"] = nn.Embedding(config.block_size, config.n_embd)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_weights:
+            # One matrix both embeds tokens and scores them (Press and Wolf 2017).
+            self.lm_head.weight = self.transformer.wte.weight
+        self.apply(lambda m: init_weights(m, config))
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=residual_init_std(config))
+
+    # ---------------------------------------------------------------- accounting
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameter count (shared tensors once). non_embedding drops the token and position
+        tables, the count used by scaling laws (Kaplan et al. 2020)."""
+        n = sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
+        if non_embedding:
+            n -= self.transformer.wte.weight.numel()
+            if "wpe" in self.transformer:
+                n -= self.transformer.wpe.weight.numel()
+            if not self.config.tie_weights:
+                n -= self.lm_head.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None, training: bool = True) -> float:
+        """Approximate FLOPs to process one token (Kaplan et al. 2020; PaLM appendix B).
+
+        A forward pass costs 2 FLOPs per weight used (one multiply, one add) plus the
+        attention scores and mixing, 2 * 2 * n_layer * T * d per token (q k^T and p v);
+        the lm_head, tied or not, is a matmul every token pays for. Training (forward +
+        backward) costs three times the forward.
+        """
+        c = self.config
+        T = seq_len or c.block_size
+        weights = self.num_params(non_embedding=True) + c.vocab_size * c.n_embd
+        forward = 2 * weights + 4 * c.n_layer * T * c.n_embd
+        return float(3 * forward if training else forward)
+
+    # ---------------------------------------------------------------- forward
+    def embed(self, idx, positions, inputs_embeds=None) -> torch.Tensor:
+        x = self.transformer.wte(idx) if inputs_embeds is None else inputs_embeds
+        if "wpe" in self.transformer:
+            x = x + self.transformer.wpe(positions)
+        return x
+
+    def _check_length(self, total: int) -> None:
+        if total > self.config.block_size:
+            raise ValueError(
+                f"sequence of {total} tokens exceeds block_size {self.config.block_size}"
+            )
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        inputs_embeds: torch.Tensor | None = None,
+    ) -> ModelOutput:
+        """idx: (B, T) token ids. targets: (B, T), the token each position must predict
+        (IGNORE_INDEX to skip), so a causal model's caller shifts by one.
+        attention_mask: (B, T), or (B, past + T) with a cache: 1 = real token, 0 = padding.
+        position_ids default to 0.. for unpadded input and count real tokens when padded,
+        so a left-padded sequence gets the same positions as it would alone.
+        inputs_embeds replaces wte[idx] (soft prompts)."""
+        if idx.dim() != 2:
+            raise ValueError(f"idx must be (batch, time), got shape {tuple(idx.shape)}")
+        B, T = idx.shape
+        past = cache.length if cache is not None else 0
+        self._check_length(past + T)
+        key_padding = self._key_padding(attention_mask, cache, B, T, past, idx.device)
+        if position_ids is None:
+            position_ids = self.default_positions(B, T, past, key_padding, cache, idx.device)
+        mask, causal_fast = build_attention_mask(
+            self.config.causal, T, past, key_padding, idx.device
+        )
+        inputs = AttentionInputs(positions=position_ids, mask=mask, causal_no_mask=causal_fast)
+
+        x = self.transformer.drop(self.embed(idx, position_ids, inputs_embeds))
+        hidden = [x] if output_hidden_states else None
+        attentions = [] if output_attentions else None
+        for i, block in enumerate(self.transformer.h):
+            layer_cache = cache.layers[i] if cache is not None else None
+            x, probs = block(x, inputs, layer_cache, need_weights=output_attentions)
+            if hidden is not None:
+                hidden.append(x)
+            if attentions is not None:
+                attentions.append(probs)
+        x = self.transformer.ln_f(x)
+        if cache is not None:
+            cache.key_padding = key_padding
+            cache.next_position = position_ids[:, -1] + 1
+        logits = self.lm_head(x)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(
+                logits.float().view(-1, logits.size(-1)),
+                targets.reshape(-1),
+                ignore_index=IGNORE_INDEX,
+            )
+        return ModelOutput(
+            logits=logits,
+            loss=loss,
+            hidden_states=tuple(hidden) if hidden is not None else None,
+            attentions=tuple(attentions) if attentions is not None else None,
+            cache=cache,
+            last_hidden=x,
+        )
+
+    @staticmethod
+    def _key_padding(attention_mask, cache, B, T, past, device) -> torch.Tensor | None:
+        """The padding mask over all keys (cached ones first), or None when nothing is padded."""
+        prev = cache.key_padding if cache is not None else None
+        if attention_mask is None:
+            if prev is None:
+                return None
+            attention_mask = torch.ones(B, T, dtype=prev.dtype, device=device)
+        if attention_mask.shape == (B, past + T):
+            return attention_mask
+        if attention_mask.shape != (B, T):
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)}; expected ({B}, {T})"
+                + (f" or ({B}, {past + T}) with {past} cached positions" if past else "")
+            )
+        if past == 0:
+            return attention_mask
+        if prev is None:
+            prev = torch.ones(B, past, dtype=attention_mask.dtype, device=device)
+        return torch.cat([prev.to(attention_mask.dtype), attention_mask], dim=1)
+
+    @staticmethod
+    def default_positions(B, T, past, key_padding, cache, device) -> torch.Tensor:
+        if key_padding is None:
+            start = past
+            if cache is not None and cache.next_position is not None:
+                return cache.next_position[:, None] + torch.arange(T, device=device)[None]
+            return (start + torch.arange(T, device=device)).unsqueeze(0).expand(B, T)
+        # Count real tokens before each position: left padding does not shift positions.
+        pos = key_padding.long().cumsum(dim=1) - 1
+        return pos[:, -T:].clamp(min=0)
+
+    # ---------------------------------------------------------------- helpers
+    def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
+        like = self.transformer.wte.weight
+        return KVCache(self.config, batch, max_len or self.config.block_size, like)
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:
+        """Sample max_new_tokens after idx; see minift.model.generation.generate."""
+        from .generation import generate
+
+        return generate(self, idx, max_new_tokens, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, path, **overrides) -> GPT:
+        """Load a local Hugging Face GPT-2 folder (config.json + model.safetensors)."""
+        from .hf_gpt2 import load_hf_gpt2
+
+        return load_hf_gpt2(path, **overrides)
+
+    def save(self, path) -> None:
+        """Save to a folder: model.safetensors + config.json (minift's own format)."""
+        from .checkpoint import save_model
+
+        save_model(self, path)
+
+    @classmethod
+    def load(cls, path, map_location="cpu") -> GPT:
+        from .checkpoint import load_model
+
+        return load_model(path, map_location=map_location)

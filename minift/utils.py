@@ -1,0 +1,75 @@
+"""Small shared helpers: fast mode, output folders, atomic writes, devices."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import pathlib
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+
+def fast_mode() -> bool:
+    """True when MINIFT_FAST is set: tiny base model, few steps (how tests run lessons)."""
+    return os.environ.get("MINIFT_FAST", "0") not in ("", "0", "false", "False")
+
+
+def minift_home() -> pathlib.Path:
+    """Cache folder for corpora, tokenizers and base models ($MINIFT_HOME)."""
+    home = os.environ.get("MINIFT_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "minift")
+    path = pathlib.Path(home)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def output_dir(*parts: str) -> pathlib.Path:
+    """Folder for plots, metrics and results ($MINIFT_OUT, default ./runs)."""
+    path = pathlib.Path(os.environ.get("MINIFT_OUT", "runs"), *parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
+    """Yield a temporary path next to ``path``; rename it over ``path`` only on success.
+
+    A crash mid-write leaves the old file (or nothing) behind, never a truncated file.
+    """
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp_path = pathlib.Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """An exclusive inter-process lock, so parallel test workers build a cache once."""
+    path = pathlib.Path(str(path) + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
