@@ -1,0 +1,203 @@
+"""Triton kernels for the fused LoRA linear layer (math in :mod:`minift.kernels.lora`).
+
+Two kernels do all the work:
+
+``_fused_lora_kernel``: Y = X Wt + bias + s (X At) Bt for one (BLOCK_M, BLOCK_N) tile of
+    Y. Each X tile loaded for the main product also feeds a (BLOCK_M, R) accumulator of
+    X At, and the epilogue adds s (X At) Bt before the single store, so X is read once and
+    nothing of Y's size is written twice. The same kernel runs the backward's
+    dX = dY W + s (dY B) A, with transposed views of the weights (strides do the
+    transposing). Its rank-r side product (X At in the forward, dY B in the backward) is
+    written by the programs of the first column of tiles, for the backward to reuse.
+
+``_matmul_kernel``: C = alpha A B for the weight gradients (dA, dB, dW), with the
+    column sums of A on the side (db = column sums of dY, fused into dW's pass).
+
+The rank is padded up to BLOCK_R >= 16 with zeros (masked loads) because tl.dot tiles
+on the GPU must be at least 16 wide; the extra columns contribute exactly zero.
+
+The recomputation cost: every column of tiles recomputes its rows' X At, which adds
+R/BLOCK_N to the matmul FLOPs (r=16, BLOCK_N=128: +12.5%) but no memory traffic; the
+kernel is memory-light enough that this extra tensor-core work is mostly hidden.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .buffers import output_buffer
+from .dispatch import interpreting
+from .triton_utils import check_dot_tiles, dot_precision, dot_tile, grouped_tile
+
+
+@triton.jit
+def _fused_lora_kernel(
+    x_ptr, w_ptr, bias_ptr, a_ptr, b_ptr, y_ptr, xa_ptr,
+    M, N, K, R, scaling,
+    stride_xm, stride_xk, stride_wn, stride_wk, stride_ar, stride_ak, stride_bn, stride_br,
+    stride_ym, stride_yn, stride_xam, stride_xar,
+    HAS_BIAS: tl.constexpr, STORE_XA: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_R: tl.constexpr, GROUP_M: tl.constexpr,
+):  # fmt: skip
+    pid_m, pid_n = grouped_tile(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
+    rows = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    ranks = tl.arange(0, BLOCK_R)
+    ks = tl.arange(0, BLOCK_K)
+    row_ok = rows < M
+    col_ok = cols < N
+    rank_ok = ranks < R
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)  # X Wt
+    xa = tl.zeros((BLOCK_M, BLOCK_R), dtype=tl.float32)  # X At, rank-padded
+    for k0 in range(0, K, BLOCK_K):
+        k = k0 + ks
+        k_ok = k < K
+        x = tl.load(
+            x_ptr + rows[:, None] * stride_xm + k[None, :] * stride_xk,
+            mask=row_ok[:, None] & k_ok[None, :],
+            other=0.0,
+        )
+        wt = tl.load(  # (BLOCK_K, BLOCK_N) tile of Wt
+            w_ptr + cols[None, :] * stride_wn + k[:, None] * stride_wk,
+            mask=k_ok[:, None] & col_ok[None, :],
+            other=0.0,
+        )
+        at = tl.load(  # (BLOCK_K, BLOCK_R) tile of At; padded ranks load as 0
+            a_ptr + ranks[None, :] * stride_ar + k[:, None] * stride_ak,
+            mask=k_ok[:, None] & rank_ok[None, :],
+            other=0.0,
+        )
+        acc = tl.dot(x, wt, acc, input_precision=PRECISION)
+        xa = tl.dot(x, at, xa, input_precision=PRECISION)
+
+    # Epilogue: the low-rank term joins the accumulator before the one store of Y.
+    bt = tl.load(  # (BLOCK_R, BLOCK_N) tile of Bt
+        b_ptr + cols[None, :] * stride_bn + ranks[:, None] * stride_br,
+        mask=rank_ok[:, None] & col_ok[None, :],
+        other=0.0,
+    )
+    acc = tl.dot((xa * scaling).to(bt.dtype), bt, acc, input_precision=PRECISION)
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    tl.store(
+        y_ptr + rows[:, None] * stride_ym + cols[None, :] * stride_yn,
+        acc.to(y_ptr.dtype.element_ty),
+        mask=row_ok[:, None] & col_ok[None, :],
+    )
+    if STORE_XA:  # one column of programs writes the rank-r product for the backward
+        tl.store(
+            xa_ptr + rows[:, None] * stride_xam + ranks[None, :] * stride_xar,
+            xa.to(xa_ptr.dtype.element_ty),
+            mask=row_ok[:, None] & rank_ok[None, :] & (pid_n == 0),
+        )
+
+
+@triton.jit
+def _matmul_kernel(
+    a_ptr, b_ptr, c_ptr, sum_ptr,
+    M, N, K, alpha,
+    stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
+    ROW_SUMS: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):  # fmt: skip
+    pid_m, pid_n = grouped_tile(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
+    rows = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
+    cols = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
+    ks = tl.arange(0, BLOCK_K)
+    row_ok = rows < M
+    col_ok = cols < N
+
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    sums = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        k = (k0 + ks).to(tl.int64)
+        k_ok = k < K
+        a = tl.load(
+            a_ptr + rows[:, None] * stride_am + k[None, :] * stride_ak,
+            mask=row_ok[:, None] & k_ok[None, :],
+            other=0.0,
+        )
+        b = tl.load(
+            b_ptr + k[:, None] * stride_bk + cols[None, :] * stride_bn,
+            mask=k_ok[:, None] & col_ok[None, :],
+            other=0.0,
+        )
+        acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        if ROW_SUMS:
+            sums += tl.sum(a.to(tl.float32), axis=1)
+    tl.store(
+        c_ptr + rows[:, None] * stride_cm + cols[None, :] * stride_cn,
+        (acc * alpha).to(c_ptr.dtype.element_ty),
+        mask=row_ok[:, None] & col_ok[None, :],
+    )
+    if ROW_SUMS:
+        tl.store(sum_ptr + rows, sums.to(sum_ptr.dtype.element_ty), mask=row_ok & (pid_n == 0))
+
+
+def _config(dtype: torch.dtype) -> dict:
+    """Tile sizes: 128x128 output tiles on the GPU; 16s in the interpreter (tiny tests)."""
+    if interpreting():
+        return dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, GROUP_M=4, num_warps=4, num_stages=1)
+    block_k = 32 if dtype == torch.float32 else 64
+    return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=block_k, GROUP_M=8, num_warps=8, num_stages=3)
+
+
+def fused_lora(
+    x: torch.Tensor,
+    w_t: torch.Tensor,
+    bias: torch.Tensor | None,
+    a_t: torch.Tensor,
+    b_t: torch.Tensor,
+    scaling: float,
+    store_xa: bool = True,
+    **config,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Y = x w_t + bias + scaling (x a_t) b_t and the side product x a_t (when ``store_xa``).
+
+    x (M, K); w_t (K, N); a_t (K, R); b_t (R, N): any strides, so transposed views of the
+    weights cost nothing. ``config`` overrides the tile sizes of :func:`_config`.
+    """
+    (m, k), n, r = x.shape, w_t.shape[1], a_t.shape[1]
+    cfg = {**_config(x.dtype), "BLOCK_R": dot_tile(r, 128), **config}
+    check_dot_tiles(**{key: cfg[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "BLOCK_R")})
+    if r > cfg["BLOCK_R"]:
+        raise ValueError(f"LoRA rank {r} exceeds the kernel's largest BLOCK_R ({cfg['BLOCK_R']})")
+    y = output_buffer((m, n), x.dtype, x.device)
+    xa = output_buffer((m, r), x.dtype, x.device) if store_xa else y  # y: an unused dummy
+    grid = (triton.cdiv(m, cfg["BLOCK_M"]) * triton.cdiv(n, cfg["BLOCK_N"]),)
+    _fused_lora_kernel[grid](
+        x, w_t, bias if bias is not None else y, a_t, b_t, y, xa,
+        m, n, k, r, float(scaling),
+        x.stride(0), x.stride(1), w_t.stride(1), w_t.stride(0), a_t.stride(1), a_t.stride(0),
+        b_t.stride(1), b_t.stride(0), y.stride(0), y.stride(1), xa.stride(0), xa.stride(1),
+        HAS_BIAS=bias is not None, STORE_XA=store_xa, PRECISION=dot_precision(x.dtype), **cfg,
+    )  # fmt: skip
+    return y, (xa if store_xa else None)
+
+
+def matmul(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    alpha: float = 1.0,
+    out_dtype: torch.dtype | None = None,
+    row_sums: bool = False,
+    **config,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """C = alpha a b (a (M, K), b (K, N), any strides), and a's row sums when asked."""
+    (m, k), n = a.shape, b.shape[1]
+    cfg = {**_config(a.dtype), **config}
+    check_dot_tiles(**{key: cfg[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K")})
+    out_dtype = out_dtype or a.dtype
+    c = output_buffer((m, n), out_dtype, a.device)
+    sums = output_buffer((m,), out_dtype, a.device) if row_sums else c
+    grid = (triton.cdiv(m, cfg["BLOCK_M"]) * triton.cdiv(n, cfg["BLOCK_N"]),)
+    _matmul_kernel[grid](
+        a, b, c, sums, m, n, k, float(alpha),
+        a.stride(0), a.stride(1), b.stride(0), b.stride(1), c.stride(0), c.stride(1),
+        ROW_SUMS=row_sums, PRECISION=dot_precision(a.dtype), **cfg,
+    )  # fmt: skip
+    return c, (sums if row_sums else None)

@@ -1,0 +1,61 @@
+"""Small helpers shared by the Triton launchers (imports Triton: load it lazily).
+
+``tl.dot`` on a GPU needs every tile dimension to be at least 16, while the interpreter
+accepts anything, so a launch that would only fail on the GPU is caught here, on the CPU,
+by :func:`check_dot_tiles`.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .dispatch import interpreting
+
+MIN_DOT = 16  # smallest tl.dot tile dimension the GPU accepts
+
+
+def next_pow2(n: int) -> int:
+    return triton.next_power_of_2(max(1, int(n)))
+
+
+def dot_tile(n: int, cap: int) -> int:
+    """A tile size covering ``n`` (a power of two, at least 16, at most ``cap``)."""
+    return max(MIN_DOT, min(cap, next_pow2(n)))
+
+
+def check_dot_tiles(**tiles: int) -> None:
+    """Fail loudly (also in the interpreter) on a tile the GPU's tl.dot would reject."""
+    for name, size in tiles.items():
+        if size < MIN_DOT or size & (size - 1):
+            raise ValueError(f"tile {name}={size} must be a power of two >= {MIN_DOT} for tl.dot")
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """``tl.dot`` input precision: fp32 inputs honour torch's TF32 switch, like torch.matmul.
+
+    A GPU's fp32 ``tl.dot`` defaults to TF32 (10-bit mantissa), which would make fp32
+    results differ from ``torch.matmul`` at 1e-3; "ieee" keeps full fp32 unless the user
+    opted into TF32 for matmuls. For fp16/bf16 inputs the option is ignored.
+    """
+    if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 and not interpreting():
+        return "tf32"
+    return "ieee"
+
+
+@triton.jit
+def grouped_tile(pid, n_rows, n_cols, GROUP: tl.constexpr):
+    """Map a 1D program id to a (row, col) tile, walking GROUP rows per column sweep.
+
+    Consecutive programs then share the same few row tiles of the left operand and the
+    same column tiles of the right one, so they hit L2 instead of memory (the "grouped
+    ordering" of the Triton matmul tutorial).
+    """
+    per_group = GROUP * n_cols
+    group = pid // per_group
+    first_row = group * GROUP
+    rows_here = tl.minimum(n_rows - first_row, GROUP)
+    row = first_row + (pid % per_group) % rows_here
+    col = (pid % per_group) // rows_here
+    return row, col
