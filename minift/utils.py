@@ -21,7 +21,9 @@ def fast_mode() -> bool:
 
 def minift_home() -> pathlib.Path:
     """Cache folder for corpora, tokenizers and base models ($MINIFT_HOME)."""
-    home = os.environ.get("MINIFT_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "minift")
+    home = os.environ.get("MINIFT_HOME") or os.path.join(
+        os.path.expanduser("~"), ".cache", "minift"
+    )
     path = pathlib.Path(home)
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -17,7 +17,12 @@ from .checkpoint import check_shapes, load_state
 from .config import GPTConfig
 from .gpt import GPT
 
-CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+CONV1D_SUFFIXES = (
+    "attn.c_attn.weight",
+    "attn.c_proj.weight",
+    "mlp.c_fc.weight",
+    "mlp.c_proj.weight",
+)
 SUPPORTED_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 
 
@@ -25,7 +30,9 @@ def config_from_hf(hf: dict) -> GPTConfig:
     """Map GPT-2's config.json onto GPTConfig, refusing variants minift does not model."""
     act = hf.get("activation_function", "gelu_new")
     if act not in SUPPORTED_ACTIVATIONS:
-        raise ValueError(f"activation_function {act!r} unsupported; minift's GPT-2 uses {SUPPORTED_ACTIVATIONS}")
+        raise ValueError(
+            f"activation_function {act!r} unsupported; minift's GPT-2 uses {SUPPORTED_ACTIVATIONS}"
+        )
     for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
         if hf.get(flag):
             raise ValueError(f"GPT-2 variant with {flag}=true is not supported")
@@ -71,7 +78,9 @@ def load_hf_gpt2(path, **overrides) -> GPT:
     """GPT.from_pretrained: overrides (e.g. dropout=0.1) are applied to the config."""
     path = pathlib.Path(path)
     if not (path / "config.json").exists():
-        raise FileNotFoundError(f"{path} holds no config.json; expected a Hugging Face GPT-2 folder")
+        raise FileNotFoundError(
+            f"{path} holds no config.json; expected a Hugging Face GPT-2 folder"
+        )
     hf = json.loads((path / "config.json").read_text())
     model_type = hf.get("model_type", "gpt2")
     if model_type != "gpt2":

@@ -1,0 +1,129 @@
+"""Training checkpoints: everything needed to resume a run exactly.
+
+A checkpoint is a folder step-NNNNNN/ with
+  model.safetensors      every parameter and buffer of the model
+  optimizer.safetensors  the optimizer's per-parameter state (Adam's moments, step counts)
+  state.json             step, scheduler, optimizer hyper-parameters, history, best metric
+and latest.json names the newest folder. The folder is written under a temporary name and
+renamed, then latest.json is replaced atomically, then older folders are removed: a crash
+at any point leaves a complete checkpoint that latest.json points to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import tempfile
+from typing import Any
+
+import torch
+
+from ..model.checkpoint import load_state, save_state
+from ..utils import write_json
+
+LATEST = "latest.json"
+
+
+def flatten_optimizer(opt_state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer state_dict into tensors (safetensors) and the rest (JSON)."""
+    tensors, scalars = {}, {}
+    for pid, pstate in opt_state["state"].items():
+        for key, value in pstate.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{pid}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{pid}.{key}"] = value
+    return tensors, {"param_groups": opt_state["param_groups"], "scalars": scalars}
+
+
+def unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in list(tensors.items()) + list(meta["scalars"].items()):
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(
+    out_dir: str | os.PathLike,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    extra: dict[str, Any],
+    keep: int = 1,
+) -> pathlib.Path:
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    final = out / f"step-{step:06d}"
+    tmp = pathlib.Path(tempfile.mkdtemp(dir=out, prefix=f".step-{step:06d}."))
+    try:
+        model_state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        # Tied weights share storage, which safetensors refuses: keep one name per tensor.
+        seen: dict[int, str] = {}
+        aliases = {}
+        for k, v in list(model_state.items()):
+            ptr = v.data_ptr() if v.numel() else id(v)
+            if ptr in seen:
+                aliases[k] = seen[ptr]
+                del model_state[k]
+            else:
+                seen[ptr] = k
+        save_state(model_state, tmp / "model.safetensors")
+        opt_tensors, opt_meta = flatten_optimizer(optimizer.state_dict())
+        save_state(opt_tensors, tmp / "optimizer.safetensors")
+        state = {
+            "step": step,
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "optimizer": opt_meta,
+            "aliases": aliases,
+            **extra,
+        }
+        (tmp / "state.json").write_text(json.dumps(state, indent=1, default=_json_default))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    write_json(out / LATEST, {"step": step, "path": final.name})
+    for old in sorted(out.glob("step-*"))[:-keep] if keep > 0 else []:
+        shutil.rmtree(old)
+    return final
+
+
+def _json_default(value):
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    raise TypeError(f"cannot store {type(value).__name__} in a checkpoint's JSON")
+
+
+def latest_checkpoint(out_dir: str | os.PathLike) -> pathlib.Path | None:
+    pointer = pathlib.Path(out_dir) / LATEST
+    if not pointer.exists():
+        return None
+    path = pathlib.Path(out_dir) / json.loads(pointer.read_text())["path"]
+    return path if path.exists() else None
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+) -> dict[str, Any]:
+    """Restore model, optimizer and scheduler in place; return the JSON state."""
+    path = pathlib.Path(path)
+    state = json.loads((path / "state.json").read_text())
+    device = next(model.parameters()).device
+    model_state = load_state(path / "model.safetensors", device=device)
+    for alias, source in state.get("aliases", {}).items():
+        model_state[alias] = model_state[source]
+    model.load_state_dict(model_state)
+    opt_tensors = load_state(path / "optimizer.safetensors", device=device)
+    optimizer.load_state_dict(unflatten_optimizer(opt_tensors, state["optimizer"]))
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    return state

@@ -1,0 +1,254 @@
+"""The GPT against Hugging Face's GPT-2, and its invariants (cache, padding, encoder mode)."""
+
+import json
+
+import pytest
+import torch
+
+from minift.model import GPT, GPTConfig
+
+VARIANTS = [
+    dict(),
+    dict(norm="rmsnorm", pos_emb="rope", mlp="swiglu", bias=False),
+    dict(pos_emb="rope", tie_weights=False, n_inner=40),
+]
+
+
+def tiny(**kw) -> GPT:
+    cfg = dict(vocab_size=97, block_size=48, n_layer=2, n_head=3, n_embd=24)
+    cfg.update(kw)
+    return GPT(GPTConfig(**cfg)).eval()
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(1)
+    cfg = GPT2Config(
+        vocab_size=103,
+        n_positions=41,
+        n_embd=30,
+        n_layer=3,
+        n_head=5,
+        n_inner=52,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    model = GPT2LMHeadModel(cfg).eval()
+    # Random, non-trivial biases and norms, so a dropped or untransposed tensor shows.
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias") or "ln_" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    path = tmp_path_factory.mktemp("hf_gpt2")
+    model.save_pretrained(path)
+    return path, model
+
+
+def test_logits_match_transformers(hf_dir):
+    path, hf = hf_dir
+    model = GPT.from_pretrained(path).eval()
+    idx = torch.randint(0, 103, (3, 41))
+    with torch.no_grad():
+        ref = hf(idx).logits
+        out = model(idx).logits
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    assert model.config.n_inner == 52 and model.config.block_size == 41
+
+
+def test_greedy_generation_matches_transformers(hf_dir):
+    path, hf = hf_dir
+    model = GPT.from_pretrained(path).eval()
+    idx = torch.randint(1, 103, (2, 7))
+    ref = hf.generate(idx, max_new_tokens=25, do_sample=False, pad_token_id=0, eos_token_id=None)
+    out = model.generate(idx, 25, temperature=0)
+    assert torch.equal(out, ref)
+
+
+def test_from_pretrained_accepts_unprefixed_gpt2model_keys(hf_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path, hf = hf_dir
+    state = load_file(str(path / "model.safetensors"))
+    stripped = {k.removeprefix("transformer."): v for k, v in state.items()}
+    save_file(stripped, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text((path / "config.json").read_text())
+    a = GPT.from_pretrained(path).eval()
+    b = GPT.from_pretrained(tmp_path).eval()
+    idx = torch.randint(0, 103, (1, 9))
+    torch.testing.assert_close(a(idx).logits, b(idx).logits, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_kv_cache_generation_equals_uncached(variant):
+    torch.manual_seed(3)
+    model = tiny(**variant)
+    idx = torch.randint(0, 97, (3, 5))
+    greedy = model.generate(idx, 30, temperature=0)
+    assert torch.equal(greedy, model.generate(idx, 30, temperature=0, use_cache=False))
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    a = model.generate(idx, 30, temperature=0.9, top_k=20, top_p=0.9, generator=g1)
+    b = model.generate(idx, 30, temperature=0.9, top_k=20, top_p=0.9, generator=g2, use_cache=False)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_cached_chunks_equal_one_forward(variant):
+    model = tiny(**variant)
+    idx = torch.randint(0, 97, (2, 20))
+    full = model(idx).logits
+    cache = model.new_cache(2)
+    first = model(idx[:, :13], cache=cache).logits
+    second = model(idx[:, 13:], cache=cache).logits  # 7 queries over 20 keys, end-aligned
+    torch.testing.assert_close(torch.cat([first, second], 1), full, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_left_padding_does_not_change_a_sequence(variant):
+    model = tiny(**variant)
+    seq = torch.randint(0, 97, (1, 11))
+    alone = model(seq).logits
+    batch = torch.cat([torch.randint(0, 97, (1, 4)), seq], dim=1)
+    mask = torch.cat([torch.zeros(1, 4), torch.ones(1, 11)], dim=1).long()
+    padded = model(batch, attention_mask=mask).logits[:, 4:]
+    torch.testing.assert_close(padded, alone, rtol=1e-5, atol=1e-5)
+
+
+def test_left_padded_batch_generation_equals_each_prompt_alone():
+    model = tiny(pos_emb="rope")
+    a, b = torch.randint(0, 97, (1, 9)), torch.randint(0, 97, (1, 4))
+    batch = torch.cat([a, torch.cat([torch.zeros(1, 5, dtype=torch.long), b], 1)])
+    mask = torch.ones_like(batch)
+    mask[1, :5] = 0
+    out = model.generate(batch, 12, temperature=0, attention_mask=mask)
+    assert torch.equal(out[0:1], model.generate(a, 12, temperature=0))
+    assert torch.equal(out[1:2, 5:], model.generate(b, 12, temperature=0))
+
+
+def test_generation_stops_at_eos_and_pads_after():
+    model = tiny()
+    idx = torch.randint(0, 97, (4, 3))
+    free = model.generate(idx, 20, temperature=0)
+    eos = int(free[0, 6])  # a token that the first row greedily emits
+    out = model.generate(idx, 20, temperature=0, eos_token_id=eos, pad_token_id=96)
+    row = out[0, 3:].tolist()
+    first = row.index(eos)
+    assert all(t == 96 for t in row[first + 1 :])
+    assert out.size(1) <= free.size(1)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_explicit_attention_path_equals_sdpa(variant):
+    model = tiny(**variant)
+    idx = torch.randint(0, 97, (2, 17))
+    mask = torch.ones(2, 17, dtype=torch.long)
+    mask[1, :6] = 0
+    fast = model(idx, attention_mask=mask)
+    slow = model(idx, attention_mask=mask, output_attentions=True)
+    torch.testing.assert_close(fast.logits, slow.logits, rtol=1e-5, atol=1e-5)
+    probs = slow.attentions[0]
+    assert probs.shape == (2, 3, 17, 17)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(2, 3, 17))
+    assert probs[0].triu(diagonal=1).abs().max() == 0  # causal: nothing above the diagonal
+    assert probs[1, :, 8, :6].abs().max() == 0  # padded keys get no weight
+
+
+def test_encoder_mode_attends_both_ways():
+    torch.manual_seed(0)
+    enc, dec = tiny(causal=False), tiny()
+    dec.load_state_dict(enc.state_dict())
+    idx = torch.randint(0, 97, (1, 12))
+    changed = idx.clone()
+    changed[0, -1] = (idx[0, -1] + 1) % 97
+    enc_delta = (enc(idx).logits[0, 0] - enc(changed).logits[0, 0]).abs().max()
+    dec_delta = (dec(idx).logits[0, 0] - dec(changed).logits[0, 0]).abs().max()
+    assert enc_delta > 1e-4  # a later token changes an earlier position
+    assert dec_delta == 0  # ... but never in the causal model
+    probs = enc(idx, output_attentions=True).attentions[0]
+    assert probs[0, :, 0, -1].min() > 0
+
+
+def test_loss_ignores_masked_targets():
+    model = tiny()
+    idx = torch.randint(0, 97, (2, 10))
+    targets = torch.randint(0, 97, (2, 10))
+    part = targets.clone()
+    part[:, :5] = -100
+    logits = model(idx).logits
+    expected = torch.nn.functional.cross_entropy(
+        logits[:, 5:].reshape(-1, 97), targets[:, 5:].reshape(-1)
+    )
+    torch.testing.assert_close(model(idx, part).loss, expected)
+
+
+def test_hidden_states_and_param_count():
+    model = tiny()
+    out = model(torch.randint(0, 97, (1, 8)), output_hidden_states=True)
+    assert len(out.hidden_states) == 3
+    counted = sum(p.numel() for p in model.parameters())  # parameters() yields tied ones once
+    assert model.num_params() == counted
+    assert model.num_params(non_embedding=True) == counted - 97 * 24 - 48 * 24
+    # training FLOPs are three forwards, and 6N dominates for short sequences
+    n = model.num_params(non_embedding=True) + 97 * 24
+    assert model.flops_per_token(1) == pytest.approx(6 * n + 3 * 4 * 2 * 24, rel=1e-9)
+
+
+def test_sequence_longer_than_block_size_is_a_clear_error():
+    model = tiny()
+    with pytest.raises(ValueError, match="sequence of 49 tokens exceeds block_size 48"):
+        model(torch.zeros(1, 49, dtype=torch.long))
+
+
+def test_unknown_config_key_lists_valid_keys():
+    with pytest.raises(ValueError, match=r"unknown GPTConfig key\(s\) \['n_layers'\].*n_layer"):
+        GPTConfig.from_dict({"n_layers": 3})
+    with pytest.raises(ValueError, match="not divisible"):
+        GPTConfig(n_embd=10, n_head=3)
+
+
+def test_save_load_round_trip(tmp_path):
+    model = tiny(norm="rmsnorm")
+    model.save(tmp_path / "m")
+    again = GPT.load(tmp_path / "m").eval()
+    idx = torch.randint(0, 97, (2, 9))
+    torch.testing.assert_close(again(idx).logits, model(idx).logits, rtol=0, atol=0)
+
+
+def test_checkpoint_shape_mismatch_names_the_tensor(tmp_path):
+    tiny().save(tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    cfg["n_embd"] = 30
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(
+        ValueError,
+        match=r"transformer.wte.weight' has shape \(97, 24\), the config needs \(97, 30\)",
+    ):
+        GPT.load(tmp_path / "m")
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+    tiny().save(tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        GPT.load(tmp_path / "m")
+
+
+def test_save_is_atomic_when_writing_fails(tmp_path, monkeypatch):
+    model = tiny()
+    model.save(tmp_path / "m")
+    before = (tmp_path / "m" / "model.safetensors").read_bytes()
+    import minift.model.checkpoint as ck
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ck, "save_file", boom)
+    with pytest.raises(OSError):
+        tiny(n_layer=1).save(tmp_path / "m")
+    assert (tmp_path / "m" / "model.safetensors").read_bytes() == before
+    assert not [p for p in (tmp_path / "m").iterdir() if p.name.endswith(".tmp")]
