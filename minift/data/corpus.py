@@ -119,10 +119,10 @@ def _definitions(module: str, path: pathlib.Path, tree: ast.Module) -> list[Docu
     return docs
 
 
-def harvest(name: str) -> list[Document]:
-    """Raw (uncleaned) documents of corpus ``name`` from the installed stdlib."""
+def harvest(name: str, files: list[tuple[str, pathlib.Path]] | None = None) -> list[Document]:
+    """Raw (uncleaned) documents of corpus ``name`` from ``files`` (default: the stdlib)."""
     _check_name(name)
-    files = stdlib_files()
+    files = stdlib_files() if files is None else files
     docs: list[Document] = []
     if name == "pydocs":
         for module, path in files:
@@ -144,9 +144,11 @@ def harvest(name: str) -> list[Document]:
     return sorted(docs, key=lambda d: d.module)  # stable sort: file order within a module
 
 
-def build(name: str) -> tuple[list[Document], dict]:
+def build(
+    name: str, files: list[tuple[str, pathlib.Path]] | None = None
+) -> tuple[list[Document], dict]:
     """Harvest, clean, filter and deduplicate; return documents and pipeline counts."""
-    raw = harvest(name)
+    raw = harvest(name, files)
     cleaned = [Document(d.module, d.name, clean_text(d.text)) for d in raw]
     useful = [d for d in cleaned if is_useful(d.text)]
     texts = [d.text for d in useful]
