@@ -118,13 +118,16 @@ def near_dedup(
     rows = num_perm // bands
     earlier: dict[int, set[int]] = defaultdict(set)  # candidate pairs (j -> earlier i)
     for band in range(bands):
-        buckets: dict[bytes, list[int]] = defaultdict(list)
+        # One opaque key per text for this band; np.unique groups equal keys at once.
         block = np.ascontiguousarray(sig[:, band * rows : (band + 1) * rows])
-        for i, row in enumerate(block):
-            buckets[row.tobytes()].append(i)
-        for members in buckets.values():
-            for pos, j in enumerate(members[1:], start=1):
-                earlier[j].update(members[:pos])
+        keys = block.view(np.dtype((np.void, block.dtype.itemsize * rows))).ravel()
+        _, bucket, sizes = np.unique(keys, return_inverse=True, return_counts=True)
+        shared = np.flatnonzero(sizes[bucket] > 1)  # texts whose bucket has company
+        order = shared[np.argsort(bucket[shared], kind="stable")]
+        for group in np.split(order, np.flatnonzero(np.diff(bucket[order])) + 1):
+            members = group.tolist()  # ascending: the stable sort kept index order
+            for pos in range(1, len(members)):
+                earlier[members[pos]].update(members[:pos])
     kept: list[int] = []
     dropped: set[int] = set()
     for j in range(len(texts)):
