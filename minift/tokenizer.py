@@ -36,6 +36,7 @@ from collections.abc import Iterable
 
 import regex
 import tiktoken
+from tqdm import tqdm
 
 from minift.utils import atomic_path, fast_mode, file_lock, minift_home
 
@@ -78,8 +79,9 @@ def bpe_merges(
 
     Ties between pairs with the same count go to the smallest ``(left_id, right_id)``, so
     training is deterministic. A merge whose bytes already are a token (``"a"+"bc"`` after
-    ``"ab"+"c"``) reuses that token's id instead of adding a duplicate; it does not count
-    towards ``n_merges`` because it adds nothing to the vocabulary.
+    ``"ab"+"c"``) reuses that token's id instead of adding a duplicate, and does not count
+    towards ``n_merges`` because it adds nothing to the vocabulary. (A safeguard: greedy
+    left-to-right merging makes this rare; it does not happen on pydocs.)
     """
     counts = _word_counts(texts, pattern)
     words = [list(w) for w in counts]  # each word as a list of token ids (bytes to start)
@@ -97,14 +99,9 @@ def bpe_merges(
     heap = [(-c, p) for p, c in pair_count.items()]
     heapq.heapify(heap)
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=n_merges, desc="bpe merges")
     merges: list[tuple[int, int, bytes, int]] = []
-    added = 0
-    while added < n_merges and heap:
+    bar = tqdm(total=n_merges, desc="bpe merges", disable=not progress)
+    while len(vocab) - 256 < n_merges and heap:
         neg, pair = heapq.heappop(heap)
         if pair_count.get(pair, 0) != -neg:
             continue  # stale entry: the count changed after it was pushed
@@ -112,51 +109,44 @@ def bpe_merges(
         new_bytes = vocab[a] + vocab[b]
         new_id = by_bytes.get(new_bytes)
         if new_id is None:
-            new_id = len(vocab)
+            new_id = by_bytes[new_bytes] = len(vocab)
             vocab.append(new_bytes)
-            by_bytes[new_bytes] = new_id
-            added += 1
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
         merges.append((a, b, new_bytes, -neg))
 
+        # Only the words that contain (a, b) change: take their old pairs out of the
+        # counts and put their new pairs in. pair_words may keep words that no longer hold
+        # a pair; merging such a word changes nothing, so the counts stay exact.
         changed: set[tuple[int, int]] = set()
-        for wi in sorted(pair_words.pop(pair)):
-            old = words[wi]
-            new: list[int] = []
-            i = 0
-            while i < len(old):  # merge left to right, non-overlapping ("aaa" -> "aa" "a")
-                if i + 1 < len(old) and old[i] == a and old[i + 1] == b:
-                    new.append(new_id)
-                    i += 2
-                else:
-                    new.append(old[i])
-                    i += 1
-            words[wi] = new
-            c = freq[wi]
+        for wi in pair_words.pop(pair):
+            old, c = words[wi], freq[wi]
+            words[wi] = new = _merge_word(old, a, b, new_id)
             for p in zip(old, old[1:]):
                 pair_count[p] -= c
                 changed.add(p)
             for p in zip(new, new[1:]):
                 pair_count[p] += c
                 changed.add(p)
-            old_pairs, new_pairs = set(zip(old, old[1:])), set(zip(new, new[1:]))
-            for p in old_pairs - new_pairs:
-                if p != pair:
-                    pair_words[p].discard(wi)
-            for p in new_pairs - old_pairs:
                 pair_words[p].add(wi)
-        pair_count.pop(pair, None)
-        for p in changed:
-            c = pair_count.get(p, 0)
-            if c > 0 and p != pair:
-                heapq.heappush(heap, (-c, p))
-            elif p in pair_count and c <= 0:
-                del pair_count[p]
-                pair_words.pop(p, None)
-    if bar is not None:
-        bar.close()
+        del pair_count[pair]
+        for p in changed - {pair}:
+            if pair_count[p] > 0:
+                heapq.heappush(heap, (-pair_count[p], p))
+    bar.close()
     return merges
+
+
+def _merge_word(word: list[int], a: int, b: int, new_id: int) -> list[int]:
+    """Replace each (a, b) in ``word`` left to right, non-overlapping ("aaa" -> "aa" "a")."""
+    out, i = [], 0
+    while i < len(word):
+        if i + 1 < len(word) and word[i] == a and word[i + 1] == b:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(word[i])
+            i += 1
+    return out
 
 
 def train_bpe(

@@ -40,12 +40,11 @@ CORPORA = ("pydocs", "pycode")
 SPLITS = ("train", "val", "all")
 VAL_PERCENT = 10
 PYCODE_CHARS = 2_000_000
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 # Folders that are tests, test data, third-party packages or build artefacts.
 _SKIP_DIRS = {
-    "site-packages", "dist-packages", "__pycache__", "lib-dynload", "test", "tests",
-    "idle_test", "ensurepip", "venv",
+    "site-packages", "dist-packages", "__pycache__", "lib-dynload", "test", "tests", "idle_test",
 }  # fmt: skip
 
 
