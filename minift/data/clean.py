@@ -42,7 +42,5 @@ def is_useful(text: str, min_chars: int = MIN_CHARS, min_alpha: float = MIN_ALPH
     """
     if len(text) < min_chars:
         return False
-    visible = [c for c in text if not c.isspace()]
-    if not visible:
-        return False
-    return sum(c.isalpha() for c in visible) / len(visible) >= min_alpha
+    visible = len(text) - sum(map(str.isspace, text))
+    return visible > 0 and sum(map(str.isalpha, text)) >= min_alpha * visible

@@ -23,6 +23,8 @@ The result is cached as JSON under ``$MINIFT_HOME/corpora``, keyed by the Python
 from __future__ import annotations
 
 import ast
+import contextlib
+import gc
 import importlib.util
 import json
 import os
@@ -30,6 +32,7 @@ import pathlib
 import sys
 import sysconfig
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from minift.data.clean import clean_text, is_useful
@@ -118,10 +121,29 @@ def _definitions(module: str, path: pathlib.Path, tree: ast.Module) -> list[Docu
     return docs
 
 
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    # Parsing allocates millions of AST nodes, which keeps triggering the cyclic garbage
+    # collector for nothing (ASTs hold no cycles; reference counting frees them): pausing
+    # it halves the harvest time.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def harvest(name: str, files: list[tuple[str, pathlib.Path]] | None = None) -> list[Document]:
     """Raw (uncleaned) documents of corpus ``name`` from ``files`` (default: the stdlib)."""
     _check_name(name)
     files = stdlib_files() if files is None else files
+    with _gc_paused():
+        return _harvest(name, files)
+
+
+def _harvest(name: str, files: list[tuple[str, pathlib.Path]]) -> list[Document]:
     docs: list[Document] = []
     if name == "pydocs":
         for module, path in files:
