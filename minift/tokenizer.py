@@ -267,26 +267,36 @@ def gpt2_available() -> bool:
 _DEFAULT_CACHE: dict[str, tiktoken.Encoding] = {}
 
 
+def default_encoding_path(fast: bool | None = None) -> pathlib.Path:
+    """Where :func:`default_encoding` caches its tokenizer."""
+    from minift.data.corpus import FORMAT_VERSION as CORPUS_VERSION
+
+    fast = fast_mode() if fast is None else fast
+    vocab = FAST_VOCAB if fast else DEFAULT_VOCAB
+    py = ".".join(map(str, sys.version_info[:3]))
+    stem = f"pydocs-bpe{vocab}-py{py}-c{CORPUS_VERSION}-v{FORMAT_VERSION}"
+    return minift_home() / "tokenizers" / f"{stem}.json"
+
+
 def default_encoding(fast: bool | None = None) -> tiktoken.Encoding:
     """minift's own tokenizer, trained on the ``pydocs`` train split and cached.
 
     4096 tokens normally; in fast mode (``MINIFT_FAST=1``, how tests run) 512 tokens
     trained on the first ~300 kB, built in a few seconds. The cache file is keyed by the
     vocabulary size, the Python version (the corpus is that version's stdlib) and the
-    format version; a file lock makes parallel processes build it only once.
+    corpus and file format versions; a file lock makes parallel processes build it once.
     """
+    from minift.data import corpus
+
     fast = fast_mode() if fast is None else fast
     vocab = FAST_VOCAB if fast else DEFAULT_VOCAB
-    py = ".".join(map(str, sys.version_info[:3]))
-    path = minift_home() / "tokenizers" / f"pydocs-bpe{vocab}-py{py}-v{FORMAT_VERSION}.json"
+    path = default_encoding_path(fast)
     key = str(path)
     if key in _DEFAULT_CACHE and path.exists():
         return _DEFAULT_CACHE[key]
     with file_lock(path):
         if not path.exists():
-            from minift.data.corpus import load_corpus
-
-            texts = [d.text for d in load_corpus("pydocs", "train")]
+            texts = [d.text for d in corpus.load_corpus("pydocs", "train")]
             if fast:
                 texts = _take_chars(texts, FAST_CHARS)
             enc = train_bpe(texts, vocab, name="minift-pydocs")
