@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from minift.kernels import LoRALinearFunction, lora_linear, lora_linear_reference, use_triton
+from minift.kernels import LoRALinearFunction, lora_linear, lora_linear_reference
 from minift.kernels.buffers import poisoned_outputs
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -86,19 +86,6 @@ def test_reference_function_gradcheck(bias, frozen):
     assert torch.autograd.gradcheck(fn, (x.reshape(6, 6).detach().requires_grad_(), *rest))
     y = fn(x.reshape(6, 6), *rest)
     assert rel_err(y, lora_linear_reference(x.reshape(6, 6), *rest, 0.75)) < 1e-12
-
-
-def test_dispatch_rule(monkeypatch):
-    x = torch.randn(2, 3)
-    monkeypatch.delenv("MINIFT_KERNELS", raising=False)
-    assert use_triton(x) is False  # CPU tensors take the reference unless forced
-    monkeypatch.setenv("MINIFT_KERNELS", "reference")
-    assert use_triton(x) is False
-    monkeypatch.setenv("MINIFT_KERNELS", "triton")
-    assert use_triton(x) is True  # interpreter on (conftest), so CPU tensors are fine
-    monkeypatch.setenv("MINIFT_KERNELS", "fast")
-    with pytest.raises(ValueError, match="MINIFT_KERNELS"):
-        use_triton(x)
 
 
 def test_reference_mode_never_touches_triton(monkeypatch):
