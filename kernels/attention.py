@@ -185,6 +185,7 @@ def attention(
     """
     triton = use_triton(q, k, v)
     check_qkv(q, k, v, triton)
+    triton = triton and q.numel() > 0  # no programs to launch: the reference handles it
     scale = float(scale) if scale is not None else 1.0 / math.sqrt(q.shape[-1])
     if triton:
         q, k, v = unit_stride(q), unit_stride(k), unit_stride(v)

@@ -114,7 +114,7 @@ def block_sparse_attention(
     check_qkv(q, k, v, triton)
     layout = check_layout(layout, q.shape[1], k.shape[2], block_size).to(q.device)
     scale = float(scale) if scale is not None else 1.0 / math.sqrt(q.shape[-1])
-    if triton:
+    if triton and q.numel() > 0:
         if block_size < 16 or block_size & (block_size - 1):
             raise ValueError(
                 f"block_size {block_size}: the Triton kernel needs a power of two >= 16"

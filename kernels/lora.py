@@ -160,7 +160,8 @@ def lora_linear(
         dtype = torch.get_autocast_dtype(x.device.type)
         x, weight, lora_A, lora_B = (t.to(dtype) for t in (x, weight, lora_A, lora_B))
         bias = bias.to(dtype) if bias is not None else None
-    backend = "triton" if use_triton(x, weight, bias, lora_A, lora_B) else "torch"
+    empty = x.numel() == 0  # no programs to launch: the reference handles it
+    backend = "triton" if use_triton(x, weight, bias, lora_A, lora_B) and not empty else "torch"
     with torch.autocast(x.device.type, enabled=False):
         y = LoRALinearFunction.apply(x.reshape(-1, x.shape[-1]), weight, bias, lora_A, lora_B,
                                      float(scaling), backend)  # fmt: skip

@@ -37,11 +37,12 @@ def dot_precision(dtype: torch.dtype) -> str:
 
     A GPU's fp32 ``tl.dot`` defaults to TF32 (10-bit mantissa), which would make fp32
     results differ from ``torch.matmul`` at 1e-3; "ieee" keeps full fp32 unless the user
-    opted into TF32 for matmuls. For fp16/bf16 inputs the option is ignored.
+    opted into TF32 for matmuls. fp16/bf16 inputs keep Triton's default, which for them
+    changes nothing.
     """
-    if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 and not interpreting():
+    if dtype != torch.float32:
         return "tf32"
-    return "ieee"
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 and not interpreting() else "ieee"
 
 
 @triton.jit
