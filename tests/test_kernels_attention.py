@@ -115,7 +115,7 @@ def test_bad_inputs_are_named():
 
 
 def test_triton_rejects_head_dims_over_128(force_triton):
-    q, k, v = qkv(1, 1, 4, 4, 136, device="cpu")
+    q, k, v = qkv(1, 1, 4, 4, 136)
     with pytest.raises(ValueError, match="head dims"):
         attention(q, k, v)
 

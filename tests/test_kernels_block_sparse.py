@@ -57,7 +57,8 @@ def padded(t, bs):
 
 
 @pytest.mark.parametrize(
-    "b,h,tq,tk,causal", [(1, 2, 37, 37, True), (3, 1, 20, 45, True), (1, 1, 33, 33, False)]
+    "b,h,tq,tk,causal",
+    [(1, 2, 37, 37, True), (3, 1, 20, 45, True), (1, 1, 33, 33, False), (1, 2, 1, 45, True)],
 )
 def test_all_true_layout_is_dense_attention(force_triton, b, h, tq, tk, causal):
     q, k, v = qkv(b, h, tq, tk, 16)
@@ -127,7 +128,7 @@ def test_reference_path_agrees_with_masked_sdpa():
 
 
 def test_bad_layouts_are_named(force_triton):
-    q, k, v = qkv(1, 2, 40, 40, 16, device="cpu")
+    q, k, v = qkv(1, 2, 40, 40, 16)
     with pytest.raises(ValueError, match="does not match 40 keys in blocks of 16"):
         block_sparse_attention(q, k, v, dense_layout(32, 16), 16)
     with pytest.raises(ValueError, match="expected \\(1 or 2 heads"):

@@ -19,7 +19,8 @@ def test_dispatch_rule(monkeypatch):
     monkeypatch.setenv("MINIFT_KERNELS", "reference")
     assert use_triton(x) is False
     monkeypatch.setenv("MINIFT_KERNELS", "triton")
-    assert use_triton(x, None) is True  # the interpreter is on (conftest), so CPU is fine
+    on_device = x.to("cuda" if torch.cuda.is_available() else "cpu")  # CPU: interpreter is on
+    assert use_triton(on_device, None) is True
     monkeypatch.setenv("MINIFT_KERNELS", "fast")
     with pytest.raises(ValueError, match="MINIFT_KERNELS='fast'"):
         use_triton(x)
