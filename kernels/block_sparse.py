@@ -37,7 +37,9 @@ class SparseIndex(NamedTuple):
     block_size: int
 
 
-def _lists(active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def index_lists(active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices, counts) of the True entries of each row of ``active`` (..., n), int32:
+    ``indices[..., :counts]`` lists them in increasing order, the rest is padding."""
     # A stable sort of "not active" moves the active indices to the front, in order.
     order = torch.argsort((~active).to(torch.uint8), dim=-1, stable=True)
     return order.to(torch.int32).contiguous(), active.sum(-1, dtype=torch.int32).contiguous()
@@ -53,8 +55,8 @@ def block_index(
     if causal:
         active &= torch.ones(nb, nb, dtype=torch.bool, device=active.device).tril()
     active[:, : (tk - tq) // block_size] = False
-    cols, col_counts = _lists(active)
-    rows, row_counts = _lists(active.transpose(1, 2))
+    cols, col_counts = index_lists(active)
+    rows, row_counts = index_lists(active.transpose(1, 2))
     return SparseIndex(cols, col_counts, rows, row_counts, block_size)
 
 

@@ -154,20 +154,29 @@ def flex_attention_fn(smoke: bool):
 
 
 def flex_block_mask(layout: torch.Tensor, bs: int):
-    """FlexAttention's BlockMask for a causal block layout, built from block lists (never a
-    (T, T) mask): blocks below the diagonal are full, diagonal ones apply kv <= q."""
-    from minift.kernels.block_sparse import _lists
+    """FlexAttention's BlockMask for a causal block layout (H or 1, nb, nb), built from block
+    lists (never a (T, T) mask): blocks below the diagonal are full, diagonal ones partial.
+    Its mask_mod states the whole rule, as FlexAttention requires (eager mode reads only it)."""
+    from minift.kernels.block_sparse import index_lists
     from torch.nn.attention.flex_attention import BlockMask
 
     nb = layout.shape[-1]
     diagonal = torch.eye(nb, dtype=torch.bool, device=layout.device)
     below = torch.ones(nb, nb, dtype=torch.bool, device=layout.device).tril(-1)
-    partial_idx, partial_n = _lists(layout & diagonal)
-    full_idx, full_n = _lists(layout & below)
+    partial_idx, partial_n = index_lists(layout & diagonal)
+    full_idx, full_n = index_lists(layout & below)
+    if layout.shape[0] == 1:
+        mask_mod = lambda b, h, q, kv: layout[0, q // bs, kv // bs] & (kv <= q)
+    else:
+        mask_mod = lambda b, h, q, kv: layout[h, q // bs, kv // bs] & (kv <= q)
     return BlockMask.from_kv_blocks(
-        partial_n[None], partial_idx[None], full_n[None], full_idx[None],
-        BLOCK_SIZE=bs, mask_mod=lambda b, h, q, kv: kv <= q,
-    )  # fmt: skip
+        partial_n[None],
+        partial_idx[None],
+        full_n[None],
+        full_idx[None],
+        BLOCK_SIZE=bs,
+        mask_mod=mask_mod,
+    )
 
 
 def attention_variants(q, k, v, causal: bool, flex) -> dict:
@@ -287,16 +296,15 @@ def bench_sparse(b: Bench, results: dict) -> None:
         dense_ms: dict[str, float | None] = {}
         for name, layout in sparse_layouts(t, bs, h).items():
             layout = layout.to(b.device)
-            if t == lengths[0]:  # check on the first 8 blocks
-                part = [x[:, :, : 8 * bs].detach() for x in (q, k, v)]
-                want = block_sparse_attention_reference(
-                    *(x.float() for x in part), layout[:, :8, :8], bs
-                )
-                check(
-                    f"block-sparse {name}",
-                    block_sparse_attention(*part, layout[:, :8, :8], bs),
-                    want,
-                )
+            if t == lengths[0]:  # check on the first 8 blocks, FlexAttention's mask too
+                part, head = [x[:, :, : 8 * bs].detach() for x in (q, k, v)], layout[:, :8, :8]
+                want = block_sparse_attention_reference(*(x.float() for x in part), head, bs)
+                check(f"block-sparse {name}", block_sparse_attention(*part, head, bs), want)
+                if flex is not None:
+                    from torch.nn.attention.flex_attention import flex_attention
+
+                    got = flex_attention(*part, block_mask=flex_block_mask(head, bs))
+                    check(f"flex mask {name}", got, want)
             active = block_index(layout, bs, t, t, causal=True).col_counts.sum().item()
             density = active / (h * (t // bs) * (t // bs + 1) / 2)  # of the causal block triangle
             for pass_, backward in (("fwd", None), ("fwd+bwd", g)):
