@@ -9,9 +9,10 @@ import os
 import pathlib
 import tempfile
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def fast_mode() -> bool:
@@ -37,6 +38,8 @@ def output_dir(*parts: str) -> pathlib.Path:
 
 
 def default_device() -> torch.device:
+    import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -75,3 +78,49 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------------------- memory
+_RSS_BASELINE_KB = 0
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"{field} not in /proc/self/status")
+
+
+def reset_peak_memory(device: torch.device | str = "cpu") -> None:
+    """Start a peak-memory measurement. CUDA: the allocator's peak. CPU (Linux): the
+    process's peak resident set (VmHWM), reset through /proc/self/clear_refs."""
+    global _RSS_BASELINE_KB
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        _RSS_BASELINE_KB = _status_kb("VmRSS")
+    except OSError:
+        _RSS_BASELINE_KB = -1
+
+
+def peak_memory_mb(device: torch.device | str = "cpu") -> float:
+    """Peak memory since reset_peak_memory, in MB: allocated bytes on CUDA, growth of the
+    resident set over its value at the reset on the CPU (NaN where /proc is unavailable)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    if _RSS_BASELINE_KB < 0:
+        return float("nan")
+    try:
+        return max(0, _status_kb("VmHWM") - _RSS_BASELINE_KB) / 1024
+    except OSError:
+        return float("nan")

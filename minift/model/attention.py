@@ -43,10 +43,21 @@ def build_attention_mask(
     past_len: int,
     key_padding: torch.Tensor | None,
     device: torch.device,
+    segment_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor | None, bool]:
     """Boolean mask (B or 1, 1, q_len, past_len + q_len), or None with a flag for SDPA's
-    is_causal fast path. key_padding: (B, past_len + q_len), 1 for real tokens, 0 for pads."""
+    is_causal fast path. key_padding: (B, past_len + q_len), 1 for real tokens, 0 for pads.
+    segment_ids: (B, q_len) for packed rows: a token sees only keys of its own segment."""
     k_len = past_len + q_len
+    if segment_ids is not None:
+        if past_len:
+            raise ValueError("segment_ids (packed sequences) cannot be combined with a KV cache")
+        same = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
+        base, _ = build_attention_mask(causal, q_len, 0, key_padding, device)
+        if base is None:
+            base = torch.ones(q_len, q_len, dtype=torch.bool, device=device)
+            base = base.tril() if causal else base
+        return base & same, False
     if key_padding is None:
         if not causal or q_len == 1:
             return None, False  # everything visible (a single new query sees all keys)

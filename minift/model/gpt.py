@@ -27,7 +27,7 @@ IGNORE_INDEX = -100  # targets with this value add nothing to the loss (PyTorch'
 
 @dataclass
 class ModelOutput:
-    logits: torch.Tensor
+    logits: torch.Tensor | None
     loss: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None  # embeddings, then each block's output
     attentions: tuple[torch.Tensor, ...] | None = None  # (B, H, Tq, Tk) per block
@@ -123,13 +123,17 @@ class GPT(nn.Module):
         output_hidden_states: bool = False,
         output_attentions: bool = False,
         inputs_embeds: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+        compute_logits: bool = True,
     ) -> ModelOutput:
         """idx: (B, T) token ids. targets: (B, T), the token each position must predict
         (IGNORE_INDEX to skip), so a causal model's caller shifts by one.
         attention_mask: (B, T), or (B, past + T) with a cache: 1 = real token, 0 = padding.
         position_ids default to 0.. for unpadded input and count real tokens when padded,
         so a left-padded sequence gets the same positions as it would alone.
-        inputs_embeds replaces wte[idx] (soft prompts)."""
+        inputs_embeds replaces wte[idx] (soft prompts). segment_ids (B, T) keep packed
+        examples from attending to each other. compute_logits=False skips the lm_head
+        (heads that read last_hidden need no vocabulary projection)."""
         if idx.dim() != 2:
             raise ValueError(f"idx must be (batch, time), got shape {tuple(idx.shape)}")
         B, T = idx.shape
@@ -139,7 +143,7 @@ class GPT(nn.Module):
         if position_ids is None:
             position_ids = self.default_positions(B, T, past, key_padding, cache, idx.device)
         mask, causal_fast = build_attention_mask(
-            self.config.causal, T, past, key_padding, idx.device
+            self.config.causal, T, past, key_padding, idx.device, segment_ids
         )
         inputs = AttentionInputs(positions=position_ids, mask=mask, causal_no_mask=causal_fast)
 
@@ -157,7 +161,7 @@ class GPT(nn.Module):
         if cache is not None:
             cache.key_padding = key_padding
             cache.next_position = position_ids[:, -1] + 1
-        logits = self.lm_head(x)
+        logits = self.lm_head(x) if compute_logits or targets is not None else None
         loss = None
         if targets is not None:
             loss = F.cross_entropy(

@@ -242,7 +242,8 @@ class Trainer:
             desc=cfg.desc,
             initial=start,
             total=cfg.steps,
-            disable=not (cfg.progress and self.dist.is_main),
+            # None: tqdm draws only on a terminal, so logs and captured output stay clean.
+            disable=None if (cfg.progress and self.dist.is_main) else True,
             leave=False,
             dynamic_ncols=True,
         )
