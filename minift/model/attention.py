@@ -76,6 +76,20 @@ def build_attention_mask(
     return mask, False
 
 
+def with_visible_prefix(inputs: AttentionInputs, P: int, q_len: int, k_len: int) -> AttentionInputs:
+    """The same attention inputs with P extra keys in front that every query may see."""
+    if inputs.mask is None and not inputs.causal_no_mask:
+        return inputs  # everything was visible and stays so
+    if inputs.mask is None:  # plain causal: end-aligned over the longer key axis
+        mask = torch.ones(q_len, k_len, dtype=torch.bool, device=inputs.positions.device)
+        mask = mask.tril(diagonal=k_len - q_len)[None, None]
+    else:
+        m = inputs.mask
+        ones = torch.ones(*m.shape[:-1], P, dtype=torch.bool, device=m.device)
+        mask = torch.cat([ones, m], dim=-1)
+    return AttentionInputs(positions=inputs.positions, mask=mask, causal_no_mask=False)
+
+
 class SelfAttention(nn.Module):
     """GPT-2's attention layer: one fused projection c_attn to q, k, v, then c_proj."""
 
@@ -92,6 +106,9 @@ class SelfAttention(nn.Module):
             if config.pos_emb == "rope"
             else None
         )
+        # Optional module returning (k, v) prefixes of shape (B, H, P, D): prefix tuning
+        # (minift.peft.prefix) sets it; None leaves attention exactly as it was.
+        self.prefix: nn.Module | None = None
 
     def split_heads(self, t: torch.Tensor) -> torch.Tensor:
         B, T, _ = t.shape
@@ -140,6 +157,11 @@ class SelfAttention(nn.Module):
         q, k, v = self.project_qkv(x, inputs.positions)
         if cache is not None:
             k, v = cache.append(k, v)
+        if self.prefix is not None:
+            # Trained key/value prefixes (prefix tuning): P extra keys that every query sees.
+            pk, pv = self.prefix(x.size(0))
+            k, v = torch.cat([pk.to(k.dtype), k], dim=2), torch.cat([pv.to(v.dtype), v], dim=2)
+            inputs = with_visible_prefix(inputs, pk.size(2), q.size(2), k.size(2))
         y, probs = self.attend(q, k, v, inputs, need_weights)
         B, H, T, D = y.shape
         y = y.transpose(1, 2).reshape(B, T, H * D)

@@ -65,6 +65,9 @@ class GPT(nn.Module):
         if config.pos_emb == "learned":
             self.transformer["wpe"] = nn.Embedding(config.block_size, config.n_embd)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # Optional module giving (B, P, C) soft-prompt embeddings with a num_tokens
+        # attribute: prompt tuning (minift.peft.prompt) sets it; None changes nothing.
+        self.soft_prompt: nn.Module | None = None
         if config.tie_weights:
             # One matrix both embeds tokens and scores them (Press and Wolf 2017).
             self.lm_head.weight = self.transformer.wte.weight
@@ -136,8 +139,16 @@ class GPT(nn.Module):
         (heads that read last_hidden need no vocabulary projection)."""
         if idx.dim() != 2:
             raise ValueError(f"idx must be (batch, time), got shape {tuple(idx.shape)}")
-        B, T = idx.shape
         past = cache.length if cache is not None else 0
+        n_prompt = 0
+        if self.soft_prompt is not None and past == 0:
+            if segment_ids is not None:
+                raise ValueError("a soft prompt cannot be combined with packed segment_ids")
+            idx, targets, attention_mask, position_ids, inputs_embeds = self._prepend_prompt(
+                idx, targets, attention_mask, position_ids, inputs_embeds
+            )
+            n_prompt = self.soft_prompt.num_tokens
+        B, T = idx.shape
         self._check_length(past + T)
         key_padding = self._key_padding(attention_mask, cache, B, T, past, idx.device)
         if position_ids is None:
@@ -158,6 +169,13 @@ class GPT(nn.Module):
             if attentions is not None:
                 attentions.append(probs)
         x = self.transformer.ln_f(x)
+        if n_prompt:  # report only the caller's positions; the prompt is internal
+            x = x[:, n_prompt:]
+            targets = targets[:, n_prompt:] if targets is not None else None
+            hidden = [h[:, n_prompt:] for h in hidden] if hidden is not None else None
+            attentions = (
+                [a[:, :, n_prompt:] for a in attentions] if attentions is not None else None
+            )
         if cache is not None:
             cache.key_padding = key_padding
             cache.next_position = position_ids[:, -1] + 1
@@ -177,6 +195,24 @@ class GPT(nn.Module):
             cache=cache,
             last_hidden=x,
         )
+
+    def _prepend_prompt(self, idx, targets, attention_mask, position_ids, inputs_embeds):
+        """Soft prompt tuning: P trained embeddings go in front of the tokens' embeddings,
+        as if they were P extra tokens (masks, positions and targets are widened to match)."""
+        B = idx.size(0)
+        prompt = self.soft_prompt(B)
+        P = prompt.size(1)
+        tokens = self.transformer.wte(idx) if inputs_embeds is None else inputs_embeds
+        inputs_embeds = torch.cat([prompt.to(tokens.dtype), tokens], dim=1)
+        idx = F.pad(idx, (P, 0), value=0)
+        if targets is not None:
+            targets = F.pad(targets, (P, 0), value=IGNORE_INDEX)
+        if attention_mask is not None:
+            attention_mask = F.pad(attention_mask, (P, 0), value=1)
+        if position_ids is not None:
+            front = torch.arange(P, device=idx.device).expand(B, P)
+            position_ids = torch.cat([front, position_ids + P], dim=1)
+        return idx, targets, attention_mask, position_ids, inputs_embeds
 
     @staticmethod
     def _key_padding(attention_mask, cache, B, T, past, device) -> torch.Tensor | None:

@@ -1,0 +1,177 @@
+"""What every parameter-efficient method shares: finding targets, wrapping layers,
+named adapters, freezing, the trainable-parameter report.
+
+Each method adds *adapter layers*: modules that subclass AdapterLayer and carry an
+``adapter_name``. A wrapper (LoRA, IA3, a bottleneck adapter) holds the layer it adapts
+as ``base_layer`` and replaces it in the model; an attachment (a prefix, a soft prompt)
+is set on a hook of the model. Several named adapters may sit on one model (wrappers
+nest); set_adapter chooses which are active, and an inactive adapter layer computes
+exactly what its base layer computes. The base weights are never trained: a PEFT model's
+trainable parameters are its adapters' (plus the task head).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch.nn as nn
+
+DEFAULT_ADAPTER = "default"
+
+
+class AdapterLayer(nn.Module):
+    """Base class of every module a PEFT method adds to a model."""
+
+    method: str = "adapter"
+
+    def __init__(self, adapter_name: str = DEFAULT_ADAPTER) -> None:
+        super().__init__()
+        self.adapter_name = adapter_name
+        self.active = True
+
+
+def adapter_layers(
+    model: nn.Module, adapter_name: str | None = None
+) -> Iterator[tuple[str, AdapterLayer]]:
+    for name, module in model.named_modules():
+        if isinstance(module, AdapterLayer) and (
+            adapter_name is None or module.adapter_name == adapter_name
+        ):
+            yield name, module
+
+
+def adapter_names(model: nn.Module) -> list[str]:
+    return sorted({m.adapter_name for _, m in adapter_layers(model)})
+
+
+def set_adapter(model: nn.Module, names: str | Iterable[str]) -> None:
+    """Activate the adapters called ``names`` and deactivate every other one."""
+    wanted = {names} if isinstance(names, str) else set(names)
+    unknown = wanted - set(adapter_names(model))
+    if unknown:
+        raise ValueError(
+            f"no adapter named {sorted(unknown)}; the model has {adapter_names(model)}"
+        )
+    for _, layer in adapter_layers(model):
+        layer.active = layer.adapter_name in wanted
+        for p in adapter_parameters(layer):  # only the active adapters train
+            p.requires_grad_(layer.active)
+
+
+@contextlib.contextmanager
+def disable_adapters(model: nn.Module):
+    """Inside this context every adapter is off: the model computes its base output."""
+    layers = [layer for _, layer in adapter_layers(model)]
+    before = [layer.active for layer in layers]
+    for layer in layers:
+        layer.active = False
+    try:
+        yield model
+    finally:
+        for layer, was in zip(layers, before):
+            layer.active = was
+
+
+def base_linear(module: nn.Module) -> nn.Linear | None:
+    """The nn.Linear at the bottom of a chain of wrappers (or the module itself)."""
+    while isinstance(module, AdapterLayer) and getattr(module, "base_layer", None) is not None:
+        module = module.base_layer
+    return module if isinstance(module, nn.Linear) else None
+
+
+def linear_names(model: nn.Module) -> list[str]:
+    """Names of the linear layers PEFT may target: plain nn.Linear modules, or wrappers
+    around one (so a second adapter can wrap the first); never an adapter's internals."""
+    names = []
+    for name, module in model.named_modules():
+        if name and base_linear(module) is not None and not _inside_adapter(model, name):
+            names.append(name)
+    return names
+
+
+def _inside_adapter(model: nn.Module, name: str) -> bool:
+    parts = name.split(".")
+    return any(
+        isinstance(model.get_submodule(".".join(parts[:i])), AdapterLayer)
+        for i in range(1, len(parts))
+    )
+
+
+def match_targets(
+    model: nn.Module,
+    targets: str | Iterable[str],
+    exclude: Iterable[str] = ("lm_head", "head"),
+) -> list[str]:
+    """Names of the linear layers that ``targets`` select.
+
+    A target matches every module whose name ends with it, at a dot boundary (PEFT's rule:
+    ``c_proj`` matches ``attn.c_proj`` and ``mlp.c_proj``). ``"all-linear"`` takes every
+    linear layer except the output layers in ``exclude``. An unmatched target is a
+    ValueError that lists the names that exist.
+    """
+    candidates = [
+        n for n in linear_names(model) if n.split(".")[-1] not in exclude and n not in exclude
+    ]
+    if targets == "all-linear":
+        return candidates
+    if isinstance(targets, str):
+        targets = [targets]
+    targets = list(targets)
+    if not targets:
+        raise ValueError("no target modules given")
+    chosen, unmatched = [], []
+    for t in targets:
+        hits = [n for n in candidates if n == t or n.endswith("." + t)]
+        if not hits:
+            unmatched.append(t)
+        chosen += [h for h in hits if h not in chosen]
+    if unmatched:
+        suffixes = sorted({n.split(".")[-1] for n in candidates})
+        raise ValueError(
+            f"target module(s) {unmatched} match no linear layer; layer names end with {suffixes} "
+            f"(e.g. {candidates[:3]})"
+        )
+    return chosen
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def freeze_base(model: nn.Module, trainable_extra: Iterable[str] = ("head",)) -> None:
+    """Train only adapter parameters (and modules named in trainable_extra, e.g. the head)."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for _, layer in adapter_layers(model):
+        for p in adapter_parameters(layer):
+            p.requires_grad_(layer.active)
+    extra = set(trainable_extra)
+    for name, module in model.named_children():
+        if name in extra:
+            for p in module.parameters():
+                p.requires_grad_(True)
+
+
+def adapter_parameters(layer: AdapterLayer) -> list[nn.Parameter]:
+    """The layer's own parameters, not those of the base layer it wraps."""
+    base = getattr(layer, "base_layer", None)
+    base_ids = {id(p) for p in base.parameters()} if base is not None else set()
+    return [p for p in layer.parameters() if id(p) not in base_ids]
+
+
+def trainable_report(model: nn.Module) -> dict[str, Any]:
+    params = {id(p): p for p in model.parameters()}.values()
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    total = sum(p.numel() for p in params)
+    return {"trainable": trainable, "total": total, "percent": 100.0 * trainable / max(1, total)}
+
+
+def print_trainable_parameters(model: nn.Module) -> str:
+    r = trainable_report(model)
+    line = f"trainable params: {r['trainable']:,} || all params: {r['total']:,} || trainable%: {r['percent']:.4f}"
+    print(line)
+    return line

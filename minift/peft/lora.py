@@ -1,0 +1,287 @@
+"""LoRA: low-rank adaptation (Hu et al. 2021), with rsLoRA and DoRA.
+
+A frozen weight W (out x in) is adapted by a trainable low-rank product:
+
+    y = x W^T + b + s * dropout(x) A^T B^T,      A: r x in,  B: out x r,  s = alpha / r
+
+A starts random and B at zero, so training starts exactly at the base model, and only
+r (in + out) parameters per layer train instead of in * out. After training, B A can be
+added into W (merge) and inference costs nothing extra.
+
+- rsLoRA (Kalajievic 2023) uses s = alpha / sqrt(r), which keeps the update's scale
+  stable as r grows, so larger ranks actually help.
+- DoRA (Liu et al. 2024) splits the adapted weight into a direction and a magnitude:
+      W' = m * (W + s B A) / ||W + s B A||,   the norm taken per output row,
+  with m (out) trainable and initialised to ||W||; like the paper (sec. 4.3) the norm is
+  treated as a constant in the backward pass, which saves memory at little cost.
+- GPT-2's fused c_attn (q, k and v in one matrix) can be adapted on some of its parts
+  only: each chosen part gets its own rank-r pair, stored as one A (r * parts x in) and a
+  block-structured B (out x r * parts) whose other blocks are held at zero by a fixed mask.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .core import (
+    DEFAULT_ADAPTER,
+    AdapterLayer,
+    base_linear,
+    freeze_base,
+    match_targets,
+    replace_module,
+)
+from .registry import register_peft_method, remember_config
+
+QKV = ("q", "k", "v")
+
+
+@dataclass
+class LoRAConfig:
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: str | list[str] = field(default_factory=lambda: ["c_attn"])
+    qkv_parts: list[str] | None = None  # for fused c_attn: e.g. ["q", "v"]; None = all of it
+    use_rslora: bool = False
+    use_dora: bool = False
+    trainable_extra: list[str] = field(default_factory=lambda: ["head"])  # e.g. the task head
+    adapter_name: str = DEFAULT_ADAPTER
+
+    def __post_init__(self) -> None:
+        if self.r <= 0:
+            raise ValueError(f"LoRA rank r must be a positive integer, got {self.r}")
+        if self.alpha <= 0:
+            raise ValueError(f"LoRA alpha must be positive, got {self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
+        if self.qkv_parts is not None:
+            bad = [p for p in self.qkv_parts if p not in QKV]
+            if bad or not self.qkv_parts:
+                raise ValueError(
+                    f"qkv_parts must be a non-empty subset of {QKV}, got {self.qkv_parts}"
+                )
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / (math.sqrt(self.r) if self.use_rslora else self.r)
+
+
+class LoRALinear(AdapterLayer):
+    """A linear layer plus s * B A, computed on the side (or merged into the weight)."""
+
+    method = "lora"
+
+    def __init__(
+        self,
+        base_layer: nn.Module,
+        r: int,
+        alpha: float,
+        dropout: float = 0.0,
+        use_rslora: bool = False,
+        use_dora: bool = False,
+        parts: Sequence[int] | None = None,
+        n_parts: int = 1,
+        adapter_name: str = DEFAULT_ADAPTER,
+    ) -> None:
+        super().__init__(adapter_name)
+        linear = base_linear(base_layer)
+        if linear is None:
+            raise TypeError(f"LoRA adapts linear layers, got {type(base_layer).__name__}")
+        self.base_layer = base_layer
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.r = r
+        self.scaling = alpha / (math.sqrt(r) if use_rslora else r)
+        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        rank = r * (len(parts) if parts is not None else 1)
+        w = linear.weight
+        self.lora_A = nn.Parameter(
+            torch.empty(rank, self.in_features, dtype=w.dtype, device=w.device)
+        )
+        self.lora_B = nn.Parameter(
+            torch.zeros(self.out_features, rank, dtype=w.dtype, device=w.device)
+        )
+        # PEFT's default: A ~ Kaiming-uniform (a = sqrt(5), nn.Linear's own init), B = 0.
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        if parts is not None:  # B's block for part p maps rank block p to output rows of p
+            mask = torch.zeros(self.out_features, rank, dtype=w.dtype, device=w.device)
+            size = self.out_features // n_parts
+            for i, p in enumerate(parts):
+                mask[p * size : (p + 1) * size, i * r : (i + 1) * r] = 1
+            self.register_buffer("lora_B_mask", mask)
+        else:
+            self.lora_B_mask = None
+        if use_dora:
+            self.lora_magnitude = nn.Parameter(
+                self.weight_norm(torch.zeros_like(w)).detach().clone()
+            )
+        else:
+            self.lora_magnitude = None
+        self.merged = False
+
+    # ------------------------------------------------------------------ pieces
+    @property
+    def base_weight(self) -> torch.Tensor:
+        return base_linear(self.base_layer).weight
+
+    def effective_B(self) -> torch.Tensor:
+        return self.lora_B if self.lora_B_mask is None else self.lora_B * self.lora_B_mask
+
+    def delta_weight(self) -> torch.Tensor:
+        """s * B A, the update in the shape of W."""
+        return self.scaling * (self.effective_B() @ self.lora_A)
+
+    def weight_norm(self, delta: torch.Tensor) -> torch.Tensor:
+        """||W + delta|| per output row (DoRA's column norm in the paper's (in x out) layout)."""
+        return torch.linalg.vector_norm(self.base_weight + delta, dim=1)
+
+    def dora_scale(self) -> torch.Tensor:
+        return self.lora_magnitude / self.weight_norm(self.delta_weight()).detach()
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.merged:
+            if self.active:
+                return self.base_layer(x)
+            return self._unmerged_base(x)
+        if not self.active:
+            return self.base_layer(x)
+        if self.lora_magnitude is not None:
+            return self._dora_forward(x)
+        fused = _fused_path(self, x)
+        if fused is not None:
+            return fused
+        base = self.base_layer(x)
+        low_rank = F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.effective_B())
+        return base + self.scaling * low_rank
+
+    def _dora_forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = base_linear(self.base_layer).bias
+        base = self.base_layer(x)
+        base_nobias = base - bias if bias is not None else base
+        low_rank = self.scaling * F.linear(
+            F.linear(self.lora_dropout(x), self.lora_A), self.effective_B()
+        )
+        # m/||W + sBA|| * (x W^T + s x A^T B^T) + b
+        return self.dora_scale() * (base_nobias + low_rank) + (bias if bias is not None else 0)
+
+    def _unmerged_base(self, x: torch.Tensor) -> torch.Tensor:
+        """Base output while the adapter is merged but switched off."""
+        with torch.no_grad():
+            weight = self._unmerged_weight(base_linear(self.base_layer).weight)
+        return F.linear(x, weight, base_linear(self.base_layer).bias)
+
+    def _unmerged_weight(self, merged: torch.Tensor) -> torch.Tensor:
+        if self.lora_magnitude is not None:
+            return merged / self._merge_scale[:, None] - self.delta_weight()
+        return merged - self.delta_weight()
+
+    # ------------------------------------------------------------------ merging
+    @torch.no_grad()
+    def merge(self) -> None:
+        """W <- W + s B A (DoRA: W <- m (W + s B A) / ||W + s B A||). Twice is an error."""
+        if self.merged:
+            raise RuntimeError(f"LoRA adapter {self.adapter_name!r} is already merged")
+        weight = base_linear(self.base_layer).weight
+        if self.lora_magnitude is not None:
+            scale = self.dora_scale()
+            self.register_buffer("_merge_scale", scale.clone(), persistent=False)
+            weight.copy_(scale[:, None] * (weight + self.delta_weight()))
+        else:
+            weight.add_(self.delta_weight())
+        self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if not self.merged:
+            raise RuntimeError(f"LoRA adapter {self.adapter_name!r} is not merged")
+        weight = base_linear(self.base_layer).weight
+        weight.copy_(self._unmerged_weight(weight))
+        self.merged = False
+
+    def extra_repr(self) -> str:
+        return f"r={self.r}, scaling={self.scaling:g}, dora={self.lora_magnitude is not None}, adapter={self.adapter_name!r}"
+
+
+def _fused_path(layer: LoRALinear, x: torch.Tensor) -> torch.Tensor | None:
+    """On CUDA (or when MINIFT_KERNELS forces it) run the fused Triton kernel:
+    one pass over x for x W^T and x A^T, the low-rank term added in the epilogue."""
+    if layer.lora_dropout.training and isinstance(layer.lora_dropout, nn.Dropout):
+        return None  # the kernel reads one x; dropout needs a second, masked copy
+    if layer.base_layer is not base_linear(layer.base_layer):
+        return None  # a wrapper below us: its own forward must run
+    from ..kernels import lora_linear, use_triton
+
+    base = layer.base_layer
+    if not use_triton(x, base.weight):
+        return None
+    return lora_linear(x, base.weight, base.bias, layer.lora_A, layer.effective_B(), layer.scaling)
+
+
+def _parts_for(name: str, config: LoRAConfig) -> tuple[list[int] | None, int]:
+    if config.qkv_parts is None or not name.endswith("c_attn"):
+        return None, 1
+    return [QKV.index(p) for p in config.qkv_parts], 3
+
+
+@register_peft_method("lora", LoRAConfig)
+def apply_lora(model: nn.Module, config: LoRAConfig | None = None) -> nn.Module:
+    """Wrap every targeted linear layer of ``model`` in LoRALinear, in place; freeze the rest.
+
+    Targets are resolved (and every error raised) before anything changes, so a bad
+    config leaves the model untouched.
+    """
+    config = config or LoRAConfig()
+    names = match_targets(model, config.target_modules)
+    if config.qkv_parts is not None and not any(n.endswith("c_attn") for n in names):
+        raise ValueError(
+            "qkv_parts applies to GPT-2's fused c_attn, which the targets do not include"
+        )
+    for name in names:
+        parts, n_parts = _parts_for(name, config)
+        layer = LoRALinear(
+            model.get_submodule(name), config.r, config.alpha, config.dropout,
+            config.use_rslora, config.use_dora, parts, n_parts, config.adapter_name,
+        )  # fmt: skip
+        replace_module(model, name, layer)
+    freeze_base(model, config.trainable_extra)
+    remember_config(model, config.adapter_name, "lora", asdict(config))
+    return model
+
+
+def lora_layers(model: nn.Module, adapter_name: str | None = None) -> list[LoRALinear]:
+    return [
+        m for m in model.modules()
+        if isinstance(m, LoRALinear) and (adapter_name is None or m.adapter_name == adapter_name)
+    ]  # fmt: skip
+
+
+def merge_lora(model: nn.Module, adapter_name: str | None = None) -> nn.Module:
+    layers = lora_layers(model, adapter_name)
+    if any(layer.merged for layer in layers):
+        raise RuntimeError("some LoRA layers are already merged; unmerge before merging again")
+    for layer in layers:
+        layer.merge()
+    return model
+
+
+def unmerge_lora(model: nn.Module, adapter_name: str | None = None) -> nn.Module:
+    for layer in lora_layers(model, adapter_name):
+        layer.unmerge()
+    return model
+
+
+def merge_and_unload(model: nn.Module) -> nn.Module:
+    """Merge every LoRA layer and put the plain linear layers back: a model with no LoRA."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LoRALinear):
+            if not module.merged:
+                module.merge()
+            replace_module(model, name, module.base_layer)
+    return model

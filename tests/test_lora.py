@@ -1,0 +1,240 @@
+"""LoRA against peft, and its invariants: merge, disable, DoRA, parts of c_attn, save/load."""
+
+import copy
+
+import pytest
+import torch
+
+from minift.model import GPT, GPTConfig
+from minift.model.heads import SequenceClassifier
+from minift.peft import (
+    LoRAConfig,
+    LoRALinear,
+    apply_lora,
+    disable_adapters,
+    load_adapter,
+    merge_and_unload,
+    merge_lora,
+    save_adapter,
+    set_adapter,
+    trainable_report,
+    unmerge_lora,
+)
+
+
+def tiny(**kw) -> GPT:
+    cfg = dict(vocab_size=71, block_size=32, n_layer=2, n_head=3, n_embd=24)
+    cfg.update(kw)
+    return GPT(GPTConfig(**cfg)).eval()
+
+
+def randomise_lora(model, std=0.3):
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, LoRALinear):
+                m.lora_B.normal_(0, std)
+                if m.lora_magnitude is not None:
+                    m.lora_magnitude.mul_(1 + 0.1 * torch.randn_like(m.lora_magnitude))
+
+
+@pytest.fixture(scope="module")
+def hf_pair(tmp_path_factory):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(2)
+    cfg = GPT2Config(
+        vocab_size=89,
+        n_positions=33,
+        n_embd=36,
+        n_layer=2,
+        n_head=4,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
+    hf = GPT2LMHeadModel(cfg).eval()
+    path = tmp_path_factory.mktemp("gpt2")
+    hf.save_pretrained(path)
+    return hf, path
+
+
+@pytest.mark.parametrize("targets", [["c_attn"], ["c_attn", "c_proj", "c_fc"]])
+def test_lora_matches_peft(hf_pair, targets):
+    from peft import LoraConfig, get_peft_model
+
+    hf, path = hf_pair
+    ref = get_peft_model(
+        copy.deepcopy(hf),
+        LoraConfig(
+            r=4, lora_alpha=8, target_modules=targets, lora_dropout=0.0, fan_in_fan_out=True
+        ),
+    )
+    ours = apply_lora(
+        GPT.from_pretrained(path).eval(), LoRAConfig(r=4, alpha=8, target_modules=targets)
+    )
+    peft_layers = {
+        n.split("base_model.model.")[1]: m
+        for n, m in ref.named_modules()
+        if hasattr(m, "lora_A") and isinstance(m.lora_A, torch.nn.ModuleDict)
+    }
+    ours_layers = {n: m for n, m in ours.named_modules() if isinstance(m, LoRALinear)}
+    assert sorted(peft_layers) == sorted(ours_layers)
+    with torch.no_grad():
+        for name, layer in peft_layers.items():
+            layer.lora_B["default"].weight.normal_(0, 0.2)
+            ours_layers[name].lora_A.copy_(layer.lora_A["default"].weight)
+            ours_layers[name].lora_B.copy_(layer.lora_B["default"].weight)
+    idx = torch.randint(0, 89, (2, 33))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(idx).logits, ref(idx).logits, rtol=1e-5, atol=1e-5)
+        ref.merge_adapter()
+        merge_lora(ours)
+        for name, layer in peft_layers.items():
+            # Conv1D stores (in, out): peft's merged weight, transposed, is ours.
+            torch.testing.assert_close(
+                ours_layers[name].base_layer.weight,
+                layer.base_layer.weight.t(),
+                rtol=1e-5,
+                atol=1e-6,
+            )
+
+
+@pytest.mark.parametrize(
+    "options", [dict(), dict(use_dora=True), dict(use_rslora=True), dict(qkv_parts=["q", "v"])]
+)
+def test_merged_equals_unmerged_and_disabled_equals_base(options):
+    base = tiny()
+    model = apply_lora(
+        copy.deepcopy(base), LoRAConfig(r=3, alpha=6, target_modules="all-linear", **options)
+    )
+    randomise_lora(model)
+    idx = torch.randint(0, 71, (3, 20))
+    with torch.no_grad():
+        adapted = model(idx).logits
+        with disable_adapters(model):
+            assert torch.equal(model(idx).logits, base(idx).logits)
+        assert (adapted - base(idx).logits).abs().max() > 1e-3
+        merge_lora(model)
+        torch.testing.assert_close(model(idx).logits, adapted, rtol=1e-4, atol=1e-5)
+        with pytest.raises(RuntimeError, match="already merged"):
+            merge_lora(model)
+        with disable_adapters(model):
+            torch.testing.assert_close(model(idx).logits, base(idx).logits, rtol=1e-4, atol=1e-5)
+        unmerge_lora(model)
+        torch.testing.assert_close(model(idx).logits, adapted, rtol=1e-4, atol=1e-5)
+        merge_and_unload(model)
+        assert not any(isinstance(m, LoRALinear) for m in model.modules())
+        torch.testing.assert_close(model(idx).logits, adapted, rtol=1e-4, atol=1e-5)
+
+
+def test_lora_at_init_is_the_base_model():
+    base = tiny()
+    model = apply_lora(
+        copy.deepcopy(base), LoRAConfig(r=4, target_modules=["c_attn", "c_fc"], use_dora=True)
+    )
+    idx = torch.randint(0, 71, (2, 11))
+    torch.testing.assert_close(model(idx).logits, base(idx).logits, rtol=1e-5, atol=1e-6)
+
+
+def test_qkv_parts_adapt_only_the_chosen_parts():
+    model = apply_lora(tiny(), LoRAConfig(r=2, target_modules=["c_attn"], qkv_parts=["q", "v"]))
+    layer = model.transformer.h[0].attn.c_attn
+    assert layer.lora_A.shape == (4, 24) and layer.lora_B.shape == (72, 4)
+    randomise_lora(model)
+    delta = layer.delta_weight()
+    assert delta[24:48].abs().max() == 0  # k rows untouched
+    assert delta[:24].abs().max() > 0 and delta[48:].abs().max() > 0
+    # each part has its own rank-r pair: the q block of B never reads v's rank columns
+    assert torch.equal(layer.effective_B()[:24, 2:], torch.zeros(24, 2))
+
+
+def test_scaling_rules():
+    assert LoRAConfig(r=16, alpha=32).scaling == 2.0
+    assert LoRAConfig(r=16, alpha=32, use_rslora=True).scaling == 8.0
+
+
+def test_only_lora_and_head_train_and_base_weights_stay_bit_identical():
+    torch.manual_seed(0)
+    clf = SequenceClassifier(tiny(), num_labels=3)
+    before = {k: v.clone() for k, v in clf.backbone.state_dict().items()}
+    apply_lora(clf, LoRAConfig(r=2, target_modules=["c_attn", "c_fc"]))
+    trainable = sorted(n for n, p in clf.named_parameters() if p.requires_grad)
+    assert (
+        all(("lora_" in n) or n.startswith("head.") for n in trainable)
+        and "head.weight" in trainable
+    )
+    opt = torch.optim.AdamW([p for p in clf.parameters() if p.requires_grad], lr=1e-2)
+    clf.train()
+    for _ in range(5):
+        idx = torch.randint(0, 71, (4, 12))
+        loss = clf(idx, labels=torch.randint(0, 3, (4,))).loss
+        loss.backward()
+        for n, p in clf.named_parameters():
+            assert (p.grad is not None) == p.requires_grad, n
+        opt.step()
+        opt.zero_grad()
+    after = clf.backbone.state_dict()
+    for k, v in before.items():
+        key = (
+            k
+            if k in after
+            else k.replace("c_attn.", "c_attn.base_layer.").replace("c_fc.", "c_fc.base_layer.")
+        )
+        assert torch.equal(after[key], v), k
+    report = trainable_report(clf)
+    assert 0 < report["percent"] < 30
+
+
+def test_save_then_load_onto_a_fresh_base_reproduces_outputs(tmp_path):
+    torch.manual_seed(0)
+    base = tiny()
+    model = apply_lora(
+        copy.deepcopy(base), LoRAConfig(r=3, target_modules=["c_attn"], use_dora=True)
+    )
+    randomise_lora(model)
+    save_adapter(model, tmp_path / "ad")
+    fresh = load_adapter(copy.deepcopy(base), tmp_path / "ad")
+    idx = torch.randint(0, 71, (2, 15))
+    assert torch.equal(fresh(idx).logits, model(idx).logits)
+
+
+def test_two_named_adapters_switch():
+    base = tiny()
+    model = copy.deepcopy(base)
+    apply_lora(model, LoRAConfig(r=2, target_modules=["c_attn"], adapter_name="a"))
+    randomise_lora(model)
+    apply_lora(model, LoRAConfig(r=2, target_modules=["c_attn"], adapter_name="b"))
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, LoRALinear) and m.adapter_name == "b":
+                m.lora_B.normal_(0, 0.3)
+    idx = torch.randint(0, 71, (2, 10))
+    set_adapter(model, "a")
+    only_a = model(idx).logits
+    set_adapter(model, "b")
+    only_b = model(idx).logits
+    assert not torch.allclose(only_a, only_b)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    assert all("base_layer.lora" not in n for n in trainable)  # "a" sits inside "b" and is frozen
+    with pytest.raises(ValueError, match=r"no adapter named \['c'\]"):
+        set_adapter(model, "c")
+
+
+def test_bad_input_is_a_clear_error_and_changes_nothing(tmp_path):
+    model = tiny()
+    snapshot = str(model)
+    with pytest.raises(
+        ValueError,
+        match=r"match no linear layer; layer names end with \['c_attn', 'c_fc', 'c_proj'\]",
+    ):
+        apply_lora(model, LoRAConfig(target_modules=["c_attn", "q_proj"]))
+    with pytest.raises(ValueError, match="rank r must be a positive integer"):
+        LoRAConfig(r=0)
+    assert str(model) == snapshot and all(p.requires_grad for p in model.parameters())
+    # adapter weights for another model size: refused, nothing applied
+    other = apply_lora(tiny(n_embd=30), LoRAConfig(r=2))
+    save_adapter(other, tmp_path / "other")
+    with pytest.raises(ValueError, match="do not fit the model.*has shape"):
+        load_adapter(model, tmp_path / "other")
+    assert str(model) == snapshot
