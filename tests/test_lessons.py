@@ -1,0 +1,51 @@
+"""Every lesson runs top to bottom in fast mode and draws at least one plot.
+
+One test per lessons/*.py file, found by glob, so a new lesson is tested the day it lands.
+Each runs as a learner would run it, `python lessons/NN_topic.py`, in a fresh process
+with MINIFT_FAST=1 and its plots sent to a temporary folder. The time is printed, not
+asserted (DESIGN.md: speed is measured by scripts, never asserted in tests); the budget
+is 20 s a lesson with a warm cache. MINIFT_HOME comes from conftest.py, so the caches
+(corpus, tokenizer, fast base model) are built once and shared by all lessons.
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+LESSONS = sorted((ROOT / "lessons").glob("*.py"))
+
+
+def test_lessons_are_found():
+    assert LESSONS, f"no lessons found under {ROOT / 'lessons'}"
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=[p.stem for p in LESSONS])
+def test_lesson_runs_in_fast_mode(lesson, tmp_path):
+    env = {**os.environ, "MINIFT_FAST": "1", "MINIFT_OUT": str(tmp_path)}
+    env.pop("MINIFT_KERNELS", None)  # lessons choose their own kernel path
+    t0 = time.perf_counter()
+    # Generous timeout: a cold cache builds the corpus, tokenizer and fast base first.
+    done = subprocess.run(
+        [sys.executable, str(lesson)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    seconds = time.perf_counter() - t0
+    print(f"{lesson.name}: {seconds:.1f}s")
+    assert done.returncode == 0, (
+        f"{lesson.name} exited with {done.returncode} after {seconds:.1f}s; "
+        f"stderr tail:\n{done.stderr[-3000:]}\nstdout tail:\n{done.stdout[-1000:]}"
+    )
+    plots = sorted(tmp_path.rglob("*.png"))
+    assert plots, (
+        f"{lesson.name} wrote no .png under {tmp_path}; stdout tail:\n{done.stdout[-1000:]}"
+    )
+    assert all(p.stat().st_size > 0 for p in plots), f"empty plot among {plots}"
