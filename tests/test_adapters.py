@@ -26,6 +26,7 @@ from minift.peft import (
 )
 from minift.peft.adapters import AdapterConfig, ParallelAdapter, SerialAdapter, apply_adapters
 
+
 # ---------------------------------------------------------------------------- shared helpers
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():

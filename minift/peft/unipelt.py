@@ -125,8 +125,9 @@ class _GateTap:
     def __init__(self, prefix: GatedPrefix, index: int) -> None:
         self.prefix, self.index = prefix, index
 
-    def __call__(self, attn: nn.Module, args: tuple) -> None:
-        x, cache = args[0], args[2] if len(args) > 2 else None
+    def __call__(self, attn: nn.Module, args: tuple, kwargs: dict) -> None:
+        x = args[0] if args else kwargs["x"]
+        cache = args[2] if len(args) > 2 else kwargs.get("cache")
         if not self.prefix.active or (cache is not None and cache.length > 0):
             return  # switched off, or a generation step: keep the gate of the prompt
         gate = torch.sigmoid(self.prefix.gates[self.index](x)).mean(dim=1)  # (B, 1)
@@ -182,7 +183,7 @@ def apply_unipelt(model: nn.Module, config: UniPELTConfig | None = None) -> nn.M
         replace_module(model, name, GatedAdapter(model.get_submodule(name), adapter_config))
     add_prefix_adapter(gpt, prefix)
     for i, block in enumerate(gpt.transformer.h):
-        block.attn.register_forward_pre_hook(_GateTap(prefix, i))
+        block.attn.register_forward_pre_hook(_GateTap(prefix, i), with_kwargs=True)
     freeze_base_and_extra(model, config.trainable_extra)
     remember_config(model, config.adapter_name, "unipelt", asdict(config))
     return model
