@@ -2,7 +2,8 @@
 
 One test per lessons/*.py file, found by glob, so a new lesson is tested the day it lands.
 Each runs as a learner would run it, `python lessons/NN_topic.py`, in a fresh process
-with MINIFT_FAST=1 and its plots sent to a temporary folder. The time is printed, not
+with MINIFT_FAST=1 and its plots sent to a temporary folder (one OpenMP thread unless
+OMP_NUM_THREADS is set). The time is printed, not
 asserted (DESIGN.md: speed is measured by scripts, never asserted in tests); the budget
 is 20 s a lesson with a warm cache. MINIFT_HOME comes from conftest.py, so the caches
 (corpus, tokenizer, fast base model) are built once and shared by all lessons.
@@ -28,6 +29,9 @@ def test_lessons_are_found():
 def test_lesson_runs_in_fast_mode(lesson, tmp_path):
     env = {**os.environ, "MINIFT_FAST": "1", "MINIFT_OUT": str(tmp_path)}
     env.pop("MINIFT_KERNELS", None)  # lessons choose their own kernel path
+    # Fast-mode models are tiny: a second OpenMP thread buys little, and when the cores are
+    # shared (pytest-xdist, other jobs) spinning threads made lessons 3-6x slower here.
+    env.setdefault("OMP_NUM_THREADS", "1")
     t0 = time.perf_counter()
     # Generous timeout: a cold cache builds the corpus, tokenizer and fast base first.
     done = subprocess.run(
