@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -25,6 +25,7 @@ from .data.tasks import Task
 from .data.tokens import encode_documents
 from .model import GPT
 from .model.heads import SequenceClassifier
+from .peft.core import find_gpt
 from .tokenizer import eot_id, pad_id
 from .train import TrainConfig, Trainer
 from .utils import peak_memory_mb, reset_peak_memory
@@ -38,6 +39,7 @@ class FinetuneConfig:
     lr: float | None = None  # None: the method's default
     max_len: int = 64  # tokens per example (classification texts are cut to their start)
     eval_every: int = 20
+    eval_at_start: bool = True  # curves start from the common starting point
     warmup_steps: int = 5
     weight_decay: float = 0.0
     pooling: str = "last"
@@ -49,12 +51,20 @@ class FinetuneConfig:
 
 
 @dataclass
+class Preparation:
+    """What a method's prepare() may hand back besides changing the model in place."""
+
+    param_groups: list[dict] | None = None  # None: every trainable parameter, decay on matrices
+    on_step: Callable | None = None  # called as on_step(step, trainer) after each step
+
+
+@dataclass
 class Method:
-    """prepare(model, config) freezes/wraps the model in place and may return optimizer
-    parameter groups (None: every trainable parameter, decay on matrices)."""
+    """prepare(model, config) freezes/wraps the model in place; it may return a Preparation
+    (optimizer groups, a per-step callback). config.lr is already resolved."""
 
     name: str
-    prepare: Callable[[torch.nn.Module, FinetuneConfig], list[dict] | None]
+    prepare: Callable[[torch.nn.Module, FinetuneConfig], Preparation | None]
     lr: float
     description: str = ""
 
@@ -248,15 +258,20 @@ def finetune(
             f"task kind {task.kind!r} cannot be fine-tuned here; kinds: {sorted(OBJECTIVES)}"
         )
     method = METHODS[config.method]
+    config = replace(config, lr=config.lr if config.lr is not None else method.lr)
     model = build_model(base, task, config).to(device)
-    param_groups = method.prepare(model, config)
+    prepared = method.prepare(model, config) or Preparation()
+    virtual = getattr(find_gpt(model).soft_prompt, "num_tokens", 0)
+    if config.max_len + virtual > base.config.block_size:  # soft prompts take block room
+        config = replace(config, max_len=base.config.block_size - virtual)
     batch_fn, loss_fn, eval_fn, monitor, mode = OBJECTIVES[task.kind](task, enc, config)
     train_config = TrainConfig(
         steps=config.steps,
-        lr=config.lr if config.lr is not None else method.lr,
+        lr=config.lr,
         warmup_steps=config.warmup_steps,
         weight_decay=config.weight_decay,
         eval_every=config.eval_every,
+        eval_at_start=config.eval_at_start,
         monitor=monitor,
         mode=mode,
         out_dir=config.out_dir,
@@ -268,9 +283,11 @@ def finetune(
     trainable, total = count_parameters(model)
     reset_peak_memory(device)
     t0 = time.perf_counter()
-    result = Trainer(
-        model, train_config, batch_fn, loss_fn, eval_fn, param_groups=param_groups
-    ).fit()
+    trainer = Trainer(
+        model, train_config, batch_fn, loss_fn, eval_fn,
+        param_groups=prepared.param_groups, on_step=prepared.on_step,
+    )  # fmt: skip
+    result = trainer.fit()
     seconds = time.perf_counter() - t0
     final = result.history[-1]
     return FinetuneResult(
@@ -286,3 +303,7 @@ def finetune(
         history=result.history,
         model=model.eval() if keep_model else None,
     )
+
+
+# The parameter-efficient methods register themselves here (minift/peft/methods.py).
+from .peft import methods as _peft_methods  # noqa: E402, F401

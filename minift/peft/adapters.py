@@ -22,7 +22,6 @@ adapter train. Where the adapter sits is the *layout*:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -32,7 +31,9 @@ from .core import (
     DEFAULT_ADAPTER,
     AdapterLayer,
     base_linear,
+    check_extra,
     freeze_base,
+    match_modules,
     match_targets,
     replace_module,
 )
@@ -147,46 +148,6 @@ class ParallelAdapter(nn.Module):
         return y + self.branch(x)
 
 
-def match_sublayers(model: nn.Module, targets: Iterable[str]) -> list[str]:
-    """Names of the modules (any kind) that ``targets`` select by PEFT's suffix rule,
-    never inside an adapter layer; an unmatched target is a ValueError."""
-    names = [
-        n for n, m in model.named_modules()
-        if n and not any(isinstance(a, AdapterLayer) for a in _ancestors(model, n))
-    ]  # fmt: skip
-    chosen, unmatched = [], []
-    for t in targets:
-        hits = [n for n in names if n == t or n.endswith("." + t)]
-        unmatched += [] if hits else [t]
-        chosen += [h for h in hits if h not in chosen]
-    if unmatched:
-        leaves = sorted({n.split(".")[-1] for n in names})
-        raise ValueError(f"target module(s) {unmatched} match no module; names end with {leaves}")
-    return chosen
-
-
-def freeze_base_and_extra(model: nn.Module, trainable_extra: Iterable[str]) -> None:
-    """core.freeze_base, and also train the modules that dotted names in trainable_extra
-    select by the suffix rule (e.g. "transformer.h.3": the last block of a 4-block model,
-    bare or under a classifier's backbone): adapters plus an unfrozen block is a hybrid."""
-    extra = list(trainable_extra)
-    freeze_base(model, extra)
-    dotted = [t for t in extra if "." in t]
-    if dotted:
-        for name in match_sublayers(model, dotted):
-            model.get_submodule(name).requires_grad_(True)
-
-
-def check_extra(model: nn.Module, trainable_extra: Iterable[str]) -> None:
-    """Raise (before any change) if a dotted trainable_extra name selects no module."""
-    match_sublayers(model, [t for t in trainable_extra if "." in t])
-
-
-def _ancestors(model: nn.Module, name: str) -> list[nn.Module]:
-    parts = name.split(".")
-    return [model.get_submodule(".".join(parts[:i])) for i in range(1, len(parts))]
-
-
 def _sublayer_width(module: nn.Module) -> int:
     """Input (= output) width of a sublayer such as the MLP: its first linear's in_features."""
     for m in module.modules():
@@ -206,7 +167,7 @@ def apply_adapters(model: nn.Module, config: AdapterConfig | None = None) -> nn.
     config = config or AdapterConfig()
     check_extra(model, config.trainable_extra)
     if config.layout == "parallel":
-        names = match_sublayers(model, config.targets)
+        names = match_modules(model, config.targets)
         dims = [_sublayer_width(model.get_submodule(n)) for n in names]
     else:
         names = match_targets(model, config.targets)
@@ -223,6 +184,6 @@ def apply_adapters(model: nn.Module, config: AdapterConfig | None = None) -> nn.
             replace_module(model, name, ParallelAdapter(module, dim, config))
         else:
             replace_module(model, name, SerialAdapter(module, config))
-    freeze_base_and_extra(model, config.trainable_extra)
+    freeze_base(model, config.trainable_extra)
     remember_config(model, config.adapter_name, "adapter", asdict(config))
     return model

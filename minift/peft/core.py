@@ -142,18 +142,52 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
+def find_gpt(model: nn.Module):
+    """The minift GPT inside ``model`` (the model itself, or e.g. a classifier's backbone)."""
+    from ..model.gpt import GPT
+
+    for module in model.modules():
+        if isinstance(module, GPT):
+            return module
+    raise ValueError(f"{type(model).__name__} contains no minift GPT to attach to")
+
+
+def match_modules(model: nn.Module, targets: Iterable[str]) -> list[str]:
+    """Names of the modules (any kind) that ``targets`` select by PEFT's suffix rule,
+    never inside an adapter layer; an unmatched target is a ValueError."""
+    names = [n for n, _ in model.named_modules() if n and not _inside_adapter(model, n)]
+    chosen, unmatched = [], []
+    for t in targets:
+        hits = [n for n in names if n == t or n.endswith("." + t)]
+        unmatched += [] if hits else [t]
+        chosen += [h for h in hits if h not in chosen]
+    if unmatched:
+        leaves = sorted({n.split(".")[-1] for n in names})
+        raise ValueError(f"target module(s) {unmatched} match no module; names end with {leaves}")
+    return chosen
+
+
+def check_extra(model: nn.Module, trainable_extra: Iterable[str]) -> None:
+    """Raise (before any change) if a dotted trainable_extra name selects no module."""
+    match_modules(model, [t for t in trainable_extra if "." in t])
+
+
 def freeze_base(model: nn.Module, trainable_extra: Iterable[str] = ("head",)) -> None:
-    """Train only adapter parameters (and modules named in trainable_extra, e.g. the head)."""
+    """Train only the active adapters' parameters, plus the modules in trainable_extra: a
+    plain name is a child of the model (e.g. the task "head"); a dotted name selects by the
+    suffix rule (e.g. "transformer.h.3", an unfrozen last block: a hybrid)."""
     for p in model.parameters():
         p.requires_grad_(False)
     for _, layer in adapter_layers(model):
         for p in adapter_parameters(layer):
             p.requires_grad_(layer.active)
-    extra = set(trainable_extra)
+    extra = list(trainable_extra)
     for name, module in model.named_children():
         if name in extra:
-            for p in module.parameters():
-                p.requires_grad_(True)
+            module.requires_grad_(True)
+    dotted = [t for t in extra if "." in t]
+    for name in match_modules(model, dotted) if dotted else []:
+        model.get_submodule(name).requires_grad_(True)
 
 
 def adapter_parameters(layer: AdapterLayer) -> list[nn.Parameter]:

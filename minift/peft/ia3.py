@@ -26,8 +26,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .adapters import check_extra, freeze_base_and_extra
-from .core import DEFAULT_ADAPTER, AdapterLayer, base_linear, match_targets, replace_module
+from .core import (
+    DEFAULT_ADAPTER,
+    AdapterLayer,
+    base_linear,
+    check_extra,
+    freeze_base,
+    match_targets,
+    replace_module,
+)
 from .registry import register_peft_method, remember_config
 
 QKV = ("q", "k", "v")
@@ -173,7 +180,7 @@ def apply_ia3(model: nn.Module, config: IA3Config | None = None) -> nn.Module:
             model.get_submodule(name), feedforward, parts, 3 if fused else 1, config.adapter_name
         )
         replace_module(model, name, layer)
-    freeze_base_and_extra(model, config.trainable_extra)
+    freeze_base(model, config.trainable_extra)
     remember_config(model, config.adapter_name, "ia3", asdict(config))
     return model
 

@@ -188,6 +188,15 @@ class LoRALinear(AdapterLayer):
         """W <- W + s B A (DoRA: W <- m (W + s B A) / ||W + s B A||). Twice is an error."""
         if self.merged:
             raise RuntimeError(f"LoRA adapter {self.adapter_name!r} is already merged")
+        inner = self.base_layer
+        while isinstance(inner, AdapterLayer):
+            if not isinstance(inner, LoRALinear):
+                # W + BA is only equivalent when nothing between us and W transforms the output.
+                raise RuntimeError(
+                    f"cannot merge LoRA adapter {self.adapter_name!r}: it wraps a "
+                    f"{type(inner).__name__}, which would see the merged weight"
+                )
+            inner = inner.base_layer
         weight = base_linear(self.base_layer).weight
         if self.lora_magnitude is not None:
             scale = self.dora_scale()

@@ -29,8 +29,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .adapters import check_extra, freeze_base_and_extra
-from .core import DEFAULT_ADAPTER, AdapterLayer, disable_adapters
+from .core import (
+    DEFAULT_ADAPTER,
+    AdapterLayer,
+    check_extra,
+    disable_adapters,
+    find_gpt,
+    freeze_base,
+)
 from .registry import register_peft_method, remember_config
 
 
@@ -58,16 +64,6 @@ class PrefixConfig:
                     "init_text sets the prefixes themselves, which a reparameterising MLP "
                     "would replace; use one or the other"
                 )
-
-
-def find_gpt(model: nn.Module):
-    """The minift GPT inside ``model`` (the model itself, or e.g. a classifier's backbone)."""
-    from ..model.gpt import GPT
-
-    for module in model.modules():
-        if isinstance(module, GPT):
-            return module
-    raise ValueError(f"{type(model).__name__} contains no minift GPT to attach to")
 
 
 class PrefixHook(nn.Module):
@@ -223,7 +219,7 @@ def apply_prefix_tuning(model: nn.Module, config: PrefixConfig | None = None) ->
     check_extra(model, config.trainable_extra)
     gpt = find_gpt(model)
     add_prefix_adapter(gpt, PrefixTuning(gpt, config))
-    freeze_base_and_extra(model, config.trainable_extra)
+    freeze_base(model, config.trainable_extra)
     remember_config(model, config.adapter_name, "prefix", asdict(config))
     return model
 

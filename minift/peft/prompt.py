@@ -25,9 +25,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn as nn
 
-from .adapters import check_extra, freeze_base_and_extra
-from .core import DEFAULT_ADAPTER, AdapterLayer
-from .prefix import find_gpt
+from .core import DEFAULT_ADAPTER, AdapterLayer, check_extra, find_gpt, freeze_base
 from .registry import register_peft_method, remember_config
 
 
@@ -136,6 +134,6 @@ def apply_prompt_tuning(model: nn.Module, config: PromptConfig | None = None) ->
     if hook is None:
         gpt.soft_prompt = hook = SoftPrompts()
     hook.prompts[config.adapter_name] = prompt
-    freeze_base_and_extra(model, config.trainable_extra)
+    freeze_base(model, config.trainable_extra)
     remember_config(model, config.adapter_name, "prompt", asdict(config))
     return model

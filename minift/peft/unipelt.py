@@ -31,10 +31,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .adapters import AdapterConfig, SerialAdapter, check_extra, freeze_base_and_extra
-from .core import DEFAULT_ADAPTER, base_linear, match_targets, replace_module
+from .adapters import AdapterConfig, SerialAdapter
+from .core import (
+    DEFAULT_ADAPTER,
+    base_linear,
+    check_extra,
+    find_gpt,
+    freeze_base,
+    match_targets,
+    replace_module,
+)
 from .lora import QKV, LoRAConfig, LoRALinear
-from .prefix import PrefixConfig, PrefixTuning, add_prefix_adapter, find_gpt, prefix_hooks
+from .prefix import PrefixConfig, PrefixTuning, add_prefix_adapter, prefix_hooks
 from .registry import register_peft_method, remember_config
 
 
@@ -184,6 +192,6 @@ def apply_unipelt(model: nn.Module, config: UniPELTConfig | None = None) -> nn.M
     add_prefix_adapter(gpt, prefix)
     for i, block in enumerate(gpt.transformer.h):
         block.attn.register_forward_pre_hook(_GateTap(prefix, i), with_kwargs=True)
-    freeze_base_and_extra(model, config.trainable_extra)
+    freeze_base(model, config.trainable_extra)
     remember_config(model, config.adapter_name, "unipelt", asdict(config))
     return model

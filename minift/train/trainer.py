@@ -45,6 +45,7 @@ class TrainConfig:
     grad_accum: int = 1
     precision: str = "fp32"  # "fp32" | "bf16" (autocast, CPU or GPU) | "fp16" (GPU, loss scaling)
     eval_every: int = 0  # 0: evaluate only at the end (when an eval_fn is given)
+    eval_at_start: bool = False  # also evaluate before the first step (logged as step 0)
     monitor: str = "val_loss"  # the eval metric that early stopping and "best" follow
     mode: str = "min"  # "min" or "max": which direction of monitor is better
     patience: int | None = None  # stop after this many evaluations without improvement
@@ -237,6 +238,14 @@ class Trainer:
             )
             self.log.truncate_after(start)
         t0 = time.perf_counter()
+        if cfg.eval_at_start and self.eval_fn is not None and start == 0:
+            row = {"step": 0, **self.evaluate()}
+            if cfg.monitor in row:
+                result.best, result.best_step = row[cfg.monitor], 0
+                if cfg.restore_best:
+                    best_state = copy.deepcopy(self.model.state_dict())
+            result.history.append(row)
+            self.log.write(row)
         bar = tqdm(
             range(start, cfg.steps),
             desc=cfg.desc,

@@ -1,0 +1,117 @@
+"""The fine-tuning methods of `minift finetune --method ...` and of the demo.
+
+Each entry prepares a fresh copy of the base model (with its task head) in place. The
+default learning rates were chosen on the default task: methods that train few
+parameters take larger steps.
+"""
+
+from __future__ import annotations
+
+from ..finetune import FinetuneConfig, Preparation, register_method
+from .adapters import AdapterConfig, apply_adapters
+from .core import find_gpt
+from .ia3 import IA3Config, apply_ia3
+from .layerwise import (
+    GradualUnfreezing,
+    bitfit,
+    freeze_all_but_last,
+    layerwise_lr_groups,
+    norm_tuning,
+)
+from .lora import LoRAConfig, apply_lora
+from .prefix import PrefixConfig, apply_prefix_tuning
+from .prompt import PromptConfig, apply_prompt_tuning
+from .unipelt import UniPELTConfig, apply_unipelt
+
+
+def _lora_config(config: FinetuneConfig, **extra) -> LoRAConfig:
+    opts = {"r": 8, "alpha": 16, "target_modules": ["c_attn", "c_proj", "c_fc"], **extra}
+    opts.update(config.options)
+    return LoRAConfig(**opts)
+
+
+@register_method("lora", lr=3e-3, description="LoRA r=8 on every attention and MLP matrix")
+def _lora(model, config: FinetuneConfig) -> None:
+    apply_lora(model, _lora_config(config))
+
+
+@register_method("dora", lr=3e-3, description="DoRA: LoRA with a learned magnitude per output row")
+def _dora(model, config: FinetuneConfig) -> None:
+    apply_lora(model, _lora_config(config, use_dora=True))
+
+
+@register_method("layerwise", lr=1e-3, description="train the last block (and head) only")
+def _layerwise(model, config: FinetuneConfig) -> None:
+    freeze_all_but_last(model, int(config.options.get("k", 1)))
+
+
+@register_method("bitfit", lr=1e-2, description="train the biases only (BitFit)")
+def _bitfit(model, config: FinetuneConfig) -> None:
+    bitfit(model)
+
+
+@register_method("layernorm", lr=1e-2, description="train the LayerNorm parameters only")
+def _layernorm(model, config: FinetuneConfig) -> None:
+    norm_tuning(model)
+
+
+@register_method("probe", lr=1e-2, description="frozen backbone features, a linear probe")
+def _probe(model, config: FinetuneConfig) -> None:
+    freeze_all_but_last(model, 0)
+    for p in find_gpt(model).transformer.ln_f.parameters():
+        p.requires_grad_(False)
+
+
+@register_method("llrd", lr=2e-3, description="full fine-tuning with layer-wise LR decay")
+def _llrd(model, config: FinetuneConfig) -> Preparation:
+    for p in model.parameters():
+        p.requires_grad_(True)
+    decay = float(config.options.get("decay", 0.7))
+    return Preparation(
+        param_groups=layerwise_lr_groups(model, config.lr, decay, config.weight_decay)
+    )
+
+
+@register_method("gradual", lr=1e-3, description="gradual unfreezing from the top (ULMFiT)")
+def _gradual(model, config: FinetuneConfig) -> Preparation:
+    n = len(find_gpt(model).transformer.h)
+    every = int(config.options.get("every", max(1, config.steps // (n + 1))))
+    schedule = GradualUnfreezing(model, every)
+    decay = float(config.options.get("decay", 1.0))
+    groups = layerwise_lr_groups(model, config.lr, decay, config.weight_decay)
+    return Preparation(param_groups=groups, on_step=schedule)
+
+
+@register_method("adapter", lr=1e-2, description="Houlsby bottleneck adapters (reduction 16)")
+def _adapter(model, config: FinetuneConfig) -> None:
+    apply_adapters(model, AdapterConfig(**config.options))
+
+
+@register_method("ia3", lr=3e-2, description="IA3: learned scales on keys, values, MLP activations")
+def _ia3(model, config: FinetuneConfig) -> None:
+    apply_ia3(model, IA3Config(**config.options))
+
+
+@register_method(
+    "prefix", lr=1e-2, description="prefix tuning: 10 trained key/value prefixes per layer"
+)
+def _prefix(model, config: FinetuneConfig) -> None:
+    apply_prefix_tuning(model, PrefixConfig(**config.options))
+
+
+@register_method("prompt", lr=3e-2, description="prompt tuning: 10 trained input embeddings")
+def _prompt(model, config: FinetuneConfig) -> None:
+    apply_prompt_tuning(model, PromptConfig(**config.options))
+
+
+@register_method("unipelt", lr=1e-2, description="UniPELT: gated LoRA + adapter + prefix")
+def _unipelt(model, config: FinetuneConfig) -> None:
+    apply_unipelt(model, UniPELTConfig(**config.options))
+
+
+@register_method("hybrid", lr=3e-3, description="LoRA + prefix tuning on one model")
+def _hybrid(model, config: FinetuneConfig) -> None:
+    apply_lora(model, _lora_config(config))
+    apply_prefix_tuning(
+        model, PrefixConfig(num_virtual_tokens=int(config.options.get("prefix_tokens", 5)))
+    )

@@ -1,0 +1,32 @@
+"""Fine-tuning on the default task: every method learns; the base model is never changed."""
+
+import pytest
+import torch
+
+from minift.base import load_base
+from minift.data.tasks import DEFAULT_TASK, get_task
+from minift.finetune import METHODS, FinetuneConfig, finetune
+
+
+@pytest.fixture(scope="module")
+def setup():
+    base, enc = load_base(progress=False, verbose=False)
+    return base, enc, get_task(DEFAULT_TASK)
+
+
+@pytest.mark.parametrize("method", sorted(m for m in METHODS if m != "scratch"))
+def test_every_method_lowers_validation_loss_and_leaves_the_base_untouched(setup, method):
+    base, enc, task = setup
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    result = finetune(task, base, enc, FinetuneConfig(method=method, steps=12, eval_every=12, progress=False))
+    start, end = result.history[0]["val_loss"], result.history[-1]["val_loss"]
+    assert end < start, f"{method}: val loss {start:.3f} -> {end:.3f}"
+    assert 0 < result.trainable <= result.total
+    for k, v in base.state_dict().items():
+        assert torch.equal(v, before[k]), f"{method} changed the base model's {k}"
+
+
+def test_unknown_method_lists_the_known_ones(setup):
+    base, enc, task = setup
+    with pytest.raises(ValueError, match="unknown method 'lorra'.*lora"):
+        finetune(task, base, enc, FinetuneConfig(method="lorra"))
