@@ -1,7 +1,8 @@
 """Training-step speed and memory: minift's GPT against transformers' GPT2LMHeadModel.
 
     python scripts/bench_train.py              # CPU (and CUDA when present), a few minutes
-    python scripts/bench_train.py --quick      # one small size, under a minute
+    python scripts/bench_train.py --quick      # two small sizes, about a minute
+    python scripts/bench_train.py --threads 1  # steadier on a CPU shared with other jobs
 
 A training step is forward + cross-entropy + backward + AdamW step + zero_grad, on the
 same batch of token ids, for both models, with identical configuration and weights
@@ -17,7 +18,9 @@ a small model's numbers). On CUDA: torch.cuda.max_memory_allocated, so weights a
 moments included. On the CPU: the growth of the process's peak resident set over its
 value before the timed steps (minift.utils.reset_peak_memory / peak_memory_mb), so what
 one step allocates on top of the weights and optimizer state: activations, gradients,
-logits and temporaries. results.json also lists the weights' size.
+logits and temporaries. results.json also lists the weights' size. (GPT-2's "gelu_new" in
+transformers is five elementwise ops, each saving a 4C-wide tensor for backward; minift
+calls the fused F.gelu(approximate="tanh"), which explains most of the memory gap.)
 
 The table goes to stdout, results.json and bench_train.png to --out.
 """
@@ -56,7 +59,7 @@ CUDA_SIZES = {
 }
 QUICK_SIZES = {
     "base": (dict(vocab_size=4096, block_size=128, n_layer=4, n_head=4, n_embd=128), 8, 128),
-    "w768-L2-v4096": (dict(vocab_size=4096, block_size=128, n_layer=2), 4, 128),
+    "w768-L2-v4096": (dict(vocab_size=4096, block_size=128, n_layer=2), 2, 128),
 }
 IMPLS = ("minift", "hf")
 
@@ -236,6 +239,22 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+def warn_if_busy(when: str) -> None:
+    """Timings on a CPU that other jobs share swing by several times (OpenMP threads spin
+    while a sibling waits for a core); say so rather than print numbers as if clean."""
+    load, cores = load_average(), os.cpu_count() or 1
+    if load is not None and load > 0.5 * cores:
+        print(f"warning ({when}): load average {load:.1f} on {cores} cores; CPU timings are "
+              "noisy (try --threads 1 and --repeats 2)")  # fmt: skip
+
+
 def format_table(rows: list[dict]) -> str:
     head = (
         f"{'device':6s} {'size':14s} {'batch x seq':>11s} {'params':>11s} "
@@ -302,6 +321,7 @@ def main() -> None:
         "steps": args.steps,
         "repeats": args.repeats,
         "cpu_threads": args.threads or torch.get_num_threads(),
+        "load_average_start": load_average(),
     }
     print(
         f"CPU: {env['cpu']} ({env['cores']} cores)" + (f"; GPU: {env['gpu']}" if env["gpu"] else "")
@@ -309,6 +329,7 @@ def main() -> None:
     print(f"torch {env['torch']}, transformers {env['transformers']}, {args.precision}, "
           f"{env['cpu_threads']} CPU threads; {args.warmup} warm-up + median of {args.steps} "
           f"steps, best of {args.repeats} runs")  # fmt: skip
+    warn_if_busy("start")
     rows = []
     t0 = time.perf_counter()
     for device in devices:
@@ -333,6 +354,8 @@ def main() -> None:
                 f"grad {check['grad_c_attn_max_diff']:.1e} ({time.perf_counter() - t0:.0f}s)",
                 flush=True,
             )
+    env["load_average_end"] = load_average()
+    warn_if_busy("end")
     table = format_table(rows)
     print()
     print(table)
