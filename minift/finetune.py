@@ -37,7 +37,7 @@ class FinetuneConfig:
     steps: int = 60
     batch_size: int = 32
     lr: float | None = None  # None: the method's default
-    max_len: int = 64  # tokens per example (classification texts are cut to their start)
+    max_len: int = 24  # tokens per example (classification: text start + template)
     eval_every: int = 20
     eval_at_start: bool = True  # curves start from the common starting point
     warmup_steps: int = 5
@@ -94,6 +94,8 @@ def _scratch(model: torch.nn.Module, config: FinetuneConfig) -> None:
     backbone = model.backbone if isinstance(model, SequenceClassifier) else model
     fresh = GPT(backbone.config)
     backbone.load_state_dict(fresh.state_dict())
+    if isinstance(model, SequenceClassifier):
+        model.init_head()  # from the fresh embeddings: nothing pretrained may leak in
     _full(model, config)
 
 
@@ -135,11 +137,27 @@ def parameter_report(model: torch.nn.Module) -> str:
 
 
 # ------------------------------------------------------------------------ objectives
+def classification_inputs(task: Task, enc, rows: list[dict], max_len: int) -> list[list[int]]:
+    """Token ids of each text cut to fit max_len together with the task's template."""
+    template = enc.encode_ordinary(task.template) if task.template else []
+    room = max_len - len(template)
+    if room < 1:
+        raise ValueError(f"max_len {max_len} leaves no room for the {len(template)}-token template")
+    return [ids[:room] + template for ids in enc.encode_ordinary_batch([r["text"] for r in rows])]
+
+
+def verbalizer_ids(task: Task, enc) -> list[int] | None:
+    """The first token of each label word, when the task has a verbalizer."""
+    if not task.verbalizer:
+        return None
+    return [enc.encode_ordinary(word)[0] for word in task.verbalizer]
+
+
 def _classification(task: Task, enc, config: FinetuneConfig):
     pad = pad_id(enc)
-    train_ids = enc.encode_ordinary_batch([r["text"] for r in task.train])
+    train_ids = classification_inputs(task, enc, task.train, config.max_len)
     train_labels = [int(r["label"]) for r in task.train]
-    val_ids = enc.encode_ordinary_batch([r["text"] for r in task.val])
+    val_ids = classification_inputs(task, enc, task.val, config.max_len)
     val_labels = [int(r["label"]) for r in task.val]
 
     def batch_fn(step: int, micro: int):
@@ -233,11 +251,14 @@ def _text(task: Task, enc, config: FinetuneConfig):
 OBJECTIVES = {"classification": _classification, "sft": _sft, "text": _text}
 
 
-def build_model(base: GPT, task: Task, config: FinetuneConfig) -> torch.nn.Module:
+def build_model(base: GPT, task: Task, enc, config: FinetuneConfig) -> torch.nn.Module:
     model = copy.deepcopy(base)
     if task.kind == "classification":
         torch.manual_seed(config.seed)
         model = SequenceClassifier(model, task.num_labels, pooling=config.pooling)
+        ids = verbalizer_ids(task, enc)
+        if ids is not None and len(set(ids)) == len(ids):
+            model.init_head(ids)
     return model
 
 
@@ -259,7 +280,7 @@ def finetune(
         )
     method = METHODS[config.method]
     config = replace(config, lr=config.lr if config.lr is not None else method.lr)
-    model = build_model(base, task, config).to(device)
+    model = build_model(base, task, enc, config).to(device)
     prepared = method.prepare(model, config) or Preparation()
     virtual = getattr(find_gpt(model).soft_prompt, "num_tokens", 0)
     if config.max_len + virtual > base.config.block_size:  # soft prompts take block room

@@ -18,7 +18,9 @@ def setup():
 def test_every_method_lowers_validation_loss_and_leaves_the_base_untouched(setup, method):
     base, enc, task = setup
     before = {k: v.clone() for k, v in base.state_dict().items()}
-    result = finetune(task, base, enc, FinetuneConfig(method=method, steps=12, eval_every=12, progress=False))
+    result = finetune(
+        task, base, enc, FinetuneConfig(method=method, steps=12, eval_every=12, progress=False)
+    )
     start, end = result.history[0]["val_loss"], result.history[-1]["val_loss"]
     assert end < start, f"{method}: val loss {start:.3f} -> {end:.3f}"
     assert 0 < result.trainable <= result.total

@@ -28,7 +28,10 @@ def trainable(model):
 def test_last_k_blocks():
     model = freeze_all_but_last(classifier(), 1)
     names = trainable(model)
-    assert all(n.startswith(("backbone.transformer.h.2.", "backbone.transformer.ln_f", "head.")) for n in names)
+    assert all(
+        n.startswith(("backbone.transformer.h.2.", "backbone.transformer.ln_f", "head."))
+        for n in names
+    )
     assert any(n.startswith("backbone.transformer.h.2.") for n in names) and "head.weight" in names
     with pytest.raises(ValueError, match="between 0 and the number of blocks"):
         freeze_all_but_last(classifier(), 4)
@@ -39,7 +42,9 @@ def test_bitfit_and_norm_tuning():
     assert names and all(n.endswith(".bias") or n.startswith("head.") for n in names)
     names = trainable(norm_tuning(classifier()))
     assert names and all(".ln_" in n or n.startswith("head.") for n in names)
-    no_bias = SequenceClassifier(GPT(GPTConfig(vocab_size=40, block_size=8, n_layer=1, n_head=2, n_embd=8, bias=False)), 2)
+    no_bias = SequenceClassifier(
+        GPT(GPTConfig(vocab_size=40, block_size=8, n_layer=1, n_head=2, n_embd=8, bias=False)), 2
+    )
     with pytest.raises(ValueError, match="has none"):
         bitfit(no_bias)
 
@@ -75,10 +80,31 @@ def test_gradual_unfreezing_unfreezes_one_block_at_a_time_and_trains_them():
         return m(batch[0], labels=batch[1]).loss, {}
 
     groups = layerwise_lr_groups(model, lr=1e-2)
-    Trainer(model, TrainConfig(steps=8, lr=1e-2, progress=False), batch_fn, loss_fn, param_groups=groups, on_step=on_step).fit()
+    Trainer(
+        model,
+        TrainConfig(steps=8, lr=1e-2, progress=False),
+        batch_fn,
+        loss_fn,
+        param_groups=groups,
+        on_step=on_step,
+    ).fit()
     per_block = len(list(model.backbone.transformer.h[0].parameters()))
-    assert seen == [0, per_block, per_block, 2 * per_block, 2 * per_block, 3 * per_block, 3 * per_block, 3 * per_block]
+    assert seen == [
+        0,
+        per_block,
+        per_block,
+        2 * per_block,
+        2 * per_block,
+        3 * per_block,
+        3 * per_block,
+        3 * per_block,
+    ]
     after = model.state_dict()
     # block 0 unfroze at step 6, so it trained in the last steps; the embedding never did
-    assert not torch.equal(after["backbone.transformer.h.0.attn.c_attn.weight"], start["backbone.transformer.h.0.attn.c_attn.weight"])
-    assert torch.equal(after["backbone.transformer.wte.weight"], start["backbone.transformer.wte.weight"])
+    assert not torch.equal(
+        after["backbone.transformer.h.0.attn.c_attn.weight"],
+        start["backbone.transformer.h.0.attn.c_attn.weight"],
+    )
+    assert torch.equal(
+        after["backbone.transformer.wte.weight"], start["backbone.transformer.wte.weight"]
+    )

@@ -238,3 +238,31 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(tmp_path):
     with pytest.raises(ValueError, match="do not fit the model.*has shape"):
         load_adapter(model, tmp_path / "other")
     assert str(model) == snapshot
+
+
+def test_lora_layer_through_the_fused_triton_kernel(monkeypatch):
+    """MINIFT_KERNELS=triton sends LoRALinear through minift.kernels.lora_linear (the
+    interpreter here, the real kernel on CUDA): same output and gradients as the eager path."""
+    torch.manual_seed(0)
+    layer = LoRALinear(torch.nn.Linear(21, 19), r=3, alpha=6)
+    with torch.no_grad():
+        layer.lora_B.normal_(0, 0.3)
+    layer.base_layer.weight.requires_grad_(False)
+    x = torch.randn(2, 5, 21, requires_grad=True)
+    ref = layer(x)
+    ref.square().sum().backward()
+    grads = [x.grad.clone(), layer.lora_A.grad.clone(), layer.lora_B.grad.clone()]
+    for t in (x, layer.lora_A, layer.lora_B):
+        t.grad = None
+    monkeypatch.setenv("MINIFT_KERNELS", "triton")
+    import minift.kernels as K
+
+    calls = []
+    real = K.lora_linear
+    monkeypatch.setattr(K, "lora_linear", lambda *a: calls.append(1) or real(*a))
+    out = layer(x)
+    out.square().sum().backward()
+    assert calls == [1]
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    for got, want in zip([x.grad, layer.lora_A.grad, layer.lora_B.grad], grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

@@ -252,3 +252,26 @@ def test_save_is_atomic_when_writing_fails(tmp_path, monkeypatch):
         tiny(n_layer=1).save(tmp_path / "m")
     assert (tmp_path / "m" / "model.safetensors").read_bytes() == before
     assert not [p for p in (tmp_path / "m").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_model_attention_through_the_triton_kernel_matches_sdpa(monkeypatch):
+    """MINIFT_KERNELS=triton routes the model's attention through minift.kernels.attention
+    (the interpreter on CPU, the real kernel on CUDA): same logits, same gradients."""
+    model = tiny(n_embd=48, n_head=3)  # head_dim 16, the kernel's smallest
+    idx = torch.randint(0, 97, (2, 13))
+    ref = model(idx, torch.roll(idx, -1, 1))
+    ref.loss.backward()
+    ref_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    calls = []
+    import minift.kernels as K
+
+    real = K.attention
+    monkeypatch.setattr(K, "attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setenv("MINIFT_KERNELS", "triton")
+    out = model(idx, torch.roll(idx, -1, 1))
+    out.loss.backward()
+    assert len(calls) == 2  # one per layer
+    torch.testing.assert_close(out.logits, ref.logits, rtol=1e-4, atol=1e-5)
+    for p, g in zip(model.parameters(), ref_grads):
+        torch.testing.assert_close(p.grad, g, rtol=1e-3, atol=1e-5)

@@ -32,6 +32,10 @@ class Task:
     val: list[dict]
     labels: list[str] = field(default_factory=list)  # class names, for classification
     description: str = ""
+    # Classification as the language model would phrase it: the text, then the template,
+    # then one word per label (the verbalizer) as the next token.
+    template: str = ""
+    verbalizer: list[str] = field(default_factory=list)
 
     @property
     def num_labels(self) -> int:
@@ -103,38 +107,50 @@ def task_from_jsonl(
 
 # ---------------------------------------------------------------------------- stdlib-package
 STDLIB_PACKAGES = ("asyncio", "email", "logging", "tkinter", "unittest", "xml")
+# One word per package for the verbalizer; each is a single token of the default BPE.
+STDLIB_VERBALIZER = (" asyncio", " email", " logging", " widget", " test", " XML")
+
+
+def summary_line(docstring: str) -> str:
+    """A docstring's summary: its first paragraph on one line (PEP 257)."""
+    return " ".join(docstring.split("\n\n")[0].split())
 
 
 @register_task("stdlib-package")
 def stdlib_package_task(
     seed: int = 0,
     packages: tuple[str, ...] = STDLIB_PACKAGES,
+    verbalizer: tuple[str, ...] = STDLIB_VERBALIZER,
     per_class: int | None = None,
-    val_per_class: int = 30,
-    min_chars: int = 40,
+    val_per_class: int = 40,
+    min_chars: int = 24,
 ) -> Task:
-    """Which standard-library package does this docstring come from?
+    """Which standard-library package does this docstring summary come from?
 
-    Docstrings of at least ``min_chars`` characters from each package (module docstrings
-    excluded: they often name their package). Balanced: at most ``per_class`` training
-    rows per class (150 by default, 48 in fast mode) and ``val_per_class`` validation rows,
-    chosen by a seeded shuffle.
+    The summary line of each function and class docstring (module docstrings excluded:
+    they often name their package), at least ``min_chars`` long. Balanced validation
+    (``val_per_class`` rows per package); at most ``per_class`` training rows per package
+    (150, or 48 in fast mode), chosen by a seeded shuffle. A short text leaves few words
+    to learn from, which is where what a pretrained model knows about words pays off.
     """
     from .corpus import load_corpus
 
+    if len(verbalizer) != len(packages):
+        raise ValueError(f"{len(packages)} packages but {len(verbalizer)} verbalizer words")
     if per_class is None:
         per_class = 48 if fast_mode() else 150
-    by_label: dict[str, list[str]] = {p: [] for p in packages}
+    by_label: dict[str, set[str]] = {p: set() for p in packages}
     for doc in load_corpus("pydocs", "all"):
         top = doc.module.split(".")[0]
-        if top in by_label and doc.name and len(doc.text) >= min_chars:
-            by_label[top].append(doc.text)
+        summary = summary_line(doc.text)
+        if top in by_label and doc.name and len(summary) >= min_chars:
+            by_label[top].add(summary)
     rng = random.Random(seed)
     train, val = [], []
-    for label, texts in enumerate(by_label.values()):
+    for label, package in enumerate(packages):
+        texts = sorted(by_label[package])
         if len(texts) < val_per_class + 10:
-            raise ValueError(f"package {packages[label]!r} has only {len(texts)} docstrings")
-        texts = sorted(set(texts))
+            raise ValueError(f"package {package!r} has only {len(texts)} docstring summaries")
         rng.shuffle(texts)
         val += [{"text": t, "label": label} for t in texts[:val_per_class]]
         train += [
@@ -147,7 +163,9 @@ def stdlib_package_task(
         train=train,
         val=val,
         labels=list(packages),
-        description="name the standard-library package a docstring comes from",
+        description="name the standard-library package a docstring summary comes from",
+        template=" See also:",
+        verbalizer=list(verbalizer),
     )
 
 

@@ -90,6 +90,16 @@ def with_visible_prefix(inputs: AttentionInputs, P: int, q_len: int, k_len: int)
     return AttentionInputs(positions=inputs.positions, mask=mask, causal_no_mask=False)
 
 
+def _use_flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
+    """The kernels' one dispatch rule (CUDA + Triton, or MINIFT_KERNELS), for head dims
+    the kernel supports."""
+    if not 16 <= q.size(-1) <= 128:
+        return False
+    from ..kernels import use_triton
+
+    return use_triton(q, k, v)
+
+
 class SelfAttention(nn.Module):
     """GPT-2's attention layer: one fused projection c_attn to q, k, v, then c_proj."""
 
@@ -131,6 +141,12 @@ class SelfAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """softmax(q k^T / sqrt(d) + mask) v for (B, H, T, D) tensors."""
         dropout = self.attn_dropout if self.training else 0.0
+        if not need_weights and dropout == 0.0 and inputs.mask is None and _use_flash(q, k, v):
+            # minift's Triton flash attention (CUDA): no mask tensor, the causal rule (or
+            # none, e.g. one decoding query over its cache) is applied inside the kernel.
+            from ..kernels import attention as flash_attention
+
+            return flash_attention(q, k, v, causal=inputs.causal_no_mask), None
         if not need_weights:
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=inputs.mask, dropout_p=dropout, is_causal=inputs.causal_no_mask

@@ -48,8 +48,26 @@ class SequenceClassifier(nn.Module):
         self.num_labels = num_labels
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(backbone.config.n_embd, num_labels)
-        nn.init.normal_(self.head.weight, std=0.02)
-        nn.init.zeros_(self.head.bias)
+        self.label_token_ids: list[int] | None = None
+        self.init_head()
+
+    @torch.no_grad()
+    def init_head(self, label_token_ids: list[int] | None = None) -> None:
+        """Random head, or (label_token_ids) the backbone's own output embeddings of one
+        word per label: the head then starts as the language model's next-token scores
+        for those words, restricted to them (a "verbalizer", Schick and Schuetze 2021),
+        so what the pretrained model knows about the label words is kept."""
+        label_token_ids = label_token_ids if label_token_ids is not None else self.label_token_ids
+        self.head.bias.zero_()
+        if label_token_ids is None:
+            nn.init.normal_(self.head.weight, std=0.02)
+            return
+        if len(label_token_ids) != self.num_labels or len(set(label_token_ids)) != self.num_labels:
+            raise ValueError(
+                f"need {self.num_labels} distinct label tokens, got {list(label_token_ids)}"
+            )
+        self.head.weight.copy_(self.backbone.lm_head.weight[list(label_token_ids)])
+        self.label_token_ids = list(label_token_ids)
 
     def features(
         self, idx: torch.Tensor, attention_mask: torch.Tensor | None = None, **kw
