@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+
+# Modules with a register(subparsers) function that adds their subcommands.
+CLI_MODULES: tuple[str, ...] = ()
 
 
 def cmd_pretrain(args) -> None:
@@ -148,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("tasks", help="list the registered tasks")
     s.set_defaults(func=cmd_tasks)
+    for module in CLI_MODULES:  # each technique adds its own subcommands
+        importlib.import_module(module).register(sub)
     return p
 
 

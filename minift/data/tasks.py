@@ -61,12 +61,30 @@ def register_task(name: str):
     return wrap
 
 
+# Modules that register more tasks when imported (kept out of this file so that each
+# technique's tasks live next to it); imported on first use of the registry.
+TASK_MODULES = ("minift.data.long_context", "minift.rlhf.tasks", "minift.distill.tasks")
+
+
+def _load_task_modules() -> None:
+    import importlib
+
+    for name in TASK_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if not (err.name and (name + ".").startswith(err.name + ".")):
+                raise  # the module exists but something it imports does not
+
+
 def list_tasks() -> list[str]:
+    _load_task_modules()
     return sorted(_REGISTRY)
 
 
 def get_task(name: str, seed: int = 0, **kwargs) -> Task:
     """A registered task by name, or a user's JSONL file by path."""
+    _load_task_modules()
     if name in _REGISTRY:
         return _REGISTRY[name](seed=seed, **kwargs)
     if name.endswith((".jsonl", ".ndjson", ".json")):
