@@ -18,7 +18,12 @@ from .data.tasks import DEFAULT_TASK, get_task
 from .finetune import METHODS, FinetuneConfig, FinetuneResult, finetune
 from .utils import fast_mode, output_dir
 
-DEFAULT_METHODS = ("full", "scratch")
+# The strategies of the comparison: full and layer-wise fine-tuning, the PEFT families, a
+# hybrid, a linear probe on frozen features, and training from scratch as the baseline.
+DEFAULT_METHODS = (
+    "full", "layerwise", "bitfit", "probe", "lora", "dora", "adapter", "ia3", "prefix",
+    "prompt", "hybrid", "scratch",
+)  # fmt: skip
 
 
 def format_table(results: Sequence[FinetuneResult]) -> str:
@@ -79,7 +84,7 @@ def run_demo(
     )
     task = get_task(task_name, seed=seed)
     print(f"task {task.summary()}")
-    steps = steps or (30 if fast_mode() else 60)
+    steps = steps or (20 if fast_mode() else 80)
     results = []
     for name in methods:
         config = FinetuneConfig(method=name, steps=steps, seed=seed, progress=progress)

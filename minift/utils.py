@@ -92,6 +92,19 @@ def _status_kb(field: str) -> int:
     raise OSError(f"{field} not in /proc/self/status")
 
 
+def _release_freed_memory() -> None:
+    """Hand freed heap pages back to the OS, so the baseline RSS is live memory only and
+    the next peak measures what the measured code allocates (glibc keeps freed pages)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def reset_peak_memory(device: torch.device | str = "cpu") -> None:
     """Start a peak-memory measurement. CUDA: the allocator's peak. CPU (Linux): the
     process's peak resident set (VmHWM), reset through /proc/self/clear_refs."""
@@ -102,6 +115,7 @@ def reset_peak_memory(device: torch.device | str = "cpu") -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return
+    _release_freed_memory()
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
