@@ -43,14 +43,18 @@ def plot_results(results: Sequence[FinetuneResult], path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for r in results:
-        ax1.scatter(max(r.trainable, 1), r.metric, s=40)
-        ax1.annotate(
-            r.method, (max(r.trainable, 1), r.metric), textcoords="offset points", xytext=(4, 4)
-        )
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    colors = plt.get_cmap("tab20").colors
+    for i, r in enumerate(results):
+        color = colors[i % len(colors)]
+        if r.method == "scratch":  # the baseline every transfer method should clear
+            ax1.axhline(r.metric, color="grey", linestyle="--", linewidth=1)
+        point = (max(r.trainable, 1), r.metric)
+        ax1.scatter(*point, s=40, color=color)
+        ax1.annotate(r.method, point, textcoords="offset points", xytext=(4, 4))
         pts = [(h["step"], h[r.metric_name]) for h in r.history if r.metric_name in h]
-        ax2.plot(*zip(*pts), "o-", label=r.method)
+        style = "o--" if r.method == "scratch" else "o-"
+        ax2.plot(*zip(*pts), style, label=r.method, color=color)
     ax1.set_xscale("log")
     ax1.set_xlabel("trainable parameters (log)")
     ax1.set_ylabel(results[0].metric_name)
