@@ -13,10 +13,15 @@ M is 0 where a query may look and -inf elsewhere. Three things decide M here:
 Two code paths compute the same function: PyTorch's fused scaled_dot_product_attention
 (fast, never materialises the T x T matrix) and an explicit one that returns the
 attention probabilities, for lessons and for attention-transfer distillation.
+
+With a sparse ``attn_pattern`` (minift.model.sparse) query i sees only the keys its block
+layout allows; the padding and packing rules above still apply, and no T x T mask is
+built unless the masked reference path (or the attention probabilities) is asked for.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -26,6 +31,7 @@ import torch.nn.functional as F
 
 from .config import GPTConfig
 from .layers import Rotary
+from .sparse import SparsePattern, masked_sparse_attention, sparse_mask
 
 
 @dataclass
@@ -35,6 +41,9 @@ class AttentionInputs:
     positions: torch.Tensor  # (B, T) position of each query token
     mask: torch.Tensor | None  # (B, 1, Tq, Tk) bool, True = may attend; None = no mask needed
     causal_no_mask: bool  # SDPA's is_causal shortcut applies (square, no padding)
+    # Sparse patterns build their own masks from these (dense attention reads mask only):
+    key_padding: torch.Tensor | None = None  # (B, Tk), 1 = real token
+    segment_ids: torch.Tensor | None = None  # (B, T) packed segments
 
 
 def build_attention_mask(
@@ -87,13 +96,23 @@ def with_visible_prefix(inputs: AttentionInputs, P: int, q_len: int, k_len: int)
         m = inputs.mask
         ones = torch.ones(*m.shape[:-1], P, dtype=torch.bool, device=m.device)
         mask = torch.cat([ones, m], dim=-1)
-    return AttentionInputs(positions=inputs.positions, mask=mask, causal_no_mask=False)
+    return dataclasses.replace(inputs, mask=mask, causal_no_mask=False)
 
 
 def _use_flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
     """The kernels' one dispatch rule (CUDA + Triton, or MINIFT_KERNELS), for head dims
     the kernel supports."""
     if not 16 <= q.size(-1) <= 128:
+        return False
+    from ..kernels import use_triton
+
+    return use_triton(q, k, v)
+
+
+def _use_block_sparse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_size: int) -> bool:
+    """The dispatch rule for the block-sparse kernel, for the block sizes and head dims the
+    Triton kernel takes (a power of two >= 16; 16..128)."""
+    if block_size < 16 or block_size & (block_size - 1) or not 16 <= q.size(-1) <= 128:
         return False
     from ..kernels import use_triton
 
@@ -119,6 +138,8 @@ class SelfAttention(nn.Module):
         # Optional module returning (k, v) prefixes of shape (B, H, P, D): prefix tuning
         # (minift.peft.prefix) sets it; None leaves attention exactly as it was.
         self.prefix: nn.Module | None = None
+        # A sparse attention pattern (no parameters); None: dense attention.
+        self.pattern: SparsePattern | None = SparsePattern(config) if config.sparse else None
 
     def split_heads(self, t: torch.Tensor) -> torch.Tensor:
         B, T, _ = t.shape
@@ -163,6 +184,48 @@ class SelfAttention(nn.Module):
         y = F.dropout(probs, dropout, self.training) @ v
         return y, probs
 
+    def attend_sparse(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        inputs: AttentionInputs,
+        n_prefix: int,
+        need_weights: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attention under the sparse pattern: the block-sparse Triton kernel (CUDA), the
+        linear-memory gather path, or (attn_impl "masked", or probabilities wanted) the
+        dense reference under the full mask. k, v hold n_prefix prefix keys first."""
+        if inputs.mask is not None:
+            raise ValueError(
+                "a sparse attention pattern builds its own mask from key_padding and "
+                "segment_ids; got AttentionInputs with a dense mask (build them with GPT.forward)"
+            )
+        pattern, dropout = self.pattern, (self.attn_dropout if self.training else 0.0)
+        n_keys = k.size(2) - n_prefix
+        layout = pattern.layout(n_keys, q.device)
+        padding, segments = inputs.key_padding, inputs.segment_ids
+        if pattern.impl == "masked" or need_weights:
+            mask = sparse_mask(
+                layout, pattern.block_size, q.size(2), n_keys, pattern.causal, padding,
+                segments, n_prefix,
+            )  # fmt: skip
+            return masked_sparse_attention(q, k, v, mask, dropout, need_weights)
+        if _use_block_sparse(q, k, v, pattern.block_size) and not (
+            n_prefix or dropout or padding is not None or segments is not None
+        ):
+            # The Triton kernel skips the blocks the layout leaves out (causal inside).
+            from ..kernels import block_sparse_attention
+
+            return block_sparse_attention(q, k, v, layout, pattern.block_size, pattern.causal), None
+        from .sparse_efficient import efficient_sparse_attention
+
+        y = efficient_sparse_attention(
+            q, k, v, layout, pattern.block_size, pattern.causal, n_prefix, padding, segments,
+            dropout,
+        )  # fmt: skip
+        return y, None
+
     def forward(
         self,
         x: torch.Tensor,
@@ -173,12 +236,17 @@ class SelfAttention(nn.Module):
         q, k, v = self.project_qkv(x, inputs.positions)
         if cache is not None:
             k, v = cache.append(k, v)
+        n_prefix = 0
         if self.prefix is not None:
             # Trained key/value prefixes (prefix tuning): P extra keys that every query sees.
             pk, pv = self.prefix(x.size(0))
             k, v = torch.cat([pk.to(k.dtype), k], dim=2), torch.cat([pv.to(v.dtype), v], dim=2)
-            inputs = with_visible_prefix(inputs, pk.size(2), q.size(2), k.size(2))
-        y, probs = self.attend(q, k, v, inputs, need_weights)
+            n_prefix = pk.size(2)
+            inputs = with_visible_prefix(inputs, n_prefix, q.size(2), k.size(2))
+        if self.pattern is not None:
+            y, probs = self.attend_sparse(q, k, v, inputs, n_prefix, need_weights)
+        else:
+            y, probs = self.attend(q, k, v, inputs, need_weights)
         B, H, T, D = y.shape
         y = y.transpose(1, 2).reshape(B, T, H * D)
         return self.resid_dropout(self.c_proj(y)), probs

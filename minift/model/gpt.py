@@ -8,6 +8,11 @@ language-model head tied to the token embedding (Radford et al. 2018, 2019).
 With ``causal=False`` the same stack is a BERT-style encoder (Devlin et al. 2019): every
 token sees every other, trained with the masked-language-model objective (minift.model.mlm).
 Parameter names follow GPT-2's layout, so Hugging Face checkpoints map one to one.
+
+Options that change no parameter names: a sparse attention pattern (minift.model.sparse)
+and mixture-of-experts MLPs (minift.model.moe, whose experts read ...mlp.experts.E.c_fc).
+An MoE model adds its routers' auxiliary losses to ``loss`` while training and reports
+them as ``aux_loss`` (with per-layer ``router_stats``) in every mode.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import torch.nn.functional as F
 from .attention import AttentionInputs, KVCache, SelfAttention, build_attention_mask
 from .config import GPTConfig
 from .layers import MLP, init_weights, make_norm, residual_init_std
+from .moe import MoEMLP, RouterStats, moe_layers
+from .sparse import check_right_padded, density
 
 IGNORE_INDEX = -100  # targets with this value add nothing to the loss (PyTorch's default)
 
@@ -33,15 +40,19 @@ class ModelOutput:
     attentions: tuple[torch.Tensor, ...] | None = None  # (B, H, Tq, Tk) per block
     cache: KVCache | None = None
     last_hidden: torch.Tensor | None = None  # the final-norm output that feeds lm_head
+    # Mixture of experts: the weighted router losses (mean over MoE layers; included in
+    # loss while training) and each MoE layer's RouterStats. None without MoE layers.
+    aux_loss: torch.Tensor | None = None
+    router_stats: list[RouterStats] | None = None
 
 
 class Block(nn.Module):
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: GPTConfig, layer: int = 0) -> None:
         super().__init__()
         self.ln_1 = make_norm(config)
         self.attn = SelfAttention(config)
         self.ln_2 = make_norm(config)
-        self.mlp = MLP(config)
+        self.mlp = MoEMLP(config) if config.is_moe_layer(layer) else MLP(config)
 
     def forward(self, x, inputs: AttentionInputs, cache=None, need_weights: bool = False):
         a, probs = self.attn(self.ln_1(x), inputs, cache, need_weights)
@@ -58,7 +69,7 @@ class GPT(nn.Module):
             dict(
                 wte=nn.Embedding(config.vocab_size, config.n_embd),
                 drop=nn.Dropout(config.dropout),
-                h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
+                h=nn.ModuleList(Block(config, i) for i in range(config.n_layer)),
                 ln_f=make_norm(config),
             )
         )
@@ -95,12 +106,16 @@ class GPT(nn.Module):
         A forward pass costs 2 FLOPs per weight used (one multiply, one add) plus the
         attention scores and mixing, 2 * 2 * n_layer * T * d per token (q k^T and p v);
         the lm_head, tied or not, is a matmul every token pays for. Training (forward +
-        backward) costs three times the forward.
+        backward) costs three times the forward. An MoE layer uses only top_k of its
+        experts per token; a sparse pattern scores only its density's share of the keys.
         """
         c = self.config
         T = seq_len or c.block_size
         weights = self.num_params(non_embedding=True) + c.vocab_size * c.n_embd
-        forward = 2 * weights + 4 * c.n_layer * T * c.n_embd
+        for moe in moe_layers(self):
+            expert = sum(p.numel() for p in moe.experts[0].parameters())
+            weights -= (moe.n_experts - moe.top_k) * expert
+        forward = 2 * weights + 4 * c.n_layer * T * c.n_embd * density(c, T)
         return float(3 * forward if training else forward)
 
     # ---------------------------------------------------------------- forward
@@ -153,10 +168,22 @@ class GPT(nn.Module):
         key_padding = self._key_padding(attention_mask, cache, B, T, past, idx.device)
         if position_ids is None:
             position_ids = self.default_positions(B, T, past, key_padding, cache, idx.device)
-        mask, causal_fast = build_attention_mask(
-            self.config.causal, T, past, key_padding, idx.device, segment_ids
-        )
-        inputs = AttentionInputs(positions=position_ids, mask=mask, causal_no_mask=causal_fast)
+        if self.config.sparse:
+            # The pattern builds its masks per block from these; no (T, T) mask here.
+            check_right_padded(key_padding)
+            if segment_ids is not None and past:
+                raise ValueError(
+                    "segment_ids (packed sequences) cannot be combined with a KV cache"
+                )
+            inputs = AttentionInputs(
+                positions=position_ids, mask=None, causal_no_mask=False,
+                key_padding=key_padding, segment_ids=segment_ids,
+            )  # fmt: skip
+        else:
+            mask, causal_fast = build_attention_mask(
+                self.config.causal, T, past, key_padding, idx.device, segment_ids
+            )
+            inputs = AttentionInputs(positions=position_ids, mask=mask, causal_no_mask=causal_fast)
 
         x = self.transformer.drop(self.embed(idx, position_ids, inputs_embeds))
         hidden = [x] if output_hidden_states else None
@@ -187,6 +214,9 @@ class GPT(nn.Module):
                 targets.reshape(-1),
                 ignore_index=IGNORE_INDEX,
             )
+        aux_loss, router_stats = self.router_losses()
+        if loss is not None and aux_loss is not None and self.training:
+            loss = loss + aux_loss
         return ModelOutput(
             logits=logits,
             loss=loss,
@@ -194,7 +224,20 @@ class GPT(nn.Module):
             attentions=tuple(attentions) if attentions is not None else None,
             cache=cache,
             last_hidden=x,
+            aux_loss=aux_loss,
+            router_stats=router_stats,
         )
+
+    def router_losses(self) -> tuple[torch.Tensor | None, list[RouterStats] | None]:
+        """The mean weighted auxiliary loss of the MoE layers' last forward pass and their
+        RouterStats, or (None, None) for a model without MoE layers."""
+        if not self.config.moe_experts:
+            return None, None
+        layers = moe_layers(self.transformer.h)
+        losses = [m.aux_loss for m in layers if m.stats is not None]
+        if not losses:
+            return None, None
+        return torch.stack(losses).mean(), [m.stats for m in layers]
 
     def _prepend_prompt(self, idx, targets, attention_mask, position_ids, inputs_embeds):
         """Soft prompt tuning: P trained embeddings go in front of the tokens' embeddings,
