@@ -9,9 +9,12 @@
 # pretrained weights beat training the same architecture from random weights, with the
 # same data, steps, batches and learning rate? That gap is what *transfer* buys.
 #
-# The task, `stdlib-package`: given a docstring of the Python standard library, name the
-# package it comes from. Module docstrings (which often name their package) are left out;
-# the model has to go by the words.
+# The task, `stdlib-package`: given the summary line of a docstring of the Python standard
+# library, name the package it comes from. Module docstrings (which often name their
+# package) are left out; the model has to go by the words. The task is phrased the way
+# the language model reads text: the summary line is followed by a short template,
+# `" See also:"`, and each package has one label word (its *verbalizer*, e.g. " asyncio",
+# " XML") that could come next.
 
 # %%
 import dataclasses
@@ -24,8 +27,15 @@ import torch
 from minift.base import base_report, load_base
 from minift.data.batching import classification_batch
 from minift.data.tasks import DEFAULT_TASK, get_task
-from minift.finetune import METHODS, FinetuneConfig, count_parameters, finetune
-from minift.model.heads import SequenceClassifier
+from minift.finetune import (
+    METHODS,
+    FinetuneConfig,
+    build_model,
+    classification_inputs,
+    count_parameters,
+    finetune,
+    verbalizer_ids,
+)
 from minift.tokenizer import pad_id
 from minift.utils import fast_mode, output_dir
 
@@ -55,11 +65,16 @@ for i, name in enumerate(task.labels):
     print(f"{i:3d} {name:10s} {n_train:6d} {n_val:5d}  {example[:70]!r}")
 lengths = np.array([len(ids) for ids in enc.encode_ordinary_batch([r["text"] for r in task.train])])
 config = FinetuneConfig(steps=24 if FAST else 60, eval_every=6 if FAST else 15, progress=False)
+template = enc.encode_ordinary(task.template)
+room = config.max_len - len(template)
 print(
-    f"docstring length in tokens: median {int(np.median(lengths))}, 90th percentile "
-    f"{int(np.percentile(lengths, 90))}; {100 * np.mean(lengths > config.max_len):.0f}% are cut "
-    f"to their first max_len={config.max_len} tokens"
+    f"template {task.template!r} ({len(template)} tokens); label words {task.verbalizer}\n"
+    f"summary length in tokens: median {int(np.median(lengths))}, 90th percentile "
+    f"{int(np.percentile(lengths, 90))}; {100 * np.mean(lengths > room):.0f}% are cut to their "
+    f"first {room} tokens so that text + template fit max_len={config.max_len}"
 )
+inputs = classification_inputs(task, enc, task.train[:1], config.max_len)
+print(f"one model input: {enc.decode(inputs[0])!r}")
 
 # %% [markdown]
 # ## 2. The classification head
@@ -70,13 +85,21 @@ print(
 # classification feature the same way). Because attention is causal and the padding
 # sits on the right, the padding can change nothing the last real token sees: a text
 # gets the same scores alone or in a padded batch.
+#
+# The last token is the template's ":", where the language model predicts the next word.
+# So the head's 6 rows start as the base's output embeddings of the 6 label words
+# (`SequenceClassifier.init_head(verbalizer_ids(task, enc))`, what
+# `minift.finetune.build_model` does): the head's first scores are the language model's
+# own next-token scores for those words. Lesson 09 looks closer at that choice.
 
 # %%
-torch.manual_seed(0)
-clf = SequenceClassifier(base, task.num_labels, pooling="last").eval()
+clf = build_model(base, task, enc, config).eval()  # a copy of the base + the label-word head
+label_ids = verbalizer_ids(task, enc)
+print(f"label tokens {label_ids} = {[enc.decode([i]) for i in label_ids]}")
+print(f"head rows == the base's output embeddings of those tokens: {torch.equal(clf.head.weight, base.lm_head.weight[label_ids])}")  # fmt: skip
 rows = task.val[:4]
 batch = classification_batch(
-    enc.encode_ordinary_batch([r["text"] for r in rows]),
+    classification_inputs(task, enc, rows, config.max_len),
     [r["label"] for r in rows],
     pad_id(enc),
     config.max_len,
@@ -95,7 +118,7 @@ print(
 )
 head_params = sum(p.numel() for p in clf.head.parameters())
 print(f"head: Linear({base.config.n_embd} -> {task.num_labels}), {head_params:,} new parameters")
-print(f"logits {tuple(out.logits.shape)}; loss at initialisation {out.loss.item():.3f} (ln 6 = {math.log(6):.3f})")  # fmt: skip
+print(f"logits {tuple(out.logits.shape)}; loss at initialisation {out.loss.item():.3f} (a uniform guess: ln 6 = {math.log(6):.3f})")  # fmt: skip
 print(
     f"each text alone vs in the padded batch: max logit diff {(alone - out.logits).abs().max():.2e}"
 )
@@ -105,7 +128,8 @@ print(
 # Both runs use `minift.finetune.finetune` with the same `FinetuneConfig`: the same steps,
 # batch size, learning rate, schedule and batches (they are drawn from the seed). The only
 # difference is the starting point: `full` copies the pretrained base, `scratch`
-# re-initialises the same architecture at random first. Every weight trains in both.
+# re-initialises the same architecture at random first (and its label-word head from the
+# fresh, random embeddings, so nothing pretrained leaks in). Every weight trains in both.
 #
 # A comparison at one learning rate can mislead: the best rate for a random start need
 # not be the best for a pretrained one. So both starts run at the library's default rate
@@ -185,9 +209,8 @@ def predict(model, rows) -> np.ndarray:
     preds = []
     for i in range(0, len(rows), 64):
         chunk = rows[i : i + 64]
-        b = classification_batch(
-            enc.encode_ordinary_batch([r["text"] for r in chunk]), None, pad_id(enc), config.max_len
-        )
+        ids = classification_inputs(task, enc, chunk, config.max_len)
+        b = classification_batch(ids, None, pad_id(enc), config.max_len)
         preds.append(model(b["idx"], attention_mask=b["attention_mask"]).logits.argmax(-1))
     return torch.cat(preds).numpy()
 
@@ -248,6 +271,8 @@ for factor in (1, 3):
     print(f"at {factor}x the default lr: {verdict(pre, scr)}")
 (lr_p, r_p), (lr_s, r_s) = best_run["full"], best_run["scratch"]
 print(f"each at its better lr (pretrained {lr_p:.0e}, scratch {lr_s:.0e}): {verdict(r_p.metric, r_s.metric)}")  # fmt: skip
+if FAST:
+    print("(fast mode: a 2-minute-old toy base and 24 steps exercise the code; the claim needs normal mode)")  # fmt: skip
 print(f"lesson done in {time.perf_counter() - t_start:.1f}s")
 
 # %% [markdown]
