@@ -275,3 +275,23 @@ def test_model_attention_through_the_triton_kernel_matches_sdpa(monkeypatch):
     torch.testing.assert_close(out.logits, ref.logits, rtol=1e-4, atol=1e-5)
     for p, g in zip(model.parameters(), ref_grads):
         torch.testing.assert_close(p.grad, g, rtol=1e-3, atol=1e-5)
+
+
+def test_mlm_masking_follows_bert():
+    from minift.model.mlm import mask_tokens
+
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(5, 97, (64, 64), generator=g)
+    inputs, targets = mask_tokens(
+        idx, mask_id=1, vocab_size=97, prob=0.15, generator=g, special_ids=(7,)
+    )
+    chosen = targets != -100
+    assert abs(chosen.float().mean().item() - 0.15) < 0.02
+    assert torch.equal(targets[chosen], idx[chosen])  # targets are the original tokens
+    assert torch.equal(inputs[~chosen], idx[~chosen])  # unchosen positions are untouched
+    assert not chosen[idx == 7].any()  # special tokens are never chosen
+    as_mask = (inputs[chosen] == 1).float().mean().item()
+    kept = (inputs[chosen] == idx[chosen]).float().mean().item()
+    assert abs(as_mask - 0.8) < 0.04 and 0.07 < kept < 0.15  # 10% kept (+ random hits)
+    with pytest.raises(ValueError, match="mask probability"):
+        mask_tokens(idx, 1, 97, prob=0.0)
