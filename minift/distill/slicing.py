@@ -130,8 +130,9 @@ def slice_teacher(
     n_embd: int,
     n_head: int,
     n_inner: int | None = None,
-) -> tuple[GPT, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-    """(student GPT, basis Q_d (C x d), the teacher's ln_f (gain, bias)) -- see above."""
+) -> tuple[GPT, torch.Tensor, tuple[torch.Tensor, torch.Tensor], list[list[int]]]:
+    """(student GPT, basis Q_d (C x d), the teacher's ln_f (gain, bias), the teacher heads
+    each student block kept) -- see the module docstring."""
     tc = teacher.config
     C, D = tc.n_embd, tc.head_dim
     d = n_embd
@@ -190,9 +191,11 @@ def slice_teacher(
         if dst.bias is not None:
             put(dst.bias, write.T @ w(src.bias))
 
+    head_maps = []
     for j, b in enumerate(blocks):
         tb, sb = tt.h[b], st.h[j]
         kept = _top(stats.head_importance[b], n_head)
+        head_maps.append(kept.tolist())
         cols = (kept[:, None] * D + torch.arange(D)).flatten()
         qkv = torch.cat([part * C + cols for part in range(3)])
         read(sb.attn.c_attn, tb.attn.c_attn, qkv, tb.ln_1)
@@ -208,4 +211,4 @@ def slice_teacher(
     if not tc.tie_weights:
         put(student.lm_head.weight, w(teacher.lm_head.weight) @ torch.diag(g_f) @ Q)
         put(st.ln_f.weight, torch.full((d,), gain, dtype=torch.float64))
-    return student, Q.to(teacher.lm_head.weight.dtype), (g_f, b_f)
+    return student, Q.to(teacher.lm_head.weight.dtype), (g_f, b_f), head_maps

@@ -21,6 +21,7 @@ teacher block g(m). A map is a list of M + 1 teacher layers, one per student lay
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -159,6 +160,15 @@ def scratch_student(
     return student.to(gpt.lm_head.weight.device)
 
 
+@dataclass
+class SliceInfo:
+    """How a narrow student relates to its teacher (what the feature losses can use)."""
+
+    basis: torch.Tensor  # (C_teacher, d): h_teacher - mean ~ h_student @ basis.T
+    layer_map: list[int]  # student layer m imitates teacher layer layer_map[m]
+    head_maps: list[list[int]]  # per student block: the teacher heads it kept
+
+
 def narrow_student(
     teacher: nn.Module,
     batches,
@@ -167,16 +177,14 @@ def narrow_student(
     n_inner: int | None = None,
     layer_map: list[int] | None = None,
     n_layer: int | None = None,
-) -> tuple[nn.Module, torch.Tensor]:
-    """A narrower student initialised from the teacher; returns (student, basis).
+) -> tuple[nn.Module, SliceInfo]:
+    """A narrower student initialised from the teacher; returns (student, SliceInfo).
 
     The student's width is ``n_embd`` (= n_head x the teacher's head_dim), its blocks
     start from the teacher blocks that ``layer_map`` pairs with them (default: uniform
     over ``n_layer`` blocks), and ``batches`` (an iterable of (idx, attention_mask))
     calibrate which directions, heads and neurons to keep: see minift.distill.slicing.
-    basis (C x d, orthonormal columns) maps student hidden states back into the teacher's
-    space (h_teacher ~ h_student basis^T, up to the per-token mean): a good start for the
-    hidden-state projection of the feature losses.
+    A task head is carried over with the teacher's final norm folded into it (exact).
     """
     from .slicing import calibrate, slice_teacher
 
@@ -187,20 +195,19 @@ def narrow_student(
     layer_map = check_layer_map(layer_map, len(layer_map) - 1, n)
     n_head = n_head or max(1, n_embd // gpt.config.head_dim)
     stats = calibrate(gpt, batches)
-    backbone, basis, ln_f = slice_teacher(
+    backbone, basis, (g, beta), head_maps = slice_teacher(
         gpt, stats, blocks_from_map(layer_map), n_embd, n_head, n_inner
     )
     student = _with_head(teacher, backbone)
     if isinstance(teacher, SequenceClassifier):
         # The head reads ln_f's output: fold the teacher's gain and bias into it (exact).
         with torch.no_grad():
-            g, beta = ln_f
             w = teacher.head.weight.double()
             head = w @ torch.diag(g) @ basis.double()
             student.head.weight.copy_(head.to(student.head.weight.dtype))
             student.head.bias.copy_((teacher.head.bias.double() + w @ beta).to(head.dtype))
             student.backbone.transformer.ln_f.weight.fill_((gpt.config.n_embd / n_embd) ** 0.5)
-    return student.to(gpt.lm_head.weight.device), basis
+    return student.to(gpt.lm_head.weight.device), SliceInfo(basis, layer_map, head_maps)
 
 
 def copy_model(model: nn.Module) -> nn.Module:

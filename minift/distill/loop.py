@@ -1,0 +1,339 @@
+"""The distillation loop: minift.train.Trainer with a teacher in the loss.
+
+    for each batch:
+        teacher outputs  <- teacher(batch)      once, frozen, eval mode, no grad
+        student outputs  <- student(batch)
+        loss = alpha * D(student || teacher logits) + (1 - alpha) * CE(student, labels)
+             + the weighted feature losses (hidden states, attention, value relations)
+
+Only the student (and, for the hidden-state losses, the projection W_h) is optimised:
+they are wrapped in one module (``Pupil``) that the Trainer trains; the teacher is held
+outside it, so no optimizer ever sees its parameters. The teacher's requires_grad flags
+and train/eval mode are restored afterwards; its weights are never written.
+
+The same loop distils a language model (batches of token windows, logits over the
+vocabulary at every position) and a fine-tuned classifier (batches of texts, logits over
+the labels), because both go through one ``forward`` that returns logits, labels, the
+token mask, hidden states and attention maps. Batches come from
+minift.distill.objectives; a batch may mark rows ``unlabeled`` (B,) whose labels are not
+ground truth (transfer-set texts, the student's own samples): they get no hard loss.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..model.gpt import IGNORE_INDEX
+from ..model.heads import SequenceClassifier, pool_hidden
+from ..train import TrainConfig, Trainer
+from .features import (
+    HiddenProjection,
+    attention_kl,
+    attention_mse,
+    block_values,
+    cosine_loss,
+    hidden_mse,
+    value_relation_kl,
+)
+from .losses import check_temperature, divergence, hard_label_loss
+from .students import (
+    SliceInfo,
+    backbone_of,
+    check_layer_map,
+    check_same_vocabulary,
+    uniform_layer_map,
+)
+
+FEATURE_LOSSES = ("hidden", "cosine", "attention", "attention_kl", "value_kl")
+
+
+@dataclass
+class DistillConfig:
+    steps: int = 100
+    lr: float = 1e-3
+    batch_size: int = 32
+    seq_len: int = 64  # language modelling: tokens per window
+    max_len: int = 24  # classification: tokens per text (with the task's template)
+    warmup_steps: int = 5
+    weight_decay: float = 0.0
+    grad_clip: float | None = 1.0
+    eval_every: int = 20
+    eval_at_start: bool = True
+    # The output loss: alpha * divergence + (1 - alpha) * hard-label cross-entropy.
+    alpha: float = 0.5
+    temperature: float = 2.0
+    divergence: str = "forward"  # "forward" (soft targets, T^2) | "reverse" | "jsd"
+    beta: float = 0.5  # the JSD's mixture weight
+    # Feature losses, each with its weight (0 = off).
+    hidden: float = 0.0  # TinyBERT: MSE of every mapped layer's states, through W_h
+    cosine: float = 0.0  # DistilBERT: cosine of the last layer's states
+    attention: float = 0.0  # TinyBERT: MSE of every mapped block's attention maps
+    attention_kl: float = 0.0  # MiniLM: KL of the last block's attention distributions
+    value_kl: float = 0.0  # MiniLM: KL of the last block's value relations
+    relation_heads: int | None = None  # value relations: default the student's n_head
+    layer_map: list[int] | None = None  # default: the slicing's map, else uniform
+    seed: int = 0
+    precision: str = "fp32"
+    progress: bool = True
+    out_dir: str | None = None
+    desc: str = "distill"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_temperature(self.temperature)
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.divergence not in ("forward", "reverse", "jsd"):
+            raise ValueError(
+                f"divergence must be 'forward', 'reverse' or 'jsd', got {self.divergence!r}"
+            )
+        if not 0.0 <= self.beta <= 1.0:
+            raise ValueError(f"beta must be in [0, 1], got {self.beta}")
+        negative = [k for k in FEATURE_LOSSES if getattr(self, k) < 0]
+        if negative:
+            raise ValueError(f"loss weights must be >= 0: {negative}")
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.alpha > 0 or any(getattr(self, k) > 0 for k in FEATURE_LOSSES)
+
+    @property
+    def needs_hidden(self) -> bool:
+        return self.hidden > 0 or self.cosine > 0 or self.value_kl > 0
+
+    @property
+    def needs_attentions(self) -> bool:
+        return self.attention > 0 or self.attention_kl > 0
+
+
+@dataclass
+class Outputs:
+    logits: torch.Tensor  # (B, T, V) for a language model, (B, labels) for a classifier
+    labels: torch.Tensor | None  # logits.shape[:-1]; IGNORE_INDEX = not counted
+    token_mask: torch.Tensor | None  # (B, T) real tokens, for the feature losses
+    hidden_states: tuple[torch.Tensor, ...] | None
+    attentions: tuple[torch.Tensor, ...] | None
+
+
+def forward(model: nn.Module, batch, hidden: bool = False, attentions: bool = False) -> Outputs:
+    """Run a GPT or SequenceClassifier on a batch of any of the loop's kinds:
+    (x, y) windows, {"idx", "targets"[, "attention_mask"]} or {"idx", "attention_mask",
+    "labels"} (classification)."""
+    if isinstance(batch, (tuple, list)):
+        batch = {"idx": batch[0], "targets": batch[1]}
+    mask = batch.get("attention_mask")
+    if isinstance(model, SequenceClassifier):
+        out = model.backbone(
+            batch["idx"],
+            attention_mask=mask,
+            output_hidden_states=hidden,
+            output_attentions=attentions,
+            compute_logits=False,
+        )
+        logits = model.head(model.dropout(pool_hidden(out.last_hidden, mask, model.pooling)))
+        labels = batch.get("labels")
+    else:
+        out = model(
+            batch["idx"],
+            attention_mask=mask,
+            output_hidden_states=hidden,
+            output_attentions=attentions,
+        )
+        logits, labels = out.logits, batch.get("targets")
+    return Outputs(logits, labels, mask, out.hidden_states, out.attentions)
+
+
+class Pupil(nn.Module):
+    """What the Trainer optimises: the student and the hidden-state projection W_h."""
+
+    def __init__(self, student: nn.Module, projection: nn.Module | None = None) -> None:
+        super().__init__()
+        self.student = student
+        self.projection = projection
+
+
+def _centred(h: torch.Tensor, layernorm: bool) -> torch.Tensor:
+    # A LayerNorm teacher's next block ignores each state's mean, and a sliced student
+    # cannot represent it: match what the teacher's LayerNorms actually read.
+    return h - h.mean(-1, keepdim=True) if layernorm else h
+
+
+class DistillLoss:
+    """loss_fn(pupil, batch) for the Trainer; see the module docstring."""
+
+    def __init__(self, teacher, config: DistillConfig, layer_map, head_maps=None) -> None:
+        self.teacher, self.config = teacher, config
+        self.layer_map, self.head_maps = layer_map, head_maps
+        self.teacher_layernorm = backbone_of(teacher).config.norm == "layernorm"
+
+    def __call__(self, pupil: Pupil, batch) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg = self.config
+        hid, att = cfg.needs_hidden, cfg.needs_attentions
+        s = forward(pupil.student, batch, hid, att)
+        labels = s.labels
+        unlabeled = batch.get("unlabeled") if isinstance(batch, dict) else None
+        if labels is not None and unlabeled is not None and bool(unlabeled.any()):
+            # Rows without a true label (transfer-set texts, the student's own samples)
+            # count in the teacher's terms only.
+            labels = labels.masked_fill(unlabeled.view(-1, *[1] * (labels.dim() - 1)), IGNORE_INDEX)
+        parts: dict[str, torch.Tensor] = {}
+        if cfg.alpha < 1.0 and labels is not None and bool((labels != IGNORE_INDEX).any()):
+            parts["hard"] = (1.0 - cfg.alpha, hard_label_loss(s.logits, labels))
+        if cfg.uses_teacher:
+            with torch.no_grad():  # the teacher's outputs, once per batch
+                t = forward(self.teacher, batch, hid, att)
+            parts.update(self.teacher_terms(pupil, s, t))
+        if not parts:
+            raise ValueError("nothing to learn from: alpha < 1 needs labels, alpha > 0 a teacher")
+        loss = sum(w * value for w, value in parts.values())
+        return loss, {k: float(v.detach()) for k, (_, v) in parts.items()}
+
+    def teacher_terms(self, pupil: Pupil, s: Outputs, t: Outputs) -> dict[str, tuple]:
+        cfg, lm = self.config, self.layer_map
+        mask = t.token_mask
+        parts = {}
+        if cfg.alpha > 0:
+            rows = None if s.labels is None else s.labels != IGNORE_INDEX
+            soft = divergence(cfg.divergence, s.logits, t.logits, rows, cfg.temperature, cfg.beta)
+            parts["soft"] = (cfg.alpha, soft)
+        M = len(lm) - 1
+        if cfg.hidden > 0:
+            losses = [
+                hidden_mse(
+                    s.hidden_states[m],
+                    _centred(t.hidden_states[lm[m]], self.teacher_layernorm),
+                    pupil.projection,
+                    mask,
+                )
+                for m in range(M + 1)
+            ]
+            parts["hidden"] = (cfg.hidden, sum(losses) / len(losses))
+        if cfg.cosine > 0:
+            target = _centred(t.hidden_states[lm[M]], self.teacher_layernorm)
+            parts["cosine"] = (
+                cfg.cosine,
+                cosine_loss(s.hidden_states[M], target, pupil.projection, mask),
+            )
+        heads = self.head_maps or [None] * M
+        if cfg.attention > 0:
+            losses = [
+                attention_mse(s.attentions[m - 1], t.attentions[lm[m] - 1], mask, heads[m - 1])
+                for m in range(1, M + 1)
+            ]
+            parts["attention"] = (cfg.attention, sum(losses) / len(losses))
+        if cfg.attention_kl > 0:
+            parts["attention_kl"] = (
+                cfg.attention_kl,
+                attention_kl(s.attentions[M - 1], t.attentions[lm[M] - 1], mask, heads[M - 1]),
+            )
+        if cfg.value_kl > 0:
+            sg, tg = backbone_of(pupil.student), backbone_of(self.teacher)
+            vs = block_values(sg.transformer.h[M - 1], s.hidden_states[M - 1])
+            with torch.no_grad():
+                vt = block_values(tg.transformer.h[lm[M] - 1], t.hidden_states[lm[M] - 1])
+            R = cfg.relation_heads or sg.config.n_head
+            parts["value_kl"] = (
+                cfg.value_kl,
+                value_relation_kl(vs, vt, R, mask, causal=sg.config.causal),
+            )
+        return parts
+
+
+@dataclass
+class DistillResult:
+    metric_name: str
+    metric: float
+    val_loss: float
+    history: list[dict]
+    seconds: float
+    student_params: int
+    teacher_params: int
+    config: dict
+    student: nn.Module | None = None
+
+    def row(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("student")
+        d.pop("history")
+        return d
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def distill(
+    teacher: nn.Module,
+    student: nn.Module,
+    objective,
+    config: DistillConfig | None = None,
+    init: SliceInfo | None = None,
+) -> DistillResult:
+    """Train ``student`` in place on ``objective`` (minift.distill.tasks.Objective) with
+    ``teacher`` frozen. ``init`` (from narrow_student) starts W_h at the slicing basis and
+    pairs attention heads with the teacher heads the student kept."""
+    config = config or DistillConfig()
+    check_same_vocabulary(teacher, student)
+    tg, sg = backbone_of(teacher), backbone_of(student)
+    n_s, n_t = sg.config.n_layer, tg.config.n_layer
+    layer_map = config.layer_map or (init.layer_map if init else uniform_layer_map(n_s, n_t))
+    layer_map = check_layer_map(layer_map, n_s, n_t)
+    if config.needs_attentions and not sg.config.causal == tg.config.causal:
+        raise ValueError("attention transfer needs teacher and student of the same kind")
+    head_maps = init.head_maps if init is not None and init.layer_map == layer_map else None
+    projection = None
+    if config.hidden > 0 or config.cosine > 0:
+        basis = init.basis if init is not None else None
+        projection = HiddenProjection(sg.config.n_embd, tg.config.n_embd, basis)
+        projection.to(sg.lm_head.weight.device)
+    pupil = Pupil(student, projection)
+    flags = [p.requires_grad for p in teacher.parameters()]
+    was_training = teacher.training
+    teacher.eval().requires_grad_(False)
+    try:
+        trainer = Trainer(
+            pupil,
+            TrainConfig(
+                steps=config.steps,
+                lr=config.lr,
+                warmup_steps=config.warmup_steps,
+                weight_decay=config.weight_decay,
+                grad_clip=config.grad_clip,
+                eval_every=config.eval_every,
+                eval_at_start=config.eval_at_start,
+                monitor=objective.monitor,
+                mode=objective.mode,
+                out_dir=config.out_dir,
+                seed=config.seed,
+                precision=config.precision,
+                progress=config.progress,
+                desc=config.desc,
+            ),
+            objective.batch_fn,
+            DistillLoss(teacher, config, layer_map, head_maps),
+            eval_fn=lambda p: objective.eval_fn(p.student),
+        )
+        t0 = time.perf_counter()
+        result = trainer.fit()
+        seconds = time.perf_counter() - t0
+    finally:
+        for p, flag in zip(teacher.parameters(), flags):
+            p.requires_grad_(flag)
+        teacher.train(was_training)
+    final = result.history[-1]
+    return DistillResult(
+        metric_name=objective.monitor,
+        metric=final.get(objective.monitor, float("nan")),
+        val_loss=final.get("val_loss", float("nan")),
+        history=result.history,
+        seconds=seconds,
+        student_params=count_params(student),
+        teacher_params=count_params(teacher),
+        config={**asdict(config), "layer_map": layer_map},
+        student=student.eval(),
+    )
