@@ -36,6 +36,7 @@ from collections import defaultdict
 
 from ..data.tasks import Task, register_task, stable_fraction, summary_line
 
+TASK_VERSION = 2  # bump when the rows change: cached SFT policies and reward models key on it
 STORAGE_WORDS = frozenset(
     "file files filename path directory stream bytes read write disk folder buffer".split()
 )
@@ -56,12 +57,21 @@ def truth_score(response: str) -> float:
     return float(distinct - repeats)
 
 
-def summary_lines(min_chars: int = 20, max_chars: int = 100) -> list[str]:
-    """Distinct one-line docstring summaries of functions and classes, sorted."""
+def summary_lines(min_chars: int = 20, max_chars: int = 90) -> list[str]:
+    """Distinct one-line docstring summaries of functions and classes that read as prose,
+    sorted."""
     from ..data.corpus import load_corpus
 
     lines = {summary_line(d.text) for d in load_corpus("pydocs", "all") if d.name}
-    return sorted(s for s in lines if min_chars <= len(s) <= max_chars and len(s.split()) >= 4)
+    return sorted(
+        s for s in lines if min_chars <= len(s) <= max_chars and len(s.split()) >= 4 and _prose(s)
+    )
+
+
+def _prose(line: str) -> bool:
+    """Mostly letters and spaces: drops usage strings and signatures ("ftp [-d] [-r[file]]"),
+    which cost many tokens and teach nothing about preferences."""
+    return sum(c.isalpha() or c == " " for c in line) >= 0.85 * len(line)
 
 
 def split_line(line: str, prompt_words: int = 1) -> dict:
@@ -74,14 +84,19 @@ def split_line(line: str, prompt_words: int = 1) -> dict:
 
 
 def demonstrations(
-    split: str = "train", seed: int = 0, val_fraction: float = 0.2, prompt_words: int = 1
+    split: str = "train",
+    seed: int = 0,
+    val_fraction: float = 0.2,
+    prompt_words: int = 1,
+    max_chars: int = 90,
 ) -> list[dict]:
     """Every line of one split as an SFT row (prompt, response): the demonstrations a
-    reference policy is fine-tuned on before RLHF, as InstructGPT's SFT stage does."""
+    reference policy is fine-tuned on before RLHF, as InstructGPT's SFT stage does.
+    Lines of at most 90 characters fit the fast-mode model's 64-token block."""
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     rows = []
-    for line in summary_lines():
+    for line in summary_lines(max_chars=max_chars):
         in_val = stable_fraction(line, seed) < val_fraction
         if in_val == (split == "val"):
             rows.append(split_line(line, prompt_words))
@@ -89,7 +104,9 @@ def demonstrations(
 
 
 def make_pairs(rows: list[dict], per_line: int, rng: random.Random) -> list[dict]:
-    """Pair each response with up to ``per_line`` lower-truth responses to the same prompt."""
+    """Pair each response with up to ``per_line`` lower-truth responses to the same prompt;
+    no response is rejected more than ``per_line`` times (a handful of bad lines must not
+    make up most of the data)."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         groups[r["prompt"]].append(r)
@@ -97,11 +114,21 @@ def make_pairs(rows: list[dict], per_line: int, rng: random.Random) -> list[dict
     for prompt in sorted(groups):
         group = groups[prompt]
         scores = [truth_score(r["response"]) for r in group]
-        for i, r in enumerate(group):
-            lower = [j for j in range(len(group)) if scores[j] < scores[i]]
+        rejected = [0] * len(group)
+        order = list(range(len(group)))
+        rng.shuffle(order)
+        for i in order:
+            lower = [
+                j for j in range(len(group)) if scores[j] < scores[i] and rejected[j] < per_line
+            ]
             for j in rng.sample(lower, min(per_line, len(lower))):
+                rejected[j] += 1
                 pairs.append(
-                    {"prompt": prompt, "chosen": r["response"], "rejected": group[j]["response"]}
+                    {
+                        "prompt": prompt,
+                        "chosen": group[i]["response"],
+                        "rejected": group[j]["response"],
+                    }
                 )
     rng.shuffle(pairs)
     return pairs

@@ -1,0 +1,92 @@
+"""Judging a policy: the hidden truth, the reward model's opinion, and the distance to the
+reference, all on the same fresh samples.
+
+    truth      mean ground-truth score of the responses (tasks.truth_score)
+    rm_score   mean reward-model score (normalised: 0 is the reference policy's average)
+    kl         mean over responses of sum_t log pi(y_t) - log ref(y_t), the sampled
+               estimate of KL(pi || ref) in nats per response
+    eos_rate   fraction of responses that ended by themselves
+
+Reporting the truth next to the reward model's score is what exposes reward hacking:
+the two should rise together; when the score rises alone, the policy found a flaw in
+the reward model rather than a better answer.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+
+import torch
+
+from ..tokenizer import eot_id, pad_id
+from .preference import encode_prompt
+from .rollout import Rollout, response_logprobs, sample_responses
+from .tasks import truth_score
+
+
+@torch.no_grad()
+def evaluate_rollout(
+    rollout: Rollout,
+    enc,
+    reward_model=None,
+    truth: Callable[[str], float] | None = truth_score,
+) -> dict[str, float]:
+    """eos_rate, length, and (when given) truth and rm_score of sampled responses."""
+    out: dict[str, float] = {
+        "eos_rate": float(rollout.has_eos.float().mean()),
+        "length": float(rollout.response_mask.sum(1).float().mean()),
+    }
+    if truth is not None:
+        out["truth"] = statistics.fmean(truth(t) for t in rollout.texts(enc))
+    if reward_model is not None:
+        out["rm_score"] = float(reward_model(rollout.sequences, rollout.attention_mask).mean())
+    return out
+
+
+@torch.no_grad()
+def rollout_kl(policy, reference, rollout: Rollout, temperature: float = 1.0) -> float:
+    """Mean over responses of sum_t log pi(y_t) - log ref(y_t) (nats per response)."""
+    args = (rollout.sequences, rollout.attention_mask, rollout.prompt_len, temperature)
+    lp, _ = response_logprobs(policy, *args)
+    ref_lp, _ = response_logprobs(reference, *args)
+    return float(((lp - ref_lp) * rollout.response_mask).sum(1).mean())
+
+
+@torch.no_grad()
+def evaluate_policy(
+    policy,
+    enc,
+    prompts: Sequence[str],
+    n: int = 256,
+    reward_model=None,
+    reference=None,
+    max_new_tokens: int = 24,
+    temperature: float = 1.0,
+    seed: int = 1234,
+    truth: Callable[[str], float] | None = truth_score,
+    batch: int = 128,
+) -> dict:
+    """Sample n responses of ``policy`` to prompts drawn (seeded) from ``prompts`` and
+    score them; the same seed draws the same prompts for every policy. ``reference`` (a
+    GPT) adds the KL of the policy to it. Returns the metrics and a few sample texts."""
+    g = torch.Generator().manual_seed(seed)
+    picks = torch.randint(0, len(prompts), (n,), generator=g).tolist()
+    ids = [encode_prompt(enc, prompts[i]) for i in picks]
+    rows: list[dict[str, float]] = []
+    texts: list[str] = []
+    for i in range(0, n, batch):
+        r = sample_responses(
+            policy, ids[i : i + batch], max_new_tokens, eot_id(enc), pad_id(enc), temperature, g
+        )
+        m = evaluate_rollout(r, enc, reward_model, truth)
+        if reference is not None:
+            m["kl"] = rollout_kl(policy, reference, r, temperature)
+        m["n"] = r.sequences.size(0)
+        rows.append(m)
+        texts += [f"{enc.decode(p)}|{t}" for p, t in zip(ids[i : i + batch], r.texts(enc))]
+    total = sum(m["n"] for m in rows)
+    keys = [k for k in rows[0] if k != "n"]
+    result = {k: sum(m[k] * m["n"] for m in rows) / total for k in keys}
+    result["samples"] = texts[:8]
+    return result

@@ -1,0 +1,130 @@
+"""The feedback loop run from a file of answers, its output feeding the next DPO run, and
+the `minift rlhf` / `minift feedback` commands."""
+
+import argparse
+import json
+
+import pytest
+
+import minift.cli
+from minift.base import load_base
+from minift.rlhf import cli as rlhf_cli
+from minift.rlhf.feedback import collect_feedback, read_answers, terminal_answers
+from minift.rlhf.preference import load_preferences
+
+PROMPTS = ["Return the", "Create a", "Open the"]
+
+
+@pytest.fixture(scope="module")
+def base():
+    return load_base(verbose=False)
+
+
+@pytest.fixture(scope="module")
+def model_dir(base, tmp_path_factory):
+    path = tmp_path_factory.mktemp("policy")
+    base[0].save(path)
+    return path
+
+
+def run_cli(argv):
+    """Parse and run through this package's register(), as minift.cli will."""
+    parser = argparse.ArgumentParser(prog="minift")
+    rlhf_cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+def test_answers_from_a_file_are_recorded_as_preferences(base, tmp_path):
+    model, enc = base
+    out = tmp_path / "prefs.jsonl"
+    shown = []
+    result = collect_feedback(
+        model, enc, PROMPTS, out, rounds=5, answers=["1", "2", "s", "1", "q"], seed=0,
+        show=shown.append,
+    )  # fmt: skip
+    rows = load_preferences(out)
+    assert len(rows) == len(result.recorded) == 3 and result.skipped == 1
+    # each row holds what was shown, in the order the answer gave
+    screens = [s for s in shown if s.startswith("\nPrompt:")]
+    for row, screen, answer in zip(rows, [screens[0], screens[1], screens[3]], ["1", "2", "1"]):
+        first = screen.split("\n  [1] ")[1].split("\n  [2] ")[0]
+        second = screen.split("\n  [2] ")[1]
+        preferred, other = (first, second) if answer == "1" else (second, first)
+        assert preferred == row["prompt"] + row["chosen"]
+        assert other == row["prompt"] + row["rejected"]
+    # a second session appends to the same file
+    collect_feedback(
+        model, enc, PROMPTS, out, rounds=2, answers=["2", "2"], seed=1, show=lambda s: None
+    )
+    assert len(load_preferences(out)) == 5
+
+
+def test_the_next_dpo_run_uses_the_recorded_feedback(base, model_dir, tmp_path):
+    model, enc = base
+    out = tmp_path / "prefs.jsonl"
+    answers = tmp_path / "answers.txt"
+    answers.write_text("1\n2\n\n1\n2\n1\n")
+    run_cli([
+        "feedback", "--model", str(model_dir), "--out", str(out), "--answers", str(answers),
+        "--rounds", "5", "--max-new-tokens", "8",
+    ])  # fmt: skip
+    assert len(load_preferences(out)) == 5
+    report_dir = tmp_path / "run"
+    run_cli([
+        "rlhf", "--method", "dpo", "--data", str(out), "--model", str(model_dir), "--steps", "4",
+        "--batch-size", "4", "--eval-samples", "8", "--max-new-tokens", "8", "--out",
+        str(report_dir), "--save", str(tmp_path / "trained"),
+    ])  # fmt: skip
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["method"] == "dpo" and "kl" in report["trained"]
+    assert report["trained"]["kl"] > 0  # the saved policy moved away from the reference
+    assert (tmp_path / "trained" / "model.safetensors").exists()
+
+
+def test_bad_answers_name_the_line_and_nothing_is_written(base, model_dir, tmp_path):
+    answers = tmp_path / "answers.txt"
+    answers.write_text("1\n2\nmaybe\n")
+    with pytest.raises(ValueError, match=r"answers\.txt line 3: 'maybe' is not an answer"):
+        read_answers(answers)
+    out = tmp_path / "prefs.jsonl"
+    with pytest.raises(ValueError, match="line 3"):
+        run_cli(
+            ["feedback", "--model", str(model_dir), "--out", str(out), "--answers", str(answers)]
+        )
+    assert not out.exists()
+
+
+def test_a_broken_preference_file_is_reported_before_any_question(base, tmp_path):
+    model, enc = base
+    out = tmp_path / "prefs.jsonl"
+    out.write_text('{"prompt": "p", "chosen": "a"}\n')
+    asked = []
+    with pytest.raises(ValueError, match="line 1: missing field 'rejected'"):
+        collect_feedback(model, enc, PROMPTS, out, answers=iter(asked), show=asked.append)
+    assert asked == [] and out.read_text() == '{"prompt": "p", "chosen": "a"}\n'
+
+
+def test_terminal_answers_ask_again_after_an_invalid_one_and_stop_at_eof(capsys):
+    typed = iter(["x", " 2 ", "S"])
+
+    def ask(prompt):
+        try:
+            return next(typed)
+        except StopIteration:
+            raise EOFError from None
+
+    assert list(terminal_answers(ask)) == ["2", "s"]
+    assert "'x' is not an answer" in capsys.readouterr().out
+
+
+def test_the_commands_plug_into_minift_cli(monkeypatch):
+    monkeypatch.setattr(minift.cli, "CLI_MODULES", ("minift.rlhf.cli",))
+    parser = minift.cli.build_parser()
+    args = parser.parse_args(["rlhf", "--method", "best-of-n", "-n", "4"])
+    assert args.func is rlhf_cli.cmd_rlhf and args.n == 4
+    args = parser.parse_args(["feedback", "--rounds", "3"])
+    assert args.func is rlhf_cli.cmd_feedback
+    with pytest.raises(SystemExit):
+        parser.parse_args(["rlhf", "--method", "reinforce"])
+    assert minift.cli.main(["rlhf", "--data", "/no/such/prefs.jsonl"]) == 2
