@@ -1,0 +1,315 @@
+# %% [markdown]
+# # Lesson 15: knowledge distillation
+#
+# Fine-tuning (lessons 04-10) makes a model good at a task; it does not make it cheaper to
+# run. *Distillation* trains a smaller, faster **student** to imitate a trained
+# **teacher** (Hinton, Vinyals and Dean 2015, "Distilling the Knowledge in a Neural
+# Network"). The student learns from more than the labels: from the teacher's whole
+# output distribution, and optionally from its hidden states and attention maps.
+#
+# | what the student matches            | loss                               | paper                 |
+# |-------------------------------------|------------------------------------|-----------------------|
+# | softened output distribution        | T^2 KL(p_t^T \|\| p_s^T) + hard CE   | Hinton et al. 2015    |
+# | hidden states (through W_h)         | MSE, or 1 - cosine                 | TinyBERT 2020, DistilBERT 2019 |
+# | attention maps / distributions      | MSE / KL                           | TinyBERT 2020, MiniLM 2020 |
+# | value relations softmax(V V^T)      | KL                                 | MiniLM 2020           |
+# | its own samples, scored by teacher  | reverse KL, generalized JSD        | MiniLLM 2024, GKD 2024 |
+# | the teacher's generations           | cross-entropy                      | Kim and Rush 2016     |
+#
+# The code is `minift/distill/`; this lesson builds a student a quarter of the teacher's
+# size, distils it on the default task, and measures what each loss buys, the speed-up,
+# and what the student keeps of the teacher's accuracy.
+
+# %%
+import copy
+import dataclasses
+import time
+
+import torch
+
+from minift.base import load_base
+from minift.data.tasks import DEFAULT_TASK, get_task
+from minift.distill.loop import DistillConfig, distill, forward
+from minift.distill.losses import forward_kl, reverse_kl, soft_target_loss
+from minift.distill.objectives import (
+    lm_objective,
+    pydocs_summaries,
+    task_objective,
+    transfer_objective,
+)
+from minift.distill.onpolicy import OnPolicyBatches, sequence_batches, teacher_sequences
+from minift.distill.recipe import (
+    finetune_teacher,
+    lm_calibration,
+    make_student,
+    student_shape,
+    task_calibration,
+)
+from minift.distill.report import format_speed_table, plot_validation_curves, speed_table
+from minift.distill.slicing import calibrate
+from minift.distill.students import every_kth_student, narrow_student
+from minift.utils import fast_mode, output_dir
+
+t_start = time.perf_counter()
+FAST = fast_mode()
+OUT = output_dir("lessons", "15")
+print(f"fast mode: {FAST}")
+base, enc = load_base()
+task = get_task(DEFAULT_TASK, seed=0)
+TEACHER_STEPS, STEPS, EVAL = (10, 10, 5) if FAST else (60, 60, 15)
+print(f"base: {base.num_params():,} parameters; {task.summary()}")
+
+# %% [markdown]
+# ## 1. The teacher
+# The base, fully fine-tuned on the task (lesson 04). It stays frozen from here on.
+
+# %%
+teacher, teacher_run = finetune_teacher(task, base, enc, TEACHER_STEPS)
+objective = task_objective(task, enc, seed=0)
+teacher_acc = objective.eval_fn(teacher)["val_accuracy"]
+print(
+    f"teacher: {teacher_run.total:,} parameters, {TEACHER_STEPS} steps, val accuracy {teacher_acc:.3f}"
+)
+
+# %% [markdown]
+# ## 2. Soft targets and the temperature
+# The teacher's probabilities for the wrong packages are its "dark knowledge": a
+# docstring about sockets is *more* asyncio than tkinter. At T = 1 they are tiny; dividing
+# the logits by T > 1 lifts them. The gradient of KL(p_t^T || p_s^T) with respect to
+# the student's logits is (p_s^T - p_t^T) / T, which shrinks as T grows: multiplying the
+# loss by T^2 keeps its gradient on the scale of the hard loss whatever T is.
+
+# %%
+batch = objective.batch_fn(0, 0)
+with torch.no_grad():
+    z_t = forward(teacher, batch).logits[:1]
+print(f"text: {enc.decode(batch['idx'][0][batch['attention_mask'][0].bool()].tolist())!r}")
+print(f"label: {task.labels[batch['labels'][0]]}")
+for T in (1.0, 2.0, 4.0):
+    p = (z_t / T).softmax(-1)[0]
+    entropy = -(p * p.log()).sum().item()
+    print(f"T={T:3.0f}: " + " ".join(f"{n}={v:.3f}" for n, v in zip(task.labels, p.tolist())) + f"  entropy {entropy:.2f}")  # fmt: skip
+z_s = torch.zeros_like(z_t, requires_grad=True)  # a student that knows nothing yet
+for T in (1.0, 2.0, 4.0, 8.0):
+    z_s.grad = None
+    soft_target_loss(z_s, z_t, T).backward()
+    with_t2 = z_s.grad.norm().item()
+    print(f"T={T:3.0f}: |grad| with T^2 {with_t2:.3f}, without {with_t2 / T**2:.4f}")
+
+# %% [markdown]
+# ## 3. Students
+# The teacher's token embedding (vocab x width) is a large share of its parameters, so
+# dropping blocks alone (DistilBERT keeps one block in two) cannot reach a quarter of the
+# size: the student must also be *narrower*. `student_shape` halves the blocks and heads
+# (a kept head keeps its size) and gives the MLP the most neurons the budget allows.
+#
+# Three ways to initialise it: every k-th block of the teacher at full width (DistilBERT;
+# with k = 1 it *is* the teacher); *sliced* from the teacher (`narrow_student`: rotate the
+# residual stream onto its principal directions and keep the first d, keep the heads and
+# neurons that write the most, SliceGPT-style, exact at full width); or from scratch.
+
+# %%
+tg = teacher.backbone
+emb = tg.transformer.wte.weight.numel()
+print(f"teacher embedding: {emb:,} of {teacher_run.total:,} parameters ({100 * emb / teacher_run.total:.0f}%)")  # fmt: skip
+idx = batch["idx"][:4]
+same = every_kth_student(teacher, 1)
+print(f"every-k-th block student, k=1: max |logit diff| vs teacher = {(same(idx).logits - teacher(idx).logits).abs().max():.1e}")  # fmt: skip
+if tg.config.n_layer % 2 == 0:
+    half = every_kth_student(teacher, 2)
+    n_half = sum(p.numel() for p in half.parameters())
+    print(f"every-2nd-block student: {n_half:,} parameters = {n_half / teacher_run.total:.2f} x teacher (not a quarter)")  # fmt: skip
+calibration = task_calibration(task, enc)
+full, info = narrow_student(teacher, calibration, tg.config.n_embd, n_layer=tg.config.n_layer)
+print(f"sliced at full width: max |logit diff| = {(full(idx).logits - teacher(idx).logits).abs().max():.1e} (LayerNorm -> RMSNorm, rotated)")  # fmt: skip
+
+shape = student_shape(teacher, budget=0.25)
+print(f"\nstudent shape: {shape}")
+inits = {}
+for name, init, layer_map in [
+    ("sliced, first blocks", "slice", shape.layer_map),
+    ("sliced, uniform map", "slice", list(range(0, tg.config.n_layer + 1, tg.config.n_layer // shape.n_layer))),
+    ("scratch", "scratch", shape.layer_map),
+]:  # fmt: skip
+    student, sinfo = make_student(
+        teacher, init, dataclasses.replace(shape, layer_map=layer_map), calibration
+    )
+    inits[name] = (student, sinfo)
+    n = sum(p.numel() for p in student.parameters())
+    acc = objective.eval_fn(student.eval())["val_accuracy"]
+    print(f"  {name:22s} layer map {layer_map}: {n:,} parameters ({n / teacher_run.total:.3f} x), val accuracy before training {acc:.3f}")  # fmt: skip
+variance = torch.linalg.eigvalsh(calibrate(tg, calibration).second_moment).flip(0)
+kept = (variance[: shape.n_embd].sum() / variance.sum()).item()
+print(f"the first {shape.n_embd} of {tg.config.n_embd} directions hold {100 * kept:.1f}% of the residual stream's energy")  # fmt: skip
+
+# %% [markdown]
+# The sliced student starts far above chance (a quarter of the weights, all taken from
+# the teacher), and starting from the teacher's *first* blocks beats the uniform map:
+# dropping a block that the next block was trained to read breaks more than dropping
+# the last ones.
+#
+# ## 4. Distil, and what each loss buys
+# Every run trains the same student for the same steps on the same batches. The
+# baselines use the labels alone (no teacher in the loss). The distilled runs add the
+# soft targets (alpha = 0.5, T = 2), then one feature loss each, then a *transfer set*:
+# docstring summaries with no label (never a validation text), which only a teacher can
+# label. Hidden states are matched through W_h, started at the slicing's basis.
+
+# %%
+sliced, sinfo = inits["sliced, first blocks"]
+scratch, _ = inits["scratch"]
+texts = pydocs_summaries({r["text"] for r in task.train + task.val})
+transfer = transfer_objective(task, enc, texts, unlabeled_per_batch=32, seed=0)
+base_cfg = DistillConfig(steps=STEPS, eval_every=EVAL, progress=False, alpha=0.5, temperature=2.0)
+plain = dataclasses.replace(base_cfg, alpha=0.0)
+RUNS = {
+    "scratch, labels only (baseline)": (scratch, plain, objective),
+    "sliced, labels only (baseline)": (sliced, plain, objective),
+    "sliced + KD": (sliced, base_cfg, objective),
+    "sliced + KD + hidden (TinyBERT)": (
+        sliced,
+        dataclasses.replace(base_cfg, hidden=0.1),
+        objective,
+    ),
+    "sliced + KD + attention KL (MiniLM)": (
+        sliced,
+        dataclasses.replace(base_cfg, attention_kl=1.0, value_kl=1.0),
+        objective,
+    ),  # fmt: skip
+    "sliced + KD + transfer set": (sliced, base_cfg, transfer),
+}
+results = {}
+for name, (init, config, obj) in RUNS.items():
+    results[name] = distill(
+        teacher, copy.deepcopy(init), obj, config, sinfo if init is sliced else None
+    )
+    r = results[name]
+    print(f"{name:38s} val accuracy {r.metric:.3f} ({100 * r.metric / teacher_acc:5.1f}% of the teacher), val loss {r.val_loss:.3f}, {r.seconds:.1f}s")  # fmt: skip
+plot_validation_curves(
+    {k: r.history for k, r in results.items()}, "val_accuracy", OUT / "curves.png",
+    title=f"a {shape.n_layer}x{shape.n_embd} student on {task.name}", reference=teacher_acc,
+)  # fmt: skip
+print(f"plot: {OUT / 'curves.png'}")
+
+# %% [markdown]
+# With 240 validation rows one standard error of an accuracy near 0.8 is about 0.026:
+# differences smaller than that are noise (scripts/bench_distill.py repeats every run
+# over seeds and trains longer). The validation *loss* is steadier: soft targets make the
+# student's probabilities calibrated like the teacher's instead of over-confident.
+#
+# ## 5. Size and speed
+# Tokens per second for inference (no grad) and for a training step, on the task's batch,
+# one thread when the lesson runs under the test suite.
+
+# %%
+best = results["sliced + KD"].student
+rows = speed_table(
+    {"teacher": teacher, "student (sliced + KD)": best}, batch, repeats=3 if FAST else 10
+)
+print(format_speed_table(rows))
+print(f"teacher val accuracy {teacher_acc:.3f}; student {results['sliced + KD'].metric:.3f}")
+
+# %% [markdown]
+# ## 6. Generative students: forward or reverse KL, and on-policy data
+# For a language model the student matches a distribution over the vocabulary at every
+# position. Forward KL(p_t || q_s) punishes the student for missing any of the teacher's
+# modes (it spreads out to cover them all); reverse KL(q_s || p_t) punishes it for putting
+# mass where the teacher has none (it picks a mode). A one-parameter-family toy shows it:
+# a unimodal student q(i) ~ exp(-(i - mu)^2 / 2) fitted to a two-peaked teacher.
+
+# %%
+V = torch.arange(12, dtype=torch.float64)
+teacher_p = torch.exp(-((V - 2.5) ** 2)) + torch.exp(-((V - 8.5) ** 2))
+teacher_logits = (teacher_p / teacher_p.sum()).log()
+for name, fn in (("forward KL", forward_kl), ("reverse KL", reverse_kl)):
+    mu = torch.tensor(4.0, dtype=torch.float64, requires_grad=True)  # starts nearer the left peak
+    opt = torch.optim.Adam([mu], lr=0.1)
+    for _ in range(300):
+        opt.zero_grad()
+        fn((-((V - mu) ** 2) / 2)[None], teacher_logits[None]).backward()
+        opt.step()
+    print(f"{name}: the student centres at mu = {mu.item():.2f} (teacher peaks at 2.5 and 8.5)")
+
+# %% [markdown]
+# On real text the student also generates: trained only on the data's prefixes, it later
+# conditions on its own. GKD (Agarwal et al. 2024) trains on continuations the student
+# samples itself, scored token by token by the teacher; MiniLLM (Gu et al. 2024) uses the
+# reverse KL there. Sequence-level KD (Kim and Rush 2016) instead trains on the teacher's
+# own (greedy) continuations. Here the teacher is the base language model and the student
+# is sliced from it; each run is short, so compare the columns, not the absolute values.
+
+# %%
+lm = lm_objective(enc, batch_size=8, seq_len=32, seed=0, eval_batches=4)
+lm_student, lm_info = make_student(
+    base, "slice", student_shape(base), lm_calibration(lm.batch_fn, 2)
+)
+LM_STEPS = 6 if FAST else 40
+probe = OnPolicyBatches(copy.deepcopy(lm_student), lm.batch_fn, 8, fraction=1.0, seed=123)
+
+
+def own_sample_reverse_kl(model) -> float:
+    """Reverse KL to the teacher on text the model itself samples after 8-token prompts."""
+    probe.student = model
+    b = probe(0, 0)
+    keep = b["targets"] != -100
+    with torch.no_grad():
+        return reverse_kl(model(b["idx"]).logits, base(b["idx"]).logits, keep).item()
+
+
+print(f"teacher val loss {lm.eval_fn(base)['val_loss']:.3f}; sliced student before training {lm.eval_fn(lm_student)['val_loss']:.3f}")  # fmt: skip
+lm_runs = {
+    "labels only": (
+        DistillConfig(steps=LM_STEPS, alpha=0.0, eval_every=0, progress=False),
+        lm.batch_fn,
+    ),
+    "forward KD (T=1)": (
+        DistillConfig(steps=LM_STEPS, alpha=1.0, temperature=1.0, eval_every=0, progress=False),
+        lm.batch_fn,
+    ),  # fmt: skip
+    "on-policy reverse KL": (
+        DistillConfig(
+            steps=LM_STEPS,
+            alpha=1.0,
+            temperature=1.0,
+            divergence="reverse",
+            eval_every=0,
+            progress=False,
+        ),
+        "on-policy",
+    ),  # fmt: skip
+    "on-policy JSD(0.5)": (
+        DistillConfig(
+            steps=LM_STEPS,
+            alpha=1.0,
+            temperature=1.0,
+            divergence="jsd",
+            eval_every=0,
+            progress=False,
+        ),
+        "on-policy",
+    ),  # fmt: skip
+}
+for name, (config, batches) in lm_runs.items():
+    s = copy.deepcopy(lm_student)
+    if batches == "on-policy":
+        batches = OnPolicyBatches(s, lm.batch_fn, prompt_len=8, fraction=0.5, seed=0)
+    r = distill(base, s, dataclasses.replace(lm, batch_fn=batches), config, lm_info)
+    print(f"{name:22s} val loss {r.val_loss:.3f}, reverse KL on its own samples {own_sample_reverse_kl(s):.3f}")  # fmt: skip
+
+prompts = torch.stack([lm.batch_fn(500 + i, 0)["idx"][0, :8] for i in range(16 if FAST else 64)])
+seqs = teacher_sequences(base, prompts, 16)
+seq_obj = dataclasses.replace(lm, batch_fn=sequence_batches(seqs, prompt_len=8, batch_size=8))
+s = copy.deepcopy(lm_student)
+
+
+def greedy_agreement(model) -> float:
+    out = model.generate(prompts[:16], 16, temperature=0)
+    return (out[:, 8:] == seqs[:16, 8:]).float().mean().item()
+
+
+before = greedy_agreement(s)
+distill(base, s, seq_obj, DistillConfig(steps=LM_STEPS, alpha=0.0, eval_every=0, progress=False))
+print(f"sequence-level KD: the student's greedy tokens match the teacher's {before:.2f} -> {greedy_agreement(s):.2f}")  # fmt: skip
+
+# %%
+print(f"\nlesson 15 done in {time.perf_counter() - t_start:.0f}s")
