@@ -23,7 +23,9 @@ ALL_LOSSES = dict(alpha=0.5, hidden=1.0, cosine=1.0, attention=1.0, attention_kl
 
 def tiny_gpt(seed=0, vocab=61, n_layer=2, n_embd=32, n_head=2):
     torch.manual_seed(seed)
-    return GPT(GPTConfig(vocab_size=vocab, block_size=24, n_layer=n_layer, n_head=n_head, n_embd=n_embd))
+    return GPT(
+        GPTConfig(vocab_size=vocab, block_size=24, n_layer=n_layer, n_head=n_head, n_embd=n_embd)
+    )
 
 
 def random_lm_objective(vocab=61, B=4, T=12):
@@ -183,7 +185,9 @@ def test_bad_input_is_refused_before_anything_trains():
     before = copy.deepcopy(student.state_dict())
     objective = random_lm_objective()
     with pytest.raises(ValueError, match="layers that do not exist"):
-        distill(teacher, student, objective, DistillConfig(steps=2, layer_map=[0, 3], progress=False))
+        distill(
+            teacher, student, objective, DistillConfig(steps=2, layer_map=[0, 3], progress=False)
+        )
     other = GPT(GPTConfig(vocab_size=60, block_size=24, n_layer=1, n_head=2, n_embd=32))
     with pytest.raises(ValueError, match="different vocabularies"):
         distill(teacher, other, objective, DistillConfig(steps=2, progress=False))
@@ -204,7 +208,9 @@ def test_forward_reads_every_batch_kind():
     torch.testing.assert_close(a.logits, b.logits)  # fused vs explicit attention
     assert len(b.hidden_states) == 3 and len(b.attentions) == 2
     clf = SequenceClassifier(model, 4)
-    out = forward(clf, {"idx": x, "attention_mask": torch.ones_like(x), "labels": torch.tensor([1, 2])})
+    out = forward(
+        clf, {"idx": x, "attention_mask": torch.ones_like(x), "labels": torch.tensor([1, 2])}
+    )
     torch.testing.assert_close(out.logits, clf(x, attention_mask=torch.ones_like(x)).logits)
 
 
