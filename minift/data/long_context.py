@@ -83,7 +83,7 @@ def _rows(stream, n_rows, lengths, keys, votes, distractors, rng, enc, eot) -> l
         for _ in range(100):  # a window of code may hold too few words: draw another
             start = rng.randrange(len(stream) - n)
             window = stream[start : start + n]
-            starts = sorted({0, n} | set(np.flatnonzero(word_start[window]).tolist()))
+            starts = sorted({n} | set(np.flatnonzero(word_start[window]).tolist()))
             if len(starts) >= n_inserts:
                 break
         else:

@@ -47,10 +47,11 @@ class LongConfig:
     steps: int = 60
     batch_size: int = 8
     lr: float = 1e-3  # the pretrained backbone
-    head_lr: float | None = 1e-2  # the new parts (pooling, segment reader, head); None: lr
+    head_lr: float | None = 3e-2  # the new parts (pooling, segment reader, head); None: lr
     warmup_steps: int = 5
     eval_every: int = 20
-    max_segments: int = 64  # han / transformer / gated: segments of block_size tokens
+    max_segments: int = 64  # han / transformer / gated
+    segment_len: int | None = None  # han / transformer / gated; None: the base's block_size
     # sparse: GPTConfig attn_* options without the prefix; block_size grows to the longest doc
     pattern: dict = field(
         default_factory=lambda: {"pattern": "bigbird", "block_size": 16, "window": 2,
@@ -100,7 +101,15 @@ def finetune_long(task: Task, base: GPT, enc, config: LongConfig | None = None, 
     val_y = [int(r["label"]) for r in task.val]
     longest = max(len(d) for d in train_ids + val_ids)
     model = build_long_model(base, task.num_labels, config, longest)
-    block = model.config.block_size if config.kind == "sparse" else base.config.block_size
+    block = base.config.block_size
+    if config.kind == "sparse":
+        block = model.config.block_size  # the extended context holds the longest document
+    elif config.kind != "truncated" and config.segment_len:
+        if not 0 < config.segment_len <= block:
+            raise ValueError(
+                f"segment_len must be in [1, block_size={block}], got {config.segment_len}"
+            )
+        block = config.segment_len
 
     def make(docs, ys):
         return long_batch(config.kind, docs, ys, pad, block, config.max_segments)

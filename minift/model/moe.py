@@ -84,6 +84,21 @@ def capacity_keep(chosen: torch.Tensor, n_experts: int, capacity: int) -> torch.
     return (slot < capacity).view(k, N).t()
 
 
+class _LastStats:
+    """The last forward pass's RouterStats. They hold autograd graphs, which cannot be
+    deep-copied or pickled, so a copy of the module (copy.deepcopy of a model that has
+    run, as fine-tuning does) starts with none."""
+
+    def __init__(self) -> None:
+        self.value: RouterStats | None = None
+
+    def __deepcopy__(self, memo) -> _LastStats:
+        return _LastStats()
+
+    def __getstate__(self) -> dict:
+        return {"value": None}
+
+
 class MoEMLP(nn.Module):
     """An MoE MLP: ``router`` (n_embd -> E, no bias) and ``experts.E`` (GPT-2 MLPs, so the
     parameter names read transformer.h.N.mlp.experts.E.c_fc). Forward returns y only; the
@@ -100,7 +115,12 @@ class MoEMLP(nn.Module):
         self.norm_topk = config.moe_norm_topk
         self.router = nn.Linear(config.n_embd, self.n_experts, bias=False)
         self.experts = nn.ModuleList(MLP(config) for _ in range(self.n_experts))
-        self.stats: RouterStats | None = None
+        self._last = _LastStats()
+
+    @property
+    def stats(self) -> RouterStats | None:
+        """What the router did on the last forward pass (None before the first)."""
+        return self._last.value
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (N, C) -> chosen experts (N, k), gates (N, k) float32, kept (N, k) bool; fills
@@ -115,7 +135,7 @@ class MoEMLP(nn.Module):
         if self.capacity_factor is not None:
             capacity = math.ceil(self.capacity_factor * self.top_k * x.size(0) / self.n_experts)
             kept = capacity_keep(chosen, self.n_experts, capacity)
-        self.stats = RouterStats(
+        self._last.value = RouterStats(
             load=torch.bincount(chosen.reshape(-1), minlength=self.n_experts).float()
             / chosen.numel(),
             importance=probs.mean(dim=0).detach(),
@@ -169,10 +189,11 @@ def upcycle(model: nn.Module, num_experts: int, top_k: int = 2, **moe_options) -
     config = dataclasses.replace(gpt.config, moe_experts=num_experts, moe_top_k=top_k, **fields)
     blocks = [(i, b) for i, b in enumerate(gpt.transformer.h) if config.is_moe_layer(i)]
     for i, block in blocks:
-        if type(block.mlp) is not MLP:
+        mlp = block.mlp
+        if type(mlp) is not MLP or {type(mlp.c_fc), type(mlp.c_proj)} != {nn.Linear}:
             raise ValueError(
-                f"block {i}'s MLP is a {type(block.mlp).__name__}, not a plain MLP: upcycle "
-                "before adding adapters or LoRA"
+                f"block {i}'s MLP is not a plain MLP of nn.Linear layers ({mlp!r:.60}...): "
+                "upcycle before adding adapters or LoRA"
             )
     like = gpt.transformer.wte.weight
     for _, block in blocks:
