@@ -137,7 +137,7 @@ for rank in (1, 4, 16, 64):
 
 # %%
 task = get_task(DEFAULT_TASK, seed=0)
-config = FinetuneConfig(steps=16 if FAST else 60, eval_every=8 if FAST else 20, progress=False)
+config = FinetuneConfig(steps=8 if FAST else 60, eval_every=4 if FAST else 20, progress=False)
 RANKS = [1, 8] if FAST else [1, 8, 64]
 full = finetune(task, base, enc, dataclasses.replace(config, method="full"))
 print(f"full fine-tuning: val accuracy {full.metric:.3f}, {full.trainable:,} trainable, {full.seconds:.1f}s")  # fmt: skip

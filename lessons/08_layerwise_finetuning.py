@@ -43,7 +43,7 @@ print(f"fast mode: {FAST}")
 base, enc = load_base()
 task = get_task(DEFAULT_TASK, seed=0)
 L = base.config.n_layer
-config = FinetuneConfig(steps=16 if FAST else 60, eval_every=8 if FAST else 15, progress=False)
+config = FinetuneConfig(steps=8 if FAST else 60, eval_every=4 if FAST else 15, progress=False)
 print(f"base: {L} blocks, width {base.config.n_embd}; task {task.summary()}; {config.steps} steps each")  # fmt: skip
 
 # %% [markdown]

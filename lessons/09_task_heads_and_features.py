@@ -47,7 +47,7 @@ OUT = output_dir("lessons", "09")
 print(f"fast mode: {FAST}")
 base, enc = load_base()
 task = get_task(DEFAULT_TASK, seed=0)
-config = FinetuneConfig(steps=16 if FAST else 60, eval_every=8 if FAST else 15, progress=False)
+config = FinetuneConfig(steps=8 if FAST else 60, eval_every=4 if FAST else 15, progress=False)
 PAD = pad_id(enc)
 print(f"task {task.summary()}; inputs end with the template {task.template!r}")
 
@@ -109,10 +109,11 @@ print(f"head logits vs the LM's next-token logits for those words: max |diff| {(
 
 # %% [markdown]
 # So the untrained head is a *zero-shot* classifier: the language model's guess of the
-# next word. How good a guess? A small base tends to favour one word whatever the text
-# (its prior), so we also *calibrate*: subtract each label's mean score over the
-# validation texts, which removes the prior and keeps what varies with the text (in the
-# spirit of Zhao et al. 2021, "Calibrate before use").
+# next word. How good a guess? A language model has a prior over words that holds
+# whatever the text; if the predictions below pile onto one label, that prior dominates.
+# *Calibrating* removes it: subtract each label's mean score over the validation texts
+# and keep what varies with the text (in the spirit of Zhao et al. 2021, "Calibrate
+# before use").
 
 # %%
 truth = b["labels"]
@@ -144,7 +145,7 @@ for name in ("full, label-word head", "full, random head", "probe, label-word he
 # With a frozen backbone the features of a text never change, so there is no reason to
 # recompute them at every step (what the "probe" method above does, 32 texts at a time).
 # Extract them once for all texts, then fit multinomial logistic regression on the
-# (n, C) matrix: full-batch L-BFGS with a little L2, a fraction of a second.
+# (n, C) matrix: full-batch L-BFGS with a little L2 (both steps are timed below).
 
 # %%
 t0 = time.perf_counter()
@@ -170,7 +171,7 @@ mu, sd = X_train.mean(0), X_train.std(0) + 1e-6  # standardise: L-BFGS likes rou
 def fit_probe(X, y, l2: float) -> torch.nn.Linear:
     torch.manual_seed(0)
     probe = torch.nn.Linear(X.shape[1], task.num_labels)
-    opt = torch.optim.LBFGS(probe.parameters(), lr=1.0, max_iter=100, line_search_fn="strong_wolfe")  # fmt: skip
+    opt = torch.optim.LBFGS(probe.parameters(), lr=1.0, max_iter=30 if FAST else 100, line_search_fn="strong_wolfe")  # fmt: skip
 
     def closure():
         opt.zero_grad()
@@ -220,8 +221,8 @@ def regression_rows(split: str, limit: int) -> list[dict]:
     return [rows[i] for i in rng.permutation(len(rows))[:limit]]
 
 
-reg_train = regression_rows("train", 1000 if FAST else 4000)
-reg_val = regression_rows("val", 300 if FAST else 600)  # unseen modules
+reg_train = regression_rows("train", 500 if FAST else 4000)
+reg_val = regression_rows("val", 200 if FAST else 600)  # unseen modules
 t_mean = np.mean([r["target"] for r in reg_train])
 t_std = np.std([r["target"] for r in reg_train])
 MAX_LEN = 24
@@ -278,7 +279,7 @@ def eval_fn(model) -> dict[str, float]:
 
 torch.manual_seed(0)
 regressor = SequenceClassifier(copy.deepcopy(base), num_labels=1)
-reg_steps = 24 if FAST else 80
+reg_steps = 12 if FAST else 80
 train_cfg = TrainConfig(
     steps=reg_steps, lr=1e-3, warmup_steps=5, weight_decay=0.0, eval_every=reg_steps // 4,
     eval_at_start=True, monitor="val_mse", progress=False,

@@ -258,8 +258,9 @@ shown = [(x, share[s]) for s, x in zip(steps_sorted, losses) if share[s] is not 
 if shown:
     twin = ax3.twinx()
     twin.plot(*zip(*shown), "s--", color="C3", label="LoRA share of full's gain")
+    twin.set_ylim(0, 1.05)  # a share: on its own 0..1 scale, small changes look small
     twin.set_ylabel("LoRA share of full's gain over chance", color="C3")
-    twin.legend(fontsize=8, loc="lower right")
+    twin.legend(fontsize=8, loc="center right")
 fig.tight_layout()
 fig.savefig(OUT / "strategies.png", dpi=110)
 plt.close(fig)

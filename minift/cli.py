@@ -1,4 +1,5 @@
-"""The `minift` command: pretrain, generate, finetune, demo, tasks."""
+"""The `minift` command: pretrain, generate, finetune, demo, tasks, and the subcommands of
+the technique packages (distill; rlhf and feedback)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import importlib
 import sys
 
 # Modules with a register(subparsers) function that adds their subcommands.
-CLI_MODULES: tuple[str, ...] = ()
+CLI_MODULES: tuple[str, ...] = ("minift.distill.cli", "minift.rlhf.cli")
 
 
 def cmd_pretrain(args) -> None:

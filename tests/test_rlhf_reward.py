@@ -72,15 +72,18 @@ def test_reward_model_learns_held_out_preferences(base):
     model, enc = base
     task = get_task("file-words")
     before = copy.deepcopy(model.state_dict())
-    config = RewardConfig(steps=20, batch_size=16, lr=3e-3, warmup_steps=3, eval_every=20)
-    result = train_reward_model(model, enc, task.train, task.val[:128], config)
+    # 60 steps on all held-out pairs: over seeds 0-3 and two builds of the fast base the
+    # accuracy rose from 0.43-0.58 to 0.72-0.87 (20 steps on 128 pairs was too noisy).
+    config = RewardConfig(steps=60, batch_size=16, lr=2e-3, warmup_steps=3, eval_every=60)
+    result = train_reward_model(model, enc, task.train, task.val, config)
     accuracies = [h["val_accuracy"] for h in result.history if "val_accuracy" in h]
     assert accuracies[-1] >= accuracies[0] + 0.1, accuracies
+    assert accuracies[-1] >= 0.65, accuracies
     assert result.accuracy == accuracies[-1]
     for k, v in model.state_dict().items():  # the backbone passed in is untouched
         assert torch.equal(v, before[k]), k
     # score_pairs agrees with the reported accuracy
-    c, r = score_pairs(result.model, encode_pairs(task.val[:128], enc, 64), enc)
+    c, r = score_pairs(result.model, encode_pairs(task.val, enc, 64), enc)
     assert float((c > r).float().mean()) == pytest.approx(result.accuracy)
 
 

@@ -63,18 +63,14 @@ def register_task(name: str):
 
 # Modules that register more tasks when imported (kept out of this file so that each
 # technique's tasks live next to it); imported on first use of the registry.
-TASK_MODULES = ("minift.data.long_context", "minift.rlhf.tasks", "minift.distill.tasks")
+TASK_MODULES = ("minift.data.long_context", "minift.rlhf.tasks")
 
 
 def _load_task_modules() -> None:
     import importlib
 
     for name in TASK_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if not (err.name and (name + ".").startswith(err.name + ".")):
-                raise  # the module exists but something it imports does not
+        importlib.import_module(name)
 
 
 def list_tasks() -> list[str]:

@@ -160,8 +160,8 @@ def _run_method(args, policy, enc, reward_model, train, val, prompts, truth, eva
 
     if args.method == "ppo":
         config = PPOConfig(
-            iterations=args.iterations or 40, batch_size=args.batch_size or 64,
-            lr=args.lr or 3e-4, kl_coef=0.05 if args.kl_coef is None else args.kl_coef,
+            iterations=args.iterations or 50, batch_size=args.batch_size or 64,
+            lr=args.lr or 3e-4, kl_coef=0.2 if args.kl_coef is None else args.kl_coef,
             kl_estimator=args.kl_estimator, adaptive_kl=args.adaptive_kl,
             kl_target=args.kl_target, max_new_tokens=args.max_new_tokens,
             temperature=args.temperature, seed=args.seed, progress=True,

@@ -20,8 +20,10 @@ PANELS = (
     ("KL to reference (nats)", ("kl", "kl_k3")),
     ("entropy (nats/token)", ("entropy",)),
     ("update size", ("clipfrac", "approx_kl", "vf_clipfrac")),
-    ("critic", ("value_loss", "explained_variance")),
-    ("responses", ("length", "eos_rate", "kl_coef")),
+    ("value loss", ("value_loss",)),
+    ("explained variance", ("explained_variance",)),
+    ("response length (tokens)", ("length",)),
+    ("end-token rate, KL coefficient", ("eos_rate", "kl_coef")),
 )
 
 
@@ -37,7 +39,7 @@ def plot_ppo(
 
     runs = history if isinstance(history, dict) else {"": history}
     styles = ["-", "--", ":", "-."]
-    fig, axes = plt.subplots(2, 3, figsize=(14, 7))
+    fig, axes = plt.subplots(2, 4, figsize=(17, 7))
     for ax, (name, keys) in zip(axes.flat, PANELS):
         for s, (label, rows) in enumerate(runs.items()):
             for c, key in enumerate(keys):

@@ -13,16 +13,17 @@ files and storage and dislikes repetition:
     truth(response) = (distinct storage words in it) - (repeated occurrences of them)
 
 with the storage words of ``STORAGE_WORDS`` (file, path, directory, bytes, ...): "the
-file path" scores 2, "the file of the file" 0. About 15% of real lines mention a storage
-word and 3% two of them, so this is a property the base model's continuations rarely
-have, and one that code scores exactly.
+file path" scores 2, "the file of the file" 0. About 14% of the lines used (prose-like
+summaries of 20 to 90 characters) mention a storage word and 3% two or more, so this is a
+property the base model's continuations rarely have, and one that code scores exactly.
 
 A preference row pairs two lines that open with the same prompt and differ in truth; the
-one with the higher truth is ``chosen``. Real lines seldom repeat a storage word (1% do), so
-a reward model trained on these pairs can learn "storage words are good" but sees too few
-repetitions to learn "repeating them is bad": exactly the gap that a policy optimised without a
-KL penalty finds (it repeats storage words, the reward model applauds, the truth falls).
-That imperfection is deliberate: it is the reward-hacking failure mode made measurable.
+one with the higher truth is ``chosen``. Real lines seldom repeat a storage word (about 1%
+do, and 3% of the training pairs are decided by a repetition), so a reward model trained on
+these pairs learns "storage words are good" well but "repeating them is bad" poorly: the
+gap that a policy optimised without a KL penalty finds (it repeats "file", the reward
+model applauds, the truth falls). The imperfection is deliberate: it makes the
+reward-hacking failure mode measurable.
 
 Lines are split into train and validation *before* pairing (by a stable hash of the
 line), so held-out pairs share no response with training pairs.

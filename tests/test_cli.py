@@ -1,0 +1,39 @@
+"""The `minift` command: every technique's subcommands are reachable from the one entry
+point, `minift tasks` lists every registered task, and user errors exit with status 2 and
+a one-line message instead of a traceback."""
+
+import pytest
+
+import minift.cli
+from minift.data.tasks import list_tasks
+
+
+def subcommands(parser) -> set[str]:
+    return set(parser._subparsers._group_actions[0].choices)
+
+
+def test_every_technique_adds_its_subcommands():
+    names = subcommands(minift.cli.build_parser())
+    core = {"pretrain", "generate", "finetune", "demo", "tasks"}
+    assert core | {"distill", "rlhf", "feedback"} <= names, names
+
+
+def test_tasks_lists_every_registered_task(capsys):
+    assert minift.cli.main(["tasks"]) == 0
+    out = capsys.readouterr().out
+    for name in ("stdlib-package", "sort-words", "long-passkey", "file-words"):
+        assert name in list_tasks()
+        assert f"{name}:" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["finetune", "--task", "no-such-task"], "no-such-task"),
+        (["rlhf", "--data", "/no/such/prefs.jsonl"], "prefs.jsonl"),
+    ],
+)
+def test_user_errors_exit_2_with_a_message(argv, message, capsys):
+    assert minift.cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("minift: error:") and message in err, err
