@@ -8,10 +8,10 @@ import pytest
 
 import minift.cli
 from minift.base import load_base
-from minift.rlhf import cli as rlhf_cli
-from minift.rlhf.feedback import collect_feedback, read_answers, terminal_answers
 from minift.model import GPT
+from minift.rlhf import cli as rlhf_cli
 from minift.rlhf.dpo import pair_logprobs
+from minift.rlhf.feedback import collect_feedback, read_answers, terminal_answers
 from minift.rlhf.preference import encode_pairs, load_preferences
 
 PROMPTS = ["Return the", "Create a", "Open the"]
