@@ -14,7 +14,9 @@ def test_pretrained_base_beats_scratch_on_the_default_task():
     base, enc = load_base(fast=False, progress=False, verbose=False)
     task = get_task(DEFAULT_TASK, per_class=150)
     results = {
-        method: finetune(task, base, enc, FinetuneConfig(method=method, steps=60, eval_every=60, progress=False))
+        method: finetune(
+            task, base, enc, FinetuneConfig(method=method, steps=60, eval_every=60, progress=False)
+        )
         for method in ("full", "scratch")
     }
     pretrained, scratch = results["full"].metric, results["scratch"].metric
