@@ -122,11 +122,6 @@ def test_init_head_refuses_wrong_label_tokens(bad):
         clf.init_head(bad)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="init_head zeroes the bias before it validates label_token_ids (see the lessons "
-    "report); remove this marker when the check moves first",
-)
 def test_a_refused_init_head_leaves_the_head_as_it_was():
     clf = SequenceClassifier(tiny(), num_labels=3)
     with torch.no_grad():

@@ -58,14 +58,16 @@ class SequenceClassifier(nn.Module):
         for those words, restricted to them (a "verbalizer", Schick and Schuetze 2021),
         so what the pretrained model knows about the label words is kept."""
         label_token_ids = label_token_ids if label_token_ids is not None else self.label_token_ids
+        if label_token_ids is not None and (  # check before touching the head
+            len(label_token_ids) != self.num_labels or len(set(label_token_ids)) != self.num_labels
+        ):
+            raise ValueError(
+                f"need {self.num_labels} distinct label tokens, got {list(label_token_ids)}"
+            )
         self.head.bias.zero_()
         if label_token_ids is None:
             nn.init.normal_(self.head.weight, std=0.02)
             return
-        if len(label_token_ids) != self.num_labels or len(set(label_token_ids)) != self.num_labels:
-            raise ValueError(
-                f"need {self.num_labels} distinct label tokens, got {list(label_token_ids)}"
-            )
         self.head.weight.copy_(self.backbone.lm_head.weight[list(label_token_ids)])
         self.label_token_ids = list(label_token_ids)
 
