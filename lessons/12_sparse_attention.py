@@ -250,7 +250,7 @@ print(
 # dense model that gets the same extra training.
 
 # %%
-STEPS = 6 if FAST else 60
+STEPS = 6 if FAST else 40
 train_tokens = corpus_tokens("pydocs", "train", enc)
 batch_fn = window_batches(train_tokens, 8, T0, seed=7)
 eval_batches = [
