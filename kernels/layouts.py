@@ -122,7 +122,11 @@ def fixed_layout(
 def global_layout(
     seq_len: int, block_size: int, n_global: int, causal: bool = False, n_heads: int = 1
 ) -> torch.Tensor:
-    """The first ``n_global`` blocks see all blocks and are seen by all blocks."""
+    """The first ``n_global`` blocks see all blocks and are seen by all blocks.
+
+    A building block: on its own, any other block sees only the global blocks, not even
+    itself. Combine it with a window (``make_layout("longformer", ...)``, BigBird) for a
+    pattern a model can use."""
     n = num_blocks(seq_len, block_size)
     _positive(n_global=n_global)
     if n_global > n:

@@ -121,7 +121,7 @@ print(f"attention scores for the longest doc ({T} tokens): dense {T * T:,}, segm
 # seed and steps for all; accuracy on the 64 val documents.
 
 # %%
-STEPS = 40 if FAST else 100
+STEPS = 40 if FAST else 140
 BATCH = 8
 READERS = {
     "truncated": lambda gpt: HANClassifier(gpt, task.num_labels),

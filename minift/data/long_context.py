@@ -15,8 +15,10 @@ answer then needs several far-apart tokens at once (a majority vote).
 Where the marked keys sit is uniform over the document, so a model that reads only the
 first block_size tokens finds one with probability about block_size / length, and is
 otherwise left to guess: the gap between it and a model that reads everything is what
-sparse and hierarchical attention buy. Rows carry ``marker_at``, the token offsets of the
-marked keys, for analysis.
+sparse and hierarchical attention buy. Rows carry ``marker_at`` for analysis: where each
+marked phrase was inserted, as a token offset into the *source window*. In the final text
+a marker sits later by the tokens of the phrases inserted before it (and re-tokenising
+the seams can move it by a token more), so re-encode the text to locate it exactly.
 """
 
 from __future__ import annotations
