@@ -120,7 +120,9 @@ def test_a_window_covering_the_sequence_is_dense_causal_attention():
 
 
 # ------------------------------------------------------------- efficient == masked
-def _compare(config, Tq, Tk, P=0, padding=None, segments=None, budget=256, B=2):
+def check_efficient_matches_reference(
+    config, Tq, Tk, P=0, padding=None, segments=None, budget=256, B=2
+):
     pattern = SparsePattern(config)
     H, D = config.n_head, 8
     q = torch.randn(B, H, Tq, D, dtype=torch.float64, requires_grad=True)
@@ -149,13 +151,17 @@ def test_efficient_path_equals_masked_reference(name, causal):
     padding = torch.ones(2, 37, dtype=torch.long)
     padding[1, 29:] = 0  # right padding
     segments = torch.tensor([0] * 11 + [1] * 17 + [2] * 9).expand(2, 37)
-    _compare(config, 37, 37)  # 37 tokens: the last block is partial
-    _compare(config, 37, 37, padding=padding, segments=segments)
-    _compare(config, 37, 37, P=3)  # trained prefixes
-    _compare(config, 37, 37, budget=3)  # many small chunks (global rows alone in one)
+    check_efficient_matches_reference(config, 37, 37)  # 37 tokens: the last block is partial
+    check_efficient_matches_reference(config, 37, 37, padding=padding, segments=segments)
+    check_efficient_matches_reference(config, 37, 37, P=3)  # trained prefixes
+    check_efficient_matches_reference(
+        config, 37, 37, budget=3
+    )  # many small chunks (global rows alone in one)
     if causal:  # KV cache: the queries are the last of the keys
-        _compare(config, 6, 43, padding=torch.ones(2, 43, dtype=torch.long))
-        _compare(config, 1, 38, P=2)
+        check_efficient_matches_reference(
+            config, 6, 43, padding=torch.ones(2, 43, dtype=torch.long)
+        )
+        check_efficient_matches_reference(config, 1, 38, P=2)
 
 
 def test_efficient_path_keeps_memory_linear_by_gathering_only_listed_blocks(monkeypatch):
