@@ -130,10 +130,7 @@ def forward_kl(
     temperature: float = 1.0,
 ) -> torch.Tensor:
     """KL(p_teacher || p_student): the student covers every mode of the teacher."""
-    T = check_temperature(temperature)
-    _check_pair(student_logits, teacher_logits)
-    log_ps = F.log_softmax(upcast(student_logits) / T, dim=-1)
-    log_pt = F.log_softmax(upcast(teacher_logits.detach()) / T, dim=-1)
+    log_ps, log_pt = _log_probs(student_logits, teacher_logits, temperature)
     return masked_mean(kl_rows(log_pt, log_ps), mask)
 
 
@@ -144,11 +141,19 @@ def reverse_kl(
     temperature: float = 1.0,
 ) -> torch.Tensor:
     """KL(p_student || p_teacher): the student puts mass only where the teacher does."""
+    log_ps, log_pt = _log_probs(student_logits, teacher_logits, temperature)
+    return masked_mean(kl_rows(log_ps, log_pt), mask)
+
+
+def _log_probs(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log softmax(z / T) of student and teacher, in float32 at least; no grad to the teacher."""
     T = check_temperature(temperature)
     _check_pair(student_logits, teacher_logits)
     log_ps = F.log_softmax(upcast(student_logits) / T, dim=-1)
     log_pt = F.log_softmax(upcast(teacher_logits.detach()) / T, dim=-1)
-    return masked_mean(kl_rows(log_ps, log_pt), mask)
+    return log_ps, log_pt
 
 
 def generalized_jsd(
@@ -170,10 +175,7 @@ def generalized_jsd(
         return forward_kl(student_logits, teacher_logits, mask, temperature)
     if beta == 1.0:
         return reverse_kl(student_logits, teacher_logits, mask, temperature)
-    T = check_temperature(temperature)
-    _check_pair(student_logits, teacher_logits)
-    log_ps = F.log_softmax(upcast(student_logits) / T, dim=-1)
-    log_pt = F.log_softmax(upcast(teacher_logits.detach()) / T, dim=-1)
+    log_ps, log_pt = _log_probs(student_logits, teacher_logits, temperature)
     log_m = torch.logsumexp(
         torch.stack([log_pt + math.log(beta), log_ps + math.log(1.0 - beta)]), dim=0
     )

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from .core import (
     DEFAULT_ADAPTER,
     AdapterLayer,
+    adapter_layers,
     base_linear,
     check_extra,
     freeze_base,
@@ -186,10 +187,7 @@ def apply_ia3(model: nn.Module, config: IA3Config | None = None) -> nn.Module:
 
 
 def ia3_layers(model: nn.Module, adapter_name: str | None = None) -> list[IA3Linear]:
-    return [
-        m for m in model.modules()
-        if isinstance(m, IA3Linear) and (adapter_name is None or m.adapter_name == adapter_name)
-    ]  # fmt: skip
+    return [m for _, m in adapter_layers(model, adapter_name) if isinstance(m, IA3Linear)]
 
 
 def merge_ia3(model: nn.Module, adapter_name: str | None = None) -> nn.Module:

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from .core import (
     DEFAULT_ADAPTER,
     AdapterLayer,
+    adapter_layers,
     base_linear,
     freeze_base,
     match_targets,
@@ -265,10 +266,7 @@ def apply_lora(model: nn.Module, config: LoRAConfig | None = None) -> nn.Module:
 
 
 def lora_layers(model: nn.Module, adapter_name: str | None = None) -> list[LoRALinear]:
-    return [
-        m for m in model.modules()
-        if isinstance(m, LoRALinear) and (adapter_name is None or m.adapter_name == adapter_name)
-    ]  # fmt: skip
+    return [m for _, m in adapter_layers(model, adapter_name) if isinstance(m, LoRALinear)]
 
 
 def merge_lora(model: nn.Module, adapter_name: str | None = None) -> nn.Module:
