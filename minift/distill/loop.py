@@ -141,7 +141,7 @@ def distill(
     config: DistillConfig | None = None,
     init: SliceInfo | None = None,
 ) -> DistillResult:
-    """Train ``student`` in place on ``objective`` (minift.distill.tasks.Objective) with
+    """Train ``student`` in place on ``objective`` (minift.distill.objectives.Objective) with
     ``teacher`` frozen. ``init`` (from narrow_student) starts W_h at the slicing basis and
     pairs attention heads with the teacher heads the student kept."""
     config = config or DistillConfig()
