@@ -8,8 +8,10 @@ import torch
 from minift.model import GPT, GPTConfig
 from minift.model.heads import SequenceClassifier
 from minift.peft import (
+    IA3Config,
     LoRAConfig,
     LoRALinear,
+    apply_ia3,
     apply_lora,
     disable_adapters,
     load_adapter,
@@ -238,6 +240,20 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(tmp_path):
     with pytest.raises(ValueError, match="do not fit the model.*has shape"):
         load_adapter(model, tmp_path / "other")
     assert str(model) == snapshot
+
+
+def test_a_refused_merge_changes_no_weight():
+    """LoRA over IA3 in block 1 cannot merge (IA3 would see the merged weight); the merge
+    is refused before block 0's LoRA, which could merge, touches its weight."""
+    model = tiny()
+    apply_ia3(model, IA3Config(target_modules=["h.1.attn.c_attn"], feedforward_modules=[]))
+    randomise_lora(apply_lora(model, LoRAConfig(r=2, target_modules=["c_attn"])))
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(RuntimeError, match="wraps a IA3Linear"):
+        merge_lora(model)
+    assert not any(m.merged for m in model.modules() if isinstance(m, LoRALinear))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
 
 
 def test_lora_layer_through_the_fused_triton_kernel(monkeypatch):

@@ -31,6 +31,26 @@ class AdapterLayer(nn.Module):
         self.adapter_name = adapter_name
         self.active = True
 
+    def check_mergeable(self) -> None:
+        """Raise if merge() could not fold this layer into its weight. Layers that merge
+        override it; merge_layers calls it on every layer before any weight changes."""
+
+
+def merge_layers(layers: list, method: str) -> None:
+    """Merge every layer or none: each is checked before the first weight changes, so a
+    refused merge leaves the model as it was."""
+    if any(layer.merged for layer in layers):
+        raise RuntimeError(f"some {method} layers are already merged; unmerge before merging again")
+    for layer in layers:
+        layer.check_mergeable()
+    for layer in layers:
+        layer.merge()
+
+
+def unmerge_layers(layers: list) -> None:
+    for layer in layers:
+        layer.unmerge()
+
 
 def adapter_layers(
     model: nn.Module, adapter_name: str | None = None

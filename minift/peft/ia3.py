@@ -34,7 +34,9 @@ from .core import (
     check_extra,
     freeze_base,
     match_targets,
+    merge_layers,
     replace_module,
+    unmerge_layers,
 )
 from .registry import register_peft_method, remember_config
 
@@ -116,7 +118,7 @@ class IA3Linear(AdapterLayer):
         return F.linear(x, linear.weight / scale[:, None], bias)
 
     # ------------------------------------------------------------------ merging
-    def _check_mergeable(self) -> nn.Linear:
+    def check_mergeable(self) -> nn.Linear:
         if not isinstance(self.base_layer, nn.Linear):
             raise RuntimeError(
                 f"IA3 adapter {self.adapter_name!r} wraps a {type(self.base_layer).__name__}, "
@@ -127,7 +129,7 @@ class IA3Linear(AdapterLayer):
 
     @torch.no_grad()
     def _rescale(self, factor: torch.Tensor) -> None:
-        linear = self._check_mergeable()
+        linear = self.check_mergeable()
         if self.feedforward:  # W <- W diag(factor)
             linear.weight.mul_(factor)
             return
@@ -191,18 +193,11 @@ def ia3_layers(model: nn.Module, adapter_name: str | None = None) -> list[IA3Lin
 
 
 def merge_ia3(model: nn.Module, adapter_name: str | None = None) -> nn.Module:
-    """Fold every IA3 scaling into its linear layer; a second merge is an error."""
-    layers = ia3_layers(model, adapter_name)
-    if any(layer.merged for layer in layers):
-        raise RuntimeError("some IA3 layers are already merged; unmerge before merging again")
-    for layer in layers:
-        layer._check_mergeable()
-    for layer in layers:
-        layer.merge()
+    """Fold every IA3 scaling into its linear layer (all or, on an error, none)."""
+    merge_layers(ia3_layers(model, adapter_name), "IA3")
     return model
 
 
 def unmerge_ia3(model: nn.Module, adapter_name: str | None = None) -> nn.Module:
-    for layer in ia3_layers(model, adapter_name):
-        layer.unmerge()
+    unmerge_layers(ia3_layers(model, adapter_name))
     return model

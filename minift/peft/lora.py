@@ -36,7 +36,9 @@ from .core import (
     base_linear,
     freeze_base,
     match_targets,
+    merge_layers,
     replace_module,
+    unmerge_layers,
 )
 from .registry import register_peft_method, remember_config
 
@@ -189,6 +191,17 @@ class LoRALinear(AdapterLayer):
         """W <- W + s B A (DoRA: W <- m (W + s B A) / ||W + s B A||). Twice is an error."""
         if self.merged:
             raise RuntimeError(f"LoRA adapter {self.adapter_name!r} is already merged")
+        self.check_mergeable()
+        weight = base_linear(self.base_layer).weight
+        if self.lora_magnitude is not None:
+            scale = self.dora_scale()
+            self.register_buffer("_merge_scale", scale.clone(), persistent=False)
+            weight.copy_(scale[:, None] * (weight + self.delta_weight()))
+        else:
+            weight.add_(self.delta_weight())
+        self.merged = True
+
+    def check_mergeable(self) -> None:
         inner = self.base_layer
         while isinstance(inner, AdapterLayer):
             if not isinstance(inner, LoRALinear):
@@ -198,14 +211,6 @@ class LoRALinear(AdapterLayer):
                     f"{type(inner).__name__}, which would see the merged weight"
                 )
             inner = inner.base_layer
-        weight = base_linear(self.base_layer).weight
-        if self.lora_magnitude is not None:
-            scale = self.dora_scale()
-            self.register_buffer("_merge_scale", scale.clone(), persistent=False)
-            weight.copy_(scale[:, None] * (weight + self.delta_weight()))
-        else:
-            weight.add_(self.delta_weight())
-        self.merged = True
 
     @torch.no_grad()
     def unmerge(self) -> None:
@@ -270,17 +275,13 @@ def lora_layers(model: nn.Module, adapter_name: str | None = None) -> list[LoRAL
 
 
 def merge_lora(model: nn.Module, adapter_name: str | None = None) -> nn.Module:
-    layers = lora_layers(model, adapter_name)
-    if any(layer.merged for layer in layers):
-        raise RuntimeError("some LoRA layers are already merged; unmerge before merging again")
-    for layer in layers:
-        layer.merge()
+    """Fold every LoRA update into its weight (all layers or, on an error, none)."""
+    merge_layers(lora_layers(model, adapter_name), "LoRA")
     return model
 
 
 def unmerge_lora(model: nn.Module, adapter_name: str | None = None) -> nn.Module:
-    for layer in lora_layers(model, adapter_name):
-        layer.unmerge()
+    unmerge_layers(lora_layers(model, adapter_name))
     return model
 
 
