@@ -22,8 +22,9 @@ import numpy as np
 from minift.data import corpus as cp
 from minift.data.clean import clean_text, is_useful
 from minift.data.dedup import jaccard, minhash_signature
+from minift.data.encoding import default_encoding
 from minift.data.tokens import corpus_tokens
-from minift.tokenizer import bpe_merges, default_encoding, eot_id, gpt2_available, gpt2_encoding
+from minift.tokenizer import bpe_merges, eot_id, gpt2_available, gpt2_encoding
 from minift.utils import fast_mode, output_dir
 
 t_start = time.perf_counter()

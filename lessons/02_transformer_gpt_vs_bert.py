@@ -23,7 +23,6 @@ import time
 import torch
 import torch.nn.functional as F
 
-from minift.base import default_recipe, lm_eval_fn, load_base
 from minift.data.batching import window_batches
 from minift.data.corpus import load_corpus
 from minift.data.tokens import corpus_tokens
@@ -31,6 +30,7 @@ from minift.model import GPT, GPTConfig
 from minift.model.attention import AttentionInputs
 from minift.model.gpt import IGNORE_INDEX
 from minift.model.mlm import causal_lm_targets, mask_tokens
+from minift.recipes.pretrain import default_recipe, lm_eval_fn, load_base
 from minift.tokenizer import eot_id, mask_id
 from minift.train import TrainConfig, Trainer
 from minift.utils import fast_mode, output_dir

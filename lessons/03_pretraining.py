@@ -22,11 +22,11 @@ import time
 import numpy as np
 import torch
 
-from minift.base import base_report, default_recipe, lm_eval_fn, load_base
 from minift.data.batching import window_batches
 from minift.data.tokens import corpus_tokens
 from minift.model import GPT
 from minift.model.generation import filter_logits
+from minift.recipes.pretrain import base_report, default_recipe, lm_eval_fn, load_base
 from minift.train import TrainConfig, Trainer
 from minift.utils import fast_mode, output_dir
 

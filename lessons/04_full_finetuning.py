@@ -24,10 +24,9 @@ import time
 import numpy as np
 import torch
 
-from minift.base import base_report, load_base
 from minift.data.batching import classification_batch
 from minift.data.tasks import DEFAULT_TASK, get_task
-from minift.finetune import (
+from minift.recipes.finetune import (
     METHODS,
     FinetuneConfig,
     build_model,
@@ -36,6 +35,7 @@ from minift.finetune import (
     finetune,
     verbalizer_ids,
 )
+from minift.recipes.pretrain import base_report, load_base
 from minift.tokenizer import pad_id
 from minift.utils import fast_mode, output_dir
 
@@ -89,7 +89,7 @@ print(f"one model input: {enc.decode(inputs[0])!r}")
 # The last token is the template's ":", where the language model predicts the next word.
 # So the head's 6 rows start as the base's output embeddings of the 6 label words
 # (`SequenceClassifier.init_head(verbalizer_ids(task, enc))`, what
-# `minift.finetune.build_model` does): the head's first scores are the language model's
+# `minift.recipes.finetune.build_model` does): the head's first scores are the language model's
 # own next-token scores for those words. Lesson 09 looks closer at that choice.
 
 # %%
@@ -125,7 +125,7 @@ print(
 
 # %% [markdown]
 # ## 3. Fine-tune: pretrained vs from scratch
-# Both runs use `minift.finetune.finetune` with the same `FinetuneConfig`: the same steps,
+# Both runs use `minift.recipes.finetune.finetune` with the same `FinetuneConfig`: the same steps,
 # batch size, learning rate, schedule and batches (they are drawn from the seed). The only
 # difference is the starting point: `full` copies the pretrained base, `scratch`
 # re-initialises the same architecture at random first (and its label-word head from the

@@ -22,12 +22,10 @@ import time
 
 import torch
 
-from minift.base import load_base
 from minift.data.batching import classification_batch, window_batches
 from minift.data.corpus import load_corpus
 from minift.data.tasks import DEFAULT_TASK, get_task
 from minift.data.tokens import encode_documents
-from minift.finetune import FinetuneConfig, build_model, classification_inputs, finetune
 from minift.peft import (
     LoRAConfig,
     LoRALinear,
@@ -41,6 +39,8 @@ from minift.peft import (
     set_adapter,
     unmerge_lora,
 )
+from minift.recipes.finetune import FinetuneConfig, build_model, classification_inputs, finetune
+from minift.recipes.pretrain import load_base
 from minift.tokenizer import pad_id
 from minift.train import TrainConfig, Trainer
 from minift.utils import fast_mode, output_dir
@@ -129,7 +129,7 @@ for rank in (1, 4, 16, 64):
 
 # %% [markdown]
 # ## 3. A rank sweep on the default task
-# `minift.finetune` with method "lora" puts LoRA on the attention matrices (`c_attn` and
+# `minift.recipes.finetune` with method "lora" puts LoRA on the attention matrices (`c_attn` and
 # `attn.c_proj`) of every block and trains them and the task head; everything else is
 # frozen. We sweep r with both scalings (alpha = 16; at r = 1 the two are the same
 # number, so that run is shared), and run full fine-tuning with the same budget as the

@@ -27,12 +27,12 @@ import time
 
 import torch
 
-from minift.base import load_base
 from minift.data.tasks import DEFAULT_TASK, get_task
-from minift.finetune import FinetuneConfig, finetune, register_method
 from minift.model.heads import SequenceClassifier
 from minift.peft import trainable_report
 from minift.peft.adapters import AdapterConfig, Bottleneck, apply_adapters
+from minift.recipes.finetune import FinetuneConfig, finetune, register_method
+from minift.recipes.pretrain import load_base
 from minift.utils import fast_mode, output_dir
 
 t_start = time.perf_counter()
@@ -83,7 +83,7 @@ print("\nblock 0 with the parallel adapter:\n", model.backbone.transformer.h[0].
 
 # %% [markdown]
 # ## 3. Fine-tune each layout
-# `minift.finetune` knows methods by name. We register one per layout here: the prepare
+# `minift.recipes.finetune` knows methods by name. We register one per layout here: the prepare
 # function applies the adapters to the fresh copy of the base that `finetune` builds.
 # The learning rate is larger than full fine-tuning's: a few thousand parameters that
 # start at zero need bigger steps. He et al. scale the parallel adapter by s = 4.

@@ -24,14 +24,14 @@ import time
 
 import torch
 
-from minift.base import load_base
 from minift.data.batching import classification_batch
 from minift.data.tasks import DEFAULT_TASK, get_task
-from minift.finetune import FinetuneConfig, finetune, register_method
 from minift.model.heads import SequenceClassifier
 from minift.peft import save_adapter, trainable_report
 from minift.peft.prefix import PrefixConfig, apply_prefix_tuning, drop_reparameterization
 from minift.peft.prompt import PromptConfig, apply_prompt_tuning
+from minift.recipes.finetune import FinetuneConfig, finetune, register_method
+from minift.recipes.pretrain import load_base
 from minift.tokenizer import pad_id
 from minift.utils import fast_mode, output_dir
 
@@ -75,7 +75,7 @@ for name, model in [("classifier", clf), ("+ prefix", prefixed), ("+ prompt", pr
 
 # %% [markdown]
 # ## 2. Training them
-# Registered as fine-tuning methods here, trained with `minift.finetune` like lesson 06.
+# Registered as fine-tuning methods here, trained with `minift.recipes.finetune` like lesson 06.
 
 # %%
 METHODS = {  # name: (apply, config maker, learning rate)

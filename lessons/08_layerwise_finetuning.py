@@ -16,15 +16,15 @@
 # - **Discriminative learning rates / layer-wise LR decay** (Howard and Ruder 2018; Clark
 #   et al. 2020): every parameter trains, block l of L at lr * decay^(L + 1 - l).
 #
-# The code is `minift/peft/layerwise.py`; each is a method of `minift.finetune`.
+# The code is `minift/peft/layerwise.py`; each is a method of `minift.recipes.finetune`.
 
 # %%
 import dataclasses
 import time
 
-from minift.base import load_base
 from minift.data.tasks import DEFAULT_TASK, get_task
-from minift.finetune import (
+from minift.peft.layerwise import layer_index, layerwise_lr_groups
+from minift.recipes.finetune import (
     METHODS,
     FinetuneConfig,
     Preparation,
@@ -33,7 +33,7 @@ from minift.finetune import (
     finetune,
     register_method,
 )
-from minift.peft.layerwise import layer_index, layerwise_lr_groups
+from minift.recipes.pretrain import load_base
 from minift.utils import fast_mode, output_dir
 
 t_start = time.perf_counter()

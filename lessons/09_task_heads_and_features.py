@@ -25,18 +25,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from minift.base import load_base
 from minift.data.batching import classification_batch
 from minift.data.corpus import load_corpus
 from minift.data.tasks import DEFAULT_TASK, get_task, summary_line
-from minift.finetune import (
+from minift.model.heads import SequenceClassifier
+from minift.recipes.finetune import (
     FinetuneConfig,
     build_model,
     classification_inputs,
     finetune,
     verbalizer_ids,
 )
-from minift.model.heads import SequenceClassifier
+from minift.recipes.pretrain import load_base
 from minift.tokenizer import pad_id
 from minift.train import TrainConfig, Trainer
 from minift.utils import fast_mode, output_dir

@@ -24,11 +24,15 @@ import time
 
 import torch
 
-from minift.base import default_recipe, lm_eval_fn, load_base, pretrain
 from minift.data.batching import classification_batch
 from minift.data.tasks import DEFAULT_TASK, get_task
 from minift.data.tokens import corpus_tokens
-from minift.finetune import (
+from minift.model import GPT
+from minift.model.heads import pool_hidden
+from minift.peft import AdapterConfig, apply_adapters
+from minift.peft.core import adapter_layers, adapter_parameters
+from minift.peft.unipelt import GatedAdapter, GatedLoRALinear, GatedPrefix
+from minift.recipes.finetune import (
     METHODS,
     FinetuneConfig,
     Preparation,
@@ -36,11 +40,7 @@ from minift.finetune import (
     finetune,
     register_method,
 )
-from minift.model import GPT
-from minift.model.heads import pool_hidden
-from minift.peft import AdapterConfig, apply_adapters
-from minift.peft.core import adapter_layers, adapter_parameters
-from minift.peft.unipelt import GatedAdapter, GatedLoRALinear, GatedPrefix
+from minift.recipes.pretrain import default_recipe, lm_eval_fn, load_base, pretrain
 from minift.tokenizer import pad_id
 from minift.utils import fast_mode, output_dir
 
@@ -153,7 +153,7 @@ print("(peak MB: growth of the process's resident memory during the run, on the 
 # %% [markdown]
 # ## 4. How the base's quality moves the comparison
 # Three bases of the same architecture: random weights (0 steps of pretraining), a short
-# pretraining run (`minift.base.pretrain` with `PretrainRecipe(steps=...)`), and the
+# pretraining run (`minift.recipes.pretrain.pretrain` with `PretrainRecipe(steps=...)`), and the
 # default base. Each gets full fine-tuning and LoRA with the same budget as above. The
 # random base's full fine-tuning *is* the scratch run of section 1 (the same seed gives
 # the same weights), so it is reused.

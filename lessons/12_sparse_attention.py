@@ -21,7 +21,7 @@
 #
 # A pattern is a `GPTConfig` option (`attn_pattern`, `attn_window`, ...), and because it
 # adds no parameter it can be switched on in a model pretrained densely
-# (`minift.model.context.set_attention_pattern`): that is how Longformer was made from
+# (`minift.longctx.context.set_attention_pattern`): that is how Longformer was made from
 # RoBERTa. Two code paths compute it: `attn_impl="masked"` (the readable reference:
 # dense attention under the T x T mask) and `attn_impl="efficient"` (it gathers only the
 # key blocks each query block may see, memory linear in T; on a GPU a block-sparse Triton
@@ -38,13 +38,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from minift.base import load_base
 from minift.data.batching import window_batches
 from minift.data.tokens import corpus_tokens
+from minift.longctx.context import set_attention_pattern
 from minift.model import GPTConfig
-from minift.model.context import set_attention_pattern
 from minift.model.sparse import SparsePattern, density, masked_sparse_attention, sparse_mask
 from minift.model.sparse_efficient import efficient_sparse_attention
+from minift.recipes.pretrain import load_base
 from minift.train import TrainConfig, Trainer, lm_loss
 from minift.utils import fast_mode, output_dir
 
@@ -306,7 +306,7 @@ print(f"lesson done in {time.perf_counter() - t_start:.1f}s")
 
 # %% [markdown]
 # ## Exercises
-# 1. Sparse patterns pay off with long inputs: `minift.model.context.extend_context` tiles
+# 1. Sparse patterns pay off with long inputs: `minift.longctx.context.extend_context` tiles
 #    the learned positions to a longer block_size (Beltagy et al. 2020, section 5). Extend
 #    the base to 4 x block_size with the Longformer pattern and measure the LM loss on
 #    windows of that length, before and after a little training.

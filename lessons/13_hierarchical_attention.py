@@ -7,7 +7,7 @@
 # batch in one pass), and put a small model on top that reads across segments. Attention
 # costs S L^2 = T L scores instead of T^2, and there is no length limit.
 #
-# Three readers of the segment states (`minift/model/hierarchical.py`):
+# Three readers of the segment states (`minift/longctx/hierarchical.py`):
 #
 # - **HAN** (Yang et al. 2016, "Hierarchical Attention Networks"): attention pooling twice,
 #   words -> segment and segments -> document:
@@ -22,7 +22,7 @@
 #   the predictions, p(y | doc) = sum_s g_s p(y | segment s), g = softmax_s(w . summary_s)
 #   (a mixture of experts over segments, Jacobs et al. 1991).
 #
-# The task is `long-passkey` (`minift/data/long_context.py`): real `pydocs` prose with a
+# The task is `long-passkey` (`minift/longctx/task.py`): real `pydocs` prose with a
 # phrase "passkey: Z." hidden at a uniformly random place; the label is the key. A dense
 # model truncated to block_size sees the phrase only when it falls in the first L tokens.
 
@@ -36,15 +36,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from minift.base import load_base
-from minift.data.long_context import MARKER
 from minift.data.tasks import get_task
-from minift.model.hierarchical import (
+from minift.longctx.hierarchical import (
     GatedSegmentEnsemble,
     HANClassifier,
     HierarchicalTransformer,
     segment_batch,
 )
+from minift.longctx.task import MARKER
+from minift.recipes.pretrain import load_base
 from minift.tokenizer import pad_id
 from minift.train import TrainConfig, Trainer
 from minift.utils import fast_mode, output_dir
@@ -226,7 +226,7 @@ print(f"lesson done in {time.perf_counter() - t_start:.1f}s")
 
 # %% [markdown]
 # ## Exercises
-# 1. `minift.model.long_finetune.finetune_long` trains the backbone too (at a lower rate
+# 1. `minift.recipes.long_finetune.finetune_long` trains the backbone too (at a lower rate
 #    than the reader). Does HAN learn the task within the same steps then?
 # 2. Make the task harder with `distractors=2`: every key also appears without the marker.
 #    Which reader still finds the answer, and does its gate still land on the marker?

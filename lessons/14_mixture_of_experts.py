@@ -34,11 +34,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from minift.base import load_base
 from minift.data.batching import window_batches
 from minift.data.tokens import corpus_tokens
 from minift.model import GPT, GPTConfig
-from minift.model.moe import MoEMLP, moe_layers, upcycle
+from minift.model.moe import MoEMLP, moe_layers
+from minift.model.upcycle import upcycle
+from minift.recipes.pretrain import load_base
 from minift.train import TrainConfig, Trainer
 from minift.utils import fast_mode, output_dir
 

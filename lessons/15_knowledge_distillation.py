@@ -27,7 +27,6 @@ import time
 
 import torch
 
-from minift.base import load_base
 from minift.data.tasks import DEFAULT_TASK, get_task
 from minift.distill.loop import DistillConfig, distill, forward
 from minift.distill.losses import forward_kl, reverse_kl, soft_target_loss
@@ -38,16 +37,17 @@ from minift.distill.objectives import (
     transfer_objective,
 )
 from minift.distill.onpolicy import OnPolicyBatches, sequence_batches, teacher_sequences
-from minift.distill.recipe import (
+from minift.distill.report import format_speed_table, plot_validation_curves, speed_table
+from minift.distill.slicing import calibrate
+from minift.distill.students import every_kth_student, narrow_student
+from minift.recipes.distill import (
     finetune_teacher,
     lm_calibration,
     make_student,
     student_shape,
     task_calibration,
 )
-from minift.distill.report import format_speed_table, plot_validation_curves, speed_table
-from minift.distill.slicing import calibrate
-from minift.distill.students import every_kth_student, narrow_student
+from minift.recipes.pretrain import load_base
 from minift.utils import fast_mode, output_dir
 
 t_start = time.perf_counter()

@@ -35,6 +35,12 @@ import torch
 
 from minift.data.batching import pad_sequences
 from minift.data.tasks import get_task
+from minift.recipes.rlhf_stages import (
+    default_policy,
+    default_reward_config,
+    reference_samples,
+    task_prompts,
+)
 from minift.rlhf.preference import encode_pairs
 from minift.rlhf.reward import (
     RewardModel,
@@ -42,12 +48,6 @@ from minift.rlhf.reward import (
     pairwise_accuracy,
     score_pairs,
     train_reward_model,
-)
-from minift.rlhf.stages import (
-    default_policy,
-    default_reward_config,
-    reference_samples,
-    task_prompts,
 )
 from minift.rlhf.tasks import STORAGE_WORDS, storage_counts, truth_score
 from minift.tokenizer import eot_id, pad_id

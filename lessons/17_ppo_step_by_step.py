@@ -23,14 +23,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
+from minift.recipes.rlhf import run_ppo
+from minift.recipes.rlhf_stages import default_policy, default_reward_model, task_prompts
 from minift.rlhf import ppo
 from minift.rlhf.evaluate import evaluate_policy
 from minift.rlhf.plots import plot_ppo
 from minift.rlhf.policy import PolicyWithValue, Reference
 from minift.rlhf.preference import encode_prompt
-from minift.rlhf.recipes import run_ppo
 from minift.rlhf.rollout import sample_responses
-from minift.rlhf.stages import default_policy, default_reward_model, task_prompts
 from minift.rlhf.tasks import truth_score
 from minift.rlhf.trainer import PPOConfig
 from minift.tokenizer import eot_id, pad_id

@@ -25,11 +25,11 @@ import matplotlib.pyplot as plt
 import torch
 
 from minift.data.tasks import get_task
+from minift.recipes.rlhf import evaluate_best_of_n, run_ppo
+from minift.recipes.rlhf_stages import default_policy, default_reward_model, task_prompts
 from minift.rlhf.dpo import DPOConfig, train_dpo
 from minift.rlhf.evaluate import evaluate_policy
 from minift.rlhf.plots import plot_ppo
-from minift.rlhf.recipes import evaluate_best_of_n, run_ppo
-from minift.rlhf.stages import default_policy, default_reward_model, task_prompts
 from minift.rlhf.tasks import truth_score
 from minift.rlhf.trainer import PPOConfig
 from minift.utils import fast_mode, output_dir

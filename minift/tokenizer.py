@@ -30,7 +30,6 @@ import heapq
 import json
 import os
 import pathlib
-import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
@@ -38,7 +37,7 @@ import regex
 import tiktoken
 from tqdm import tqdm
 
-from minift.utils import atomic_path, fast_mode, file_lock, minift_home
+from minift.io import atomic_path
 
 EOT = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -53,9 +52,6 @@ GPT2_PATTERN = (
 )
 
 FORMAT_VERSION = 1
-DEFAULT_VOCAB = 4096
-FAST_VOCAB = 512
-FAST_CHARS = 300_000  # the fast-mode tokenizer trains on the first ~300 kB of pydocs train
 
 
 def _word_counts(texts: str | Iterable[str], pattern: str) -> Counter[bytes]:
@@ -262,58 +258,6 @@ def gpt2_available() -> bool:
     base = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
     keys = [hashlib.sha1((base + f).encode()).hexdigest() for f in ("vocab.bpe", "encoder.json")]
     return all(os.path.exists(os.path.join(cache, k)) for k in keys)
-
-
-_DEFAULT_CACHE: dict[str, tiktoken.Encoding] = {}
-
-
-def default_encoding_path(fast: bool | None = None) -> pathlib.Path:
-    """Where :func:`default_encoding` caches its tokenizer."""
-    from minift.data.corpus import FORMAT_VERSION as CORPUS_VERSION
-
-    fast = fast_mode() if fast is None else fast
-    vocab = FAST_VOCAB if fast else DEFAULT_VOCAB
-    py = ".".join(map(str, sys.version_info[:3]))
-    stem = f"pydocs-bpe{vocab}-py{py}-c{CORPUS_VERSION}-v{FORMAT_VERSION}"
-    return minift_home() / "tokenizers" / f"{stem}.json"
-
-
-def default_encoding(fast: bool | None = None) -> tiktoken.Encoding:
-    """minift's own tokenizer, trained on the ``pydocs`` train split and cached.
-
-    4096 tokens normally; in fast mode (``MINIFT_FAST=1``, how tests run) 512 tokens
-    trained on the first ~300 kB, built in a few seconds. The cache file is keyed by the
-    vocabulary size, the Python version (the corpus is that version's stdlib) and the
-    corpus and file format versions; a file lock makes parallel processes build it once.
-    """
-    from minift.data import corpus
-
-    fast = fast_mode() if fast is None else fast
-    vocab = FAST_VOCAB if fast else DEFAULT_VOCAB
-    path = default_encoding_path(fast)
-    key = str(path)
-    if key in _DEFAULT_CACHE and path.exists():
-        return _DEFAULT_CACHE[key]
-    with file_lock(path):
-        if not path.exists():
-            texts = [d.text for d in corpus.load_corpus("pydocs", "train")]
-            if fast:
-                texts = _take_chars(texts, FAST_CHARS)
-            enc = train_bpe(texts, vocab, name="minift-pydocs")
-            save_encoding(enc, path)
-    enc = load_encoding(path)
-    _DEFAULT_CACHE[key] = enc
-    return enc
-
-
-def _take_chars(texts: list[str], n_chars: int) -> list[str]:
-    out, total = [], 0
-    for t in texts:
-        if total >= n_chars:
-            break
-        out.append(t)
-        total += len(t)
-    return out
 
 
 def special_id(enc: tiktoken.Encoding, token: str) -> int:

@@ -12,7 +12,7 @@ Three parts, one run:
    the task's batch and on a large batch, and for the language models (teacher = the base)
    on pydocs windows. CPU, and CUDA when present.
 2. The task (stdlib-package): the teacher is the base fully fine-tuned for
-   --teacher-steps; every student has the shape minift.distill.recipe.student_shape gives
+   --teacher-steps; every student has the shape minift.recipes.distill.student_shape gives
    (at most a quarter of the teacher's parameters) and trains --steps on the same
    batches, over --seeds seeds: without distillation (labels only; from scratch and sliced
    from the teacher), with soft targets, with each feature loss, and with a transfer set.
@@ -38,7 +38,6 @@ import time
 
 import torch
 
-from minift.base import load_base
 from minift.data.tasks import DEFAULT_TASK, get_task
 from minift.distill.loop import DistillConfig, distill
 from minift.distill.objectives import (
@@ -48,14 +47,15 @@ from minift.distill.objectives import (
     transfer_objective,
 )
 from minift.distill.onpolicy import OnPolicyBatches, sequence_batches, teacher_sequences
-from minift.distill.recipe import (
+from minift.distill.report import format_speed_table, plot_validation_curves, speed_table
+from minift.recipes.distill import (
     finetune_teacher,
     lm_calibration,
     make_student,
     student_shape,
     task_calibration,
 )
-from minift.distill.report import format_speed_table, plot_validation_curves, speed_table
+from minift.recipes.pretrain import load_base
 
 
 def cpu_name() -> str:

@@ -375,7 +375,7 @@ def main() -> None:
         sys.exit(
             "bench_kernels needs a CUDA GPU; use --smoke to run tiny shapes on the CPU interpreter"
         )
-    from minift.utils import write_json
+    from minift.io import write_json
 
     b = Bench(args.smoke, args.budget_s)
     device = "CPU interpreter (smoke)" if args.smoke else torch.cuda.get_device_name()

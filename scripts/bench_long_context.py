@@ -57,8 +57,8 @@ SEGMENT = 512
 def build(name: str, T: int):
     import torch
 
+    from minift.longctx.hierarchical import HANClassifier
     from minift.model import GPT, GPTConfig
-    from minift.model.hierarchical import HANClassifier
 
     torch.manual_seed(0)
     if name == "hierarchical":
@@ -79,7 +79,7 @@ def step(name: str, model, T: int, device) -> None:
     import torch
     import torch.nn.functional as F
 
-    from minift.model.hierarchical import segment_batch
+    from minift.longctx.hierarchical import segment_batch
 
     g = torch.Generator().manual_seed(T)
     ids = torch.randint(0, 500, (1, T), generator=g)

@@ -71,10 +71,15 @@ def timed_steps(step, warmup: int, steps: int, device: torch.device) -> tuple[fl
 
 
 def method_worker(method: str, device: torch.device, warmup: int, steps: int) -> dict:
-    from minift.base import load_base
     from minift.data.tasks import DEFAULT_TASK, get_task
-    from minift.finetune import METHODS as REGISTRY
-    from minift.finetune import FinetuneConfig, _classification, build_model, count_parameters
+    from minift.recipes.finetune import METHODS as REGISTRY
+    from minift.recipes.finetune import (
+        FinetuneConfig,
+        _classification,
+        build_model,
+        count_parameters,
+    )
+    from minift.recipes.pretrain import load_base
 
     base, enc = load_base(progress=False, verbose=False)
     task = get_task(DEFAULT_TASK)

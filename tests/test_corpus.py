@@ -12,8 +12,9 @@ import pytest
 from minift.data import corpus as cp
 from minift.data.clean import clean_text, is_useful
 from minift.data.dedup import dedup, exact_dedup, jaccard, minhash_signature, near_dedup
+from minift.data.encoding import default_encoding
 from minift.data.tokens import cache_path, corpus_tokens, encode_documents
-from minift.tokenizer import default_encoding, eot_id
+from minift.tokenizer import eot_id
 
 # ---------------------------------------------------------------- cleaning
 

@@ -8,15 +8,15 @@ import json
 import pytest
 import torch
 
-from minift.base import load_base
 from minift.distill.loop import DistillConfig, distill, forward
 from minift.distill.objectives import Objective, lm_objective
 from minift.distill.onpolicy import OnPolicyBatches, sequence_batches, teacher_sequences
-from minift.distill.recipe import make_student, student_shape
 from minift.distill.students import narrow_student
 from minift.model import GPT, GPTConfig
 from minift.model.gpt import IGNORE_INDEX
 from minift.model.heads import SequenceClassifier
+from minift.recipes.distill import make_student, student_shape
+from minift.recipes.pretrain import load_base
 
 ALL_LOSSES = dict(alpha=0.5, hidden=1.0, cosine=1.0, attention=1.0, attention_kl=1.0, value_kl=1.0)
 
@@ -216,7 +216,7 @@ def test_forward_reads_every_batch_kind():
 
 # ------------------------------------------------------------------ the CLI
 def test_cli_distills_the_default_task_in_fast_mode(tmp_path):
-    from minift.distill.cli import register
+    from minift.cli.distill import register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))

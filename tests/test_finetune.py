@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from minift.base import load_base
 from minift.data.tasks import DEFAULT_TASK, get_task
-from minift.finetune import METHODS, FinetuneConfig, finetune
+from minift.recipes.finetune import METHODS, FinetuneConfig, finetune
+from minift.recipes.pretrain import load_base
 
 
 @pytest.fixture(scope="module")

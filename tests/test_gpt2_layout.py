@@ -14,20 +14,21 @@ import copy
 import pytest
 import torch
 
+from minift.data.encoding import default_encoding
 from minift.data.tasks import get_task
 from minift.distill.loop import DistillConfig, distill
 from minift.distill.objectives import lm_objective
 from minift.distill.students import every_kth_student
-from minift.finetune import METHODS, FinetuneConfig, finetune
+from minift.longctx.context import set_attention_pattern
 from minift.model import GPT
-from minift.model.context import set_attention_pattern
-from minift.model.moe import upcycle
+from minift.model.upcycle import upcycle
+from minift.recipes.finetune import METHODS, FinetuneConfig, finetune
 from minift.rlhf.dpo import DPOConfig, pair_logprobs, train_dpo
 from minift.rlhf.policy import PolicyWithValue, Reference
 from minift.rlhf.preference import encode_pairs
 from minift.rlhf.reward import RewardModel
 from minift.rlhf.trainer import PPOConfig, PPOTrainer
-from minift.tokenizer import default_encoding, eot_id, pad_id
+from minift.tokenizer import eot_id, pad_id
 
 
 @pytest.fixture(scope="module")

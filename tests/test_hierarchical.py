@@ -4,8 +4,7 @@ gated ensemble's formula, and documents longer than block_size in one pass."""
 import pytest
 import torch
 
-from minift.model import GPT, GPTConfig
-from minift.model.hierarchical import (
+from minift.longctx.hierarchical import (
     AttentionPool,
     GatedSegmentEnsemble,
     HANClassifier,
@@ -13,6 +12,7 @@ from minift.model.hierarchical import (
     segment_batch,
     split_segments,
 )
+from minift.model import GPT, GPTConfig
 
 PAD = 60
 

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from minift.data.long_context import KEYS, MARKER
+from minift.data.encoding import default_encoding
 from minift.data.tasks import get_task, list_tasks
-from minift.tokenizer import default_encoding
+from minift.longctx.task import KEYS, MARKER
 
 
 def marked_keys(text: str) -> list[str]:
@@ -71,8 +71,8 @@ def test_reading_the_whole_document_beats_a_truncated_dense_model():
     appears with the marker). The truncated model sees the marker in ~25% of documents,
     so it cannot exceed ~0.25 + 0.75 / 4 = 0.44; the gated ensemble over segments reads
     every segment. Same reader, base, seed and steps for both."""
-    from minift.base import load_base
-    from minift.model.long_finetune import LongConfig, finetune_long
+    from minift.recipes.long_finetune import LongConfig, finetune_long
+    from minift.recipes.pretrain import load_base
 
     base, enc = load_base(progress=False, verbose=False)
     assert base.config.block_size == 64

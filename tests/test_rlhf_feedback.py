@@ -7,8 +7,8 @@ import json
 import pytest
 
 import minift.cli
-from minift.base import load_base
 from minift.model import GPT
+from minift.recipes.pretrain import load_base
 from minift.rlhf import cli as rlhf_cli
 from minift.rlhf.dpo import pair_logprobs
 from minift.rlhf.feedback import collect_feedback, read_answers, terminal_answers
@@ -128,7 +128,7 @@ def test_terminal_answers_ask_again_after_an_invalid_one_and_stop_at_eof(capsys)
 
 
 def test_the_commands_plug_into_minift_cli():
-    assert "minift.rlhf.cli" in minift.cli.CLI_MODULES
+    assert "minift.cli.rlhf" in minift.cli.CLI_MODULES
     parser = minift.cli.build_parser()
     args = parser.parse_args(["rlhf", "--method", "best-of-n", "-n", "4"])
     assert args.func is rlhf_cli.cmd_rlhf and args.n == 4

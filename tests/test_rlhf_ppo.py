@@ -6,8 +6,8 @@ import copy
 import pytest
 import torch
 
-from minift.base import load_base
 from minift.peft import LoRAConfig, apply_lora
+from minift.recipes.pretrain import load_base
 from minift.rlhf.policy import Critic, PolicyWithValue, Reference
 from minift.rlhf.reward import RewardModel
 from minift.rlhf.rollout import Rollout, sample_responses

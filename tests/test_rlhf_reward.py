@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from minift.base import load_base
 from minift.data.batching import pad_sequences
 from minift.data.tasks import get_task
+from minift.recipes.pretrain import load_base
 from minift.rlhf.preference import append_preferences, encode_pairs, load_preferences, pair_batch
 from minift.rlhf.reward import RewardConfig, RewardModel, score_pairs, train_reward_model
 from minift.rlhf.tasks import storage_counts, truth_score

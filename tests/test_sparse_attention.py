@@ -9,8 +9,8 @@ import pytest
 import torch
 from minift.kernels.layouts import make_layout
 
+from minift.longctx.context import extend_context, set_attention_pattern
 from minift.model import GPT, GPTConfig
-from minift.model.context import extend_context, set_attention_pattern
 from minift.model.sparse import SparsePattern, masked_sparse_attention, sparse_mask
 from minift.model.sparse_efficient import efficient_sparse_attention
 

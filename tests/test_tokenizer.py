@@ -11,13 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minift import tokenizer as tk
+from minift.data.encoding import FAST_VOCAB, default_encoding, default_encoding_path
 from minift.tokenizer import (
     EOT,
     GPT2_PATTERN,
     MASK,
     PAD,
     bpe_merges,
-    default_encoding,
     encoding_fingerprint,
     eot_id,
     load_encoding,
@@ -127,10 +127,10 @@ def test_save_load_round_trip(tmp_path):
 
 
 def test_default_encoding_cached(enc):
-    assert enc.n_vocab == tk.FAST_VOCAB
+    assert enc.n_vocab == FAST_VOCAB
     assert {EOT, PAD, MASK} == enc.special_tokens_set
     assert default_encoding() is enc  # in-process memo
-    assert load_encoding(tk.default_encoding_path()).__getstate__() == enc.__getstate__()
+    assert load_encoding(default_encoding_path()).__getstate__() == enc.__getstate__()
 
 
 @settings(max_examples=200, deadline=None)

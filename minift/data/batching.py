@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..model.gpt import IGNORE_INDEX
+from minift.model.gpt import IGNORE_INDEX
 
 
 def random_windows(

@@ -35,9 +35,11 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from minift.cache import file_lock
 from minift.data.clean import clean_text, is_useful
 from minift.data.dedup import exact_dedup, near_dedup
-from minift.utils import atomic_path, file_lock, minift_home
+from minift.io import atomic_path
+from minift.utils import minift_home
 
 CORPORA = ("pydocs", "pycode")
 SPLITS = ("train", "val", "all")

@@ -18,8 +18,8 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..utils import fast_mode
-from .jsonl import detect_format, load_jsonl
+from minift.data.jsonl import detect_format, load_jsonl
+from minift.utils import fast_mode
 
 DEFAULT_TASK = "stdlib-package"
 
@@ -63,7 +63,7 @@ def register_task(name: str):
 
 # Modules that register more tasks when imported (kept out of this file so that each
 # technique's tasks live next to it); imported on first use of the registry.
-TASK_MODULES = ("minift.data.long_context", "minift.rlhf.tasks")
+TASK_MODULES = ("minift.longctx.task", "minift.rlhf.tasks")
 
 
 def _load_task_modules() -> None:
@@ -147,7 +147,7 @@ def stdlib_package_task(
     (150, or 48 in fast mode), chosen by a seeded shuffle. A short text leaves few words
     to learn from, which is where what a pretrained model knows about words pays off.
     """
-    from .corpus import load_corpus
+    from minift.data.corpus import load_corpus
 
     if len(verbalizer) != len(packages):
         raise ValueError(f"{len(packages)} packages but {len(verbalizer)} verbalizer words")

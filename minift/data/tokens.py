@@ -18,10 +18,12 @@ import sys
 import numpy as np
 import tiktoken
 
+from minift.cache import file_lock
 from minift.data.corpus import FORMAT_VERSION as CORPUS_VERSION
 from minift.data.corpus import load_corpus
+from minift.io import atomic_path
 from minift.tokenizer import encoding_fingerprint, eot_id
-from minift.utils import atomic_path, file_lock, minift_home
+from minift.utils import minift_home
 
 FORMAT_VERSION = 1
 

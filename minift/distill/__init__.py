@@ -16,7 +16,7 @@
 - cli.py        `minift distill`
 """
 
-from .features import (
+from minift.distill.features import (
     HiddenProjection,
     attention_kl,
     attention_mse,
@@ -26,8 +26,8 @@ from .features import (
     value_relation,
     value_relation_kl,
 )
-from .loop import DistillConfig, DistillResult, distill
-from .losses import (
+from minift.distill.loop import DistillConfig, DistillResult, distill
+from minift.distill.losses import (
     divergence,
     forward_kl,
     generalized_jsd,
@@ -35,9 +35,9 @@ from .losses import (
     reverse_kl,
     soft_target_loss,
 )
-from .objectives import Objective, lm_objective, task_objective, transfer_objective
-from .onpolicy import OnPolicyBatches, sequence_batches, teacher_sequences
-from .students import (
+from minift.distill.objectives import Objective, lm_objective, task_objective, transfer_objective
+from minift.distill.onpolicy import OnPolicyBatches, sequence_batches, teacher_sequences
+from minift.distill.students import (
     SliceInfo,
     check_layer_map,
     every_kth_student,

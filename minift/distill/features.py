@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .losses import masked_mean, upcast
+from minift.distill.losses import masked_mean, upcast
 
 
 class HiddenProjection(nn.Module):

@@ -38,7 +38,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..model.gpt import IGNORE_INDEX
+from minift.model.gpt import IGNORE_INDEX
 
 
 def upcast(x: torch.Tensor) -> torch.Tensor:

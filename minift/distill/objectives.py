@@ -3,7 +3,7 @@
 - ``lm_objective``: language modelling on a corpus (pydocs by default): random windows
   of the training stream, validation loss on fixed windows of the validation stream.
   With the base model as teacher this is TinyBERT's *general* distillation.
-- ``task_objective``: a registered task (or a JSONL file) exactly as minift.finetune
+- ``task_objective``: a registered task (or a JSONL file) exactly as minift.recipes.finetune
   sees it -- the same batches, the same evaluation -- so a distilled student and a
   student fine-tuned without a teacher are compared on equal terms. With a fine-tuned
   teacher this is *task-specific* distillation.
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..data.batching import window_batches
-from ..data.tasks import Task
-from ..data.tokens import corpus_tokens
+from minift.data.batching import window_batches
+from minift.data.tasks import Task
+from minift.data.tokens import corpus_tokens
 
 
 @dataclass
@@ -67,8 +67,8 @@ def lm_objective(
 def task_objective(
     task: Task, enc, batch_size: int = 32, max_len: int = 24, seed: int = 0
 ) -> Objective:
-    """The task's batches and evaluation, as minift.finetune builds them."""
-    from ..finetune import OBJECTIVES, FinetuneConfig
+    """The task's batches and evaluation, as minift.recipes.finetune builds them."""
+    from minift.recipes.finetune import OBJECTIVES, FinetuneConfig
 
     if task.kind not in OBJECTIVES:
         raise ValueError(
@@ -82,8 +82,8 @@ def task_objective(
 def pydocs_summaries(exclude: set[str] | list[str] = (), min_chars: int = 24) -> list[str]:
     """Summary lines of every function and class docstring in pydocs (sorted, unique),
     minus ``exclude``: unlabelled text in the default task's domain."""
-    from ..data.corpus import load_corpus
-    from ..data.tasks import summary_line
+    from minift.data.corpus import load_corpus
+    from minift.data.tasks import summary_line
 
     exclude = set(exclude)
     texts = {summary_line(d.text) for d in load_corpus("pydocs", "all") if d.name}
@@ -102,9 +102,9 @@ def transfer_objective(
     """Each batch: the same ``batch_size`` labelled rows task_objective draws, plus
     ``unlabeled_per_batch`` texts marked ``unlabeled`` (teacher terms only). Evaluation is
     the task's. Texts that are validation rows are refused (they would leak)."""
-    from ..data.batching import classification_batch
-    from ..finetune import classification_inputs
-    from ..tokenizer import pad_id
+    from minift.data.batching import classification_batch
+    from minift.recipes.finetune import classification_inputs
+    from minift.tokenizer import pad_id
 
     if task.kind != "classification":
         raise ValueError(f"a transfer set needs a classification task, got {task.kind!r}")

@@ -26,8 +26,8 @@ from collections.abc import Callable
 
 import torch
 
-from ..model import GPT
-from ..model.gpt import IGNORE_INDEX
+from minift.model import GPT
+from minift.model.gpt import IGNORE_INDEX
 
 
 @torch.no_grad()

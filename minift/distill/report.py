@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from ..utils import peak_memory_mb, reset_peak_memory
-from .loop import DistillResult, count_params, forward
-from .losses import hard_label_loss
+from minift.distill.loop import DistillResult, count_params, forward
+from minift.distill.losses import hard_label_loss
+from minift.utils import peak_memory_mb, reset_peak_memory
 
 
 def _sync(device: torch.device) -> None:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..model import GPT, GPTConfig
+from minift.model import GPT, GPTConfig
 
 
 @dataclass

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..model import GPT, GPTConfig
-from ..model.heads import SequenceClassifier
+from minift.model import GPT, GPTConfig
+from minift.model.heads import SequenceClassifier
 
 
 def backbone_of(model: nn.Module) -> GPT:
@@ -186,7 +186,7 @@ def narrow_student(
     calibrate which directions, heads and neurons to keep: see minift.distill.slicing.
     A task head is carried over with the teacher's final norm folded into it (exact).
     """
-    from .slicing import calibrate, slice_teacher
+    from minift.distill.slicing import calibrate, slice_teacher
 
     gpt = backbone_of(teacher)
     n = gpt.config.n_layer

@@ -15,9 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 
-from ..model.gpt import IGNORE_INDEX
-from ..model.heads import SequenceClassifier, pool_hidden
-from .features import (
+from minift.distill.features import (
     attention_kl,
     attention_mse,
     block_values,
@@ -25,11 +23,13 @@ from .features import (
     hidden_mse,
     value_relation_kl,
 )
-from .losses import divergence, hard_label_loss
-from .students import backbone_of
+from minift.distill.losses import divergence, hard_label_loss
+from minift.distill.students import backbone_of
+from minift.model.gpt import IGNORE_INDEX
+from minift.model.heads import SequenceClassifier, pool_hidden
 
 if TYPE_CHECKING:
-    from .loop import DistillConfig
+    from minift.distill.config import DistillConfig
 
 
 @dataclass

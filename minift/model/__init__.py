@@ -1,7 +1,7 @@
 """The transformer: config, attention, MLP, GPT (decoder) and encoder mode, generation."""
 
-from .attention import KVCache
-from .config import GPTConfig
-from .gpt import GPT, IGNORE_INDEX, ModelOutput
+from minift.model.attention import KVCache
+from minift.model.config import GPTConfig
+from minift.model.gpt import GPT, IGNORE_INDEX, ModelOutput
 
 __all__ = ["GPT", "GPTConfig", "IGNORE_INDEX", "KVCache", "ModelOutput"]

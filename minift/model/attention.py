@@ -29,9 +29,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import GPTConfig
-from .layers import Rotary
-from .sparse import SparsePattern, masked_sparse_attention, sparse_mask
+from minift.model.config import GPTConfig
+from minift.model.layers import Rotary
+from minift.model.sparse import SparsePattern, masked_sparse_attention, sparse_mask
 
 
 @dataclass
@@ -104,7 +104,7 @@ def _use_flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
     the kernel supports."""
     if not 16 <= q.size(-1) <= 128:
         return False
-    from ..kernels import use_triton
+    from minift.kernels import use_triton
 
     return use_triton(q, k, v)
 
@@ -114,7 +114,7 @@ def _use_block_sparse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_s
     Triton kernel takes (a power of two >= 16; 16..128)."""
     if block_size < 16 or block_size & (block_size - 1) or not 16 <= q.size(-1) <= 128:
         return False
-    from ..kernels import use_triton
+    from minift.kernels import use_triton
 
     return use_triton(q, k, v)
 
@@ -165,7 +165,7 @@ class SelfAttention(nn.Module):
         if not need_weights and dropout == 0.0 and inputs.mask is None and _use_flash(q, k, v):
             # minift's Triton flash attention (CUDA): no mask tensor, the causal rule (or
             # none, e.g. one decoding query over its cache) is applied inside the kernel.
-            from ..kernels import attention as flash_attention
+            from minift.kernels import attention as flash_attention
 
             return flash_attention(q, k, v, causal=inputs.causal_no_mask), None
         if not need_weights:
@@ -215,10 +215,10 @@ class SelfAttention(nn.Module):
             n_prefix or dropout or padding is not None or segments is not None
         ):
             # The Triton kernel skips the blocks the layout leaves out (causal inside).
-            from ..kernels import block_sparse_attention
+            from minift.kernels import block_sparse_attention
 
             return block_sparse_attention(q, k, v, layout, pattern.block_size, pattern.causal), None
-        from .sparse_efficient import efficient_sparse_attention
+        from minift.model.sparse_efficient import efficient_sparse_attention
 
         y = efficient_sparse_attention(
             q, k, v, layout, pattern.block_size, pattern.causal, n_prefix, padding, segments,

@@ -13,8 +13,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..utils import atomic_path
-from .config import GPTConfig
+from minift.io import atomic_path
+from minift.model.config import GPTConfig
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -72,15 +72,13 @@ def save_model(model, path: str | pathlib.Path) -> None:
         tmp.write_text(model.config.to_json())
 
 
-def load_model(path: str | pathlib.Path, map_location="cpu"):
-    from .gpt import GPT
-
+def read_model_folder(path: str | pathlib.Path) -> tuple[GPTConfig, dict[str, torch.Tensor]]:
+    """The config and tensors of a minift model folder (GPT.load builds the model)."""
     path = pathlib.Path(path)
     if not (path / CONFIG).exists():
         raise FileNotFoundError(f"{path} holds no {CONFIG}; is it a minift model folder?")
-    config = GPTConfig.from_dict(json.loads((path / CONFIG).read_text()))
-    state = load_state(path / WEIGHTS)
-    model = GPT(config)
-    check_shapes(model, state, str(path / WEIGHTS))
-    model.load_state_dict(state, strict=False)
-    return model.to(map_location)
+    try:
+        config = GPTConfig.from_dict(json.loads((path / CONFIG).read_text()))
+    except (json.JSONDecodeError, TypeError, ValueError) as err:
+        raise ValueError(f"{path / CONFIG} is not a valid minift model config ({err})") from None
+    return config, load_state(path / WEIGHTS)

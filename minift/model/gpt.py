@@ -23,11 +23,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import AttentionInputs, KVCache, SelfAttention, build_attention_mask
-from .config import GPTConfig
-from .layers import MLP, init_weights, make_norm, residual_init_std
-from .moe import MoEMLP, RouterStats, moe_layers
-from .sparse import check_right_padded, density
+from minift.model.attention import AttentionInputs, KVCache, SelfAttention, build_attention_mask
+from minift.model.checkpoint import check_shapes, read_model_folder, save_model
+from minift.model.config import GPTConfig
+from minift.model.hf_gpt2 import read_hf_gpt2
+from minift.model.layers import MLP, init_weights, make_norm, residual_init_std
+from minift.model.moe import MoEMLP, RouterStats, moe_layers
+from minift.model.sparse import check_right_padded, density
 
 IGNORE_INDEX = -100  # targets with this value add nothing to the loss (PyTorch's default)
 
@@ -297,25 +299,29 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, **kwargs) -> torch.Tensor:
         """Sample max_new_tokens after idx; see minift.model.generation.generate."""
-        from .generation import generate
+        from minift.model.generation import generate
 
         return generate(self, idx, max_new_tokens, **kwargs)
 
     @classmethod
     def from_pretrained(cls, path, **overrides) -> GPT:
         """Load a local Hugging Face GPT-2 folder (config.json + model.safetensors)."""
-        from .hf_gpt2 import load_hf_gpt2
-
-        return load_hf_gpt2(path, **overrides)
+        config, state = read_hf_gpt2(path, **overrides)
+        return cls._from_state(config, state, str(path))
 
     def save(self, path) -> None:
         """Save to a folder: model.safetensors + config.json (minift's own format)."""
-        from .checkpoint import save_model
-
         save_model(self, path)
 
     @classmethod
     def load(cls, path, map_location="cpu") -> GPT:
-        from .checkpoint import load_model
+        """Load a folder written by save()."""
+        config, state = read_model_folder(path)
+        return cls._from_state(config, state, str(path)).to(map_location)
 
-        return load_model(path, map_location=map_location)
+    @classmethod
+    def _from_state(cls, config: GPTConfig, state: dict, source: str) -> GPT:
+        model = cls(config)
+        check_shapes(model, state, source)
+        model.load_state_dict(state, strict=False)  # strict=False: a tied lm_head is not stored
+        return model

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .gpt import GPT, ModelOutput
+from minift.model.gpt import GPT, ModelOutput
 
 
 def pool_hidden(

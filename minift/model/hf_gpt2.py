@@ -13,9 +13,8 @@ import pathlib
 
 import torch
 
-from .checkpoint import check_shapes, load_state
-from .config import GPTConfig
-from .gpt import GPT
+from minift.model.checkpoint import load_state
+from minift.model.config import GPTConfig
 
 CONV1D_SUFFIXES = (
     "attn.c_attn.weight",
@@ -74,8 +73,9 @@ def convert_hf_state(hf_state: dict[str, torch.Tensor], tie: bool) -> dict[str, 
     return state
 
 
-def load_hf_gpt2(path, **overrides) -> GPT:
-    """GPT.from_pretrained: overrides (e.g. dropout=0.1) are applied to the config."""
+def read_hf_gpt2(path, **overrides) -> tuple[GPTConfig, dict[str, torch.Tensor]]:
+    """The config and minift-named tensors of a Hugging Face GPT-2 folder; overrides (e.g.
+    dropout=0.1) are applied to the config. GPT.from_pretrained builds the model."""
     path = pathlib.Path(path)
     if not (path / "config.json").exists():
         raise FileNotFoundError(
@@ -88,8 +88,4 @@ def load_hf_gpt2(path, **overrides) -> GPT:
     config = config_from_hf(hf)
     if overrides:
         config = GPTConfig.from_dict({**config.to_dict(), **overrides})
-    model = GPT(config)
-    state = convert_hf_state(read_hf_weights(path), config.tie_weights)
-    check_shapes(model, state, str(path))
-    model.load_state_dict(state, strict=False)
-    return model
+    return config, convert_hf_state(read_hf_weights(path), config.tie_weights)

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import GPTConfig
+from minift.model.config import GPTConfig
 
 
 class LayerNorm(nn.Module):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .gpt import IGNORE_INDEX
+from minift.model.gpt import IGNORE_INDEX
 
 
 def mask_tokens(

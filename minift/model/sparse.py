@@ -41,9 +41,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..kernels.attention import causal_mask
-from ..kernels.layouts import global_layout, layout_to_mask, make_layout
-from .config import GPTConfig
+from minift.kernels.attention import causal_mask
+from minift.kernels.layouts import global_layout, layout_to_mask, make_layout
+from minift.model.config import GPTConfig
 
 
 def pattern_layout(config: GPTConfig, seq_len: int | None = None) -> torch.Tensor:

@@ -25,7 +25,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..kernels.block_sparse import index_lists
+from minift.kernels.block_sparse import index_lists
 
 MASKED = torch.finfo(torch.float32).min  # finite, so a row with nothing visible is not NaN
 

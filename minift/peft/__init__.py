@@ -2,8 +2,8 @@
 prefix and prompt tuning, UniPELT, layer-wise methods, and the shared machinery for named
 adapters, freezing, and saving only what was trained."""
 
-from .adapters import AdapterConfig, apply_adapters
-from .core import (
+from minift.peft.adapters import AdapterConfig, apply_adapters
+from minift.peft.core import (
     adapter_names,
     disable_adapters,
     find_gpt,
@@ -12,12 +12,19 @@ from .core import (
     set_adapter,
     trainable_report,
 )
-from .ia3 import IA3Config, apply_ia3, merge_ia3, unmerge_ia3
-from .io import load_adapter, save_adapter
-from .lora import LoRAConfig, LoRALinear, apply_lora, merge_and_unload, merge_lora, unmerge_lora
-from .prefix import PrefixConfig, apply_prefix_tuning, drop_reparameterization
-from .prompt import PromptConfig, apply_prompt_tuning
-from .unipelt import UniPELTConfig, apply_unipelt
+from minift.peft.ia3 import IA3Config, apply_ia3, merge_ia3, unmerge_ia3
+from minift.peft.io import load_adapter, save_adapter
+from minift.peft.lora import (
+    LoRAConfig,
+    LoRALinear,
+    apply_lora,
+    merge_and_unload,
+    merge_lora,
+    unmerge_lora,
+)
+from minift.peft.prefix import PrefixConfig, apply_prefix_tuning, drop_reparameterization
+from minift.peft.prompt import PromptConfig, apply_prompt_tuning
+from minift.peft.unipelt import UniPELTConfig, apply_unipelt
 
 __all__ = [
     "AdapterConfig", "IA3Config", "LoRAConfig", "LoRALinear", "PrefixConfig", "PromptConfig",

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn as nn
 
-from .core import (
+from minift.peft.core import (
     DEFAULT_ADAPTER,
     AdapterLayer,
     base_linear,
@@ -37,7 +37,7 @@ from .core import (
     match_targets,
     replace_module,
 )
-from .registry import register_peft_method, remember_config
+from minift.peft.registry import register_peft_method, remember_config
 
 LAYOUTS = {  # layout -> default targets
     "houlsby": ["attn.c_proj", "mlp.c_proj"],

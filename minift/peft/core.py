@@ -18,6 +18,8 @@ from typing import Any
 
 import torch.nn as nn
 
+from minift.model.params import count_parameters, find_gpt, parameter_report  # noqa: F401
+
 DEFAULT_ADAPTER = "default"
 
 
@@ -162,16 +164,6 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def find_gpt(model: nn.Module):
-    """The minift GPT inside ``model`` (the model itself, or e.g. a classifier's backbone)."""
-    from ..model.gpt import GPT
-
-    for module in model.modules():
-        if isinstance(module, GPT):
-            return module
-    raise ValueError(f"{type(model).__name__} contains no minift GPT to attach to")
-
-
 def match_modules(model: nn.Module, targets: Iterable[str]) -> list[str]:
     """Names of the modules (any kind) that ``targets`` select by PEFT's suffix rule,
     never inside an adapter layer; an unmatched target is a ValueError."""
@@ -218,14 +210,11 @@ def adapter_parameters(layer: AdapterLayer) -> list[nn.Parameter]:
 
 
 def trainable_report(model: nn.Module) -> dict[str, Any]:
-    params = {id(p): p for p in model.parameters()}.values()
-    trainable = sum(p.numel() for p in params if p.requires_grad)
-    total = sum(p.numel() for p in params)
+    trainable, total = count_parameters(model)
     return {"trainable": trainable, "total": total, "percent": 100.0 * trainable / max(1, total)}
 
 
 def print_trainable_parameters(model: nn.Module) -> str:
-    r = trainable_report(model)
-    line = f"trainable params: {r['trainable']:,} || all params: {r['total']:,} || trainable%: {r['percent']:.4f}"
+    line = parameter_report(model)
     print(line)
     return line

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import (
+from minift.peft.core import (
     DEFAULT_ADAPTER,
     AdapterLayer,
     adapter_layers,
@@ -38,7 +38,7 @@ from .core import (
     replace_module,
     unmerge_layers,
 )
-from .registry import register_peft_method, remember_config
+from minift.peft.registry import register_peft_method, remember_config
 
 QKV = ("q", "k", "v")
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 import torch.nn as nn
 
-from .core import find_gpt
+from minift.model.params import find_gpt
 
 
 def _set_trainable(modules: Iterable[nn.Module], flag: bool = True) -> None:

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import (
+from minift.peft.core import (
     DEFAULT_ADAPTER,
     AdapterLayer,
     adapter_layers,
@@ -40,7 +40,7 @@ from .core import (
     replace_module,
     unmerge_layers,
 )
-from .registry import register_peft_method, remember_config
+from minift.peft.registry import register_peft_method, remember_config
 
 QKV = ("q", "k", "v")
 
@@ -231,7 +231,7 @@ def _fused_path(layer: LoRALinear, x: torch.Tensor) -> torch.Tensor | None:
         return None  # the kernel reads one x; dropout needs a second, masked copy
     if layer.base_layer is not base_linear(layer.base_layer):
         return None  # a wrapper below us: its own forward must run
-    from ..kernels import lora_linear, use_triton
+    from minift.kernels import lora_linear, use_triton
 
     base = layer.base_layer
     if not use_triton(x, base.weight):

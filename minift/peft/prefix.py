@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .core import (
+from minift.peft.core import (
     DEFAULT_ADAPTER,
     AdapterLayer,
     check_extra,
@@ -37,7 +37,7 @@ from .core import (
     find_gpt,
     freeze_base,
 )
-from .registry import register_peft_method, remember_config
+from minift.peft.registry import register_peft_method, remember_config
 
 
 @dataclass

@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn as nn
 
-from .core import DEFAULT_ADAPTER, AdapterLayer, check_extra, find_gpt, freeze_base
-from .registry import register_peft_method, remember_config
+from minift.peft.core import DEFAULT_ADAPTER, AdapterLayer, check_extra, find_gpt, freeze_base
+from minift.peft.registry import register_peft_method, remember_config
 
 
 @dataclass

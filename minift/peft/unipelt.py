@@ -31,8 +31,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .adapters import AdapterConfig, SerialAdapter
-from .core import (
+from minift.peft.adapters import AdapterConfig, SerialAdapter
+from minift.peft.core import (
     DEFAULT_ADAPTER,
     base_linear,
     check_extra,
@@ -41,9 +41,9 @@ from .core import (
     match_targets,
     replace_module,
 )
-from .lora import QKV, LoRAConfig, LoRALinear
-from .prefix import PrefixConfig, PrefixTuning, add_prefix_adapter, prefix_hooks
-from .registry import register_peft_method, remember_config
+from minift.peft.lora import QKV, LoRAConfig, LoRALinear
+from minift.peft.prefix import PrefixConfig, PrefixTuning, add_prefix_adapter, prefix_hooks
+from minift.peft.registry import register_peft_method, remember_config
 
 
 @dataclass

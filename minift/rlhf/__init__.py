@@ -17,15 +17,15 @@ best-of-n, and a loop that learns from a user's own preferences.
     cli.py         `minift rlhf` and `minift feedback`
 """
 
-from .best_of_n import best_of_n, best_of_n_kl_bound
-from .dpo import DPOConfig, dpo_loss, train_dpo
-from .evaluate import evaluate_policy, evaluate_rollout
-from .feedback import collect_feedback
-from .policy import Critic, PolicyWithValue, Reference
-from .preference import encode_pairs, load_preferences
-from .reward import RewardConfig, RewardModel, bradley_terry_loss, train_reward_model
-from .rollout import Rollout, sample_responses
-from .trainer import PPOConfig, PPOTrainer, reward_model_fn
+from minift.rlhf.best_of_n import best_of_n, best_of_n_kl_bound
+from minift.rlhf.dpo import DPOConfig, dpo_loss, train_dpo
+from minift.rlhf.evaluate import evaluate_policy, evaluate_rollout
+from minift.rlhf.feedback import collect_feedback
+from minift.rlhf.policy import Critic, PolicyWithValue, Reference
+from minift.rlhf.preference import encode_pairs, load_preferences
+from minift.rlhf.reward import RewardConfig, RewardModel, bradley_terry_loss, train_reward_model
+from minift.rlhf.rollout import Rollout, sample_responses
+from minift.rlhf.trainer import PPOConfig, PPOTrainer, reward_model_fn
 
 __all__ = [
     "Critic", "DPOConfig", "PPOConfig", "PPOTrainer", "PolicyWithValue", "Reference",

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .rollout import Rollout, sample_responses
+from minift.rlhf.rollout import Rollout, sample_responses
 
 
 def best_of_n_kl_bound(n: int) -> float:

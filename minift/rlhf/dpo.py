@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..model import GPT
-from ..train import TrainConfig, Trainer
-from .preference import EncodedPairs, encode_pairs, pair_batch
-from .rollout import token_logprobs
+from minift.model import GPT
+from minift.rlhf.preference import EncodedPairs, encode_pairs, pair_batch
+from minift.rlhf.rollout import token_logprobs
+from minift.train import TrainConfig, Trainer
 
 
 def dpo_loss(

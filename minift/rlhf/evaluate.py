@@ -19,10 +19,10 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ..tokenizer import eot_id, pad_id
-from .preference import encode_prompt
-from .rollout import Rollout, response_logprobs, sample_responses
-from .tasks import truth_score
+from minift.rlhf.preference import encode_prompt
+from minift.rlhf.rollout import Rollout, response_logprobs, sample_responses
+from minift.rlhf.tasks import truth_score
+from minift.tokenizer import eot_id, pad_id
 
 
 @torch.no_grad()

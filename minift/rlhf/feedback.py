@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..tokenizer import eot_id, pad_id
-from .preference import append_preferences, encode_prompt, load_preferences
-from .rollout import sample_responses
+from minift.rlhf.preference import append_preferences, encode_prompt, load_preferences
+from minift.rlhf.rollout import sample_responses
+from minift.tokenizer import eot_id, pad_id
 
 ANSWERS = {"1": "first", "2": "second", "s": "skip", "q": "quit"}
 

@@ -20,11 +20,11 @@ import copy
 import torch
 import torch.nn as nn
 
-from ..model import GPT
-from ..peft import disable_adapters
-from ..peft.core import adapter_layers
-from .reward import RewardModel
-from .rollout import entropy_from_logits, token_logprobs
+from minift.model import GPT
+from minift.peft import disable_adapters
+from minift.peft.core import adapter_layers
+from minift.rlhf.reward import RewardModel
+from minift.rlhf.rollout import entropy_from_logits, token_logprobs
 
 
 class Critic(nn.Module):

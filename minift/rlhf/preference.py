@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..data.batching import pad_sequences
-from ..data.jsonl import read_jsonl
-from ..tokenizer import eot_id, pad_id
-from ..utils import atomic_path
+from minift.data.batching import pad_sequences
+from minift.data.jsonl import read_jsonl
+from minift.io import atomic_path
+from minift.tokenizer import eot_id, pad_id
 
 PREFERENCE_FIELDS = ("prompt", "chosen", "rejected")
 

@@ -35,11 +35,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from ..model import GPT
-from ..train import TrainConfig, Trainer
-from ..utils import atomic_path
-from .ppo import last_token_index
-from .preference import encode_pairs, pair_batch
+from minift.io import atomic_path
+from minift.model import GPT
+from minift.rlhf.ppo import last_token_index
+from minift.rlhf.preference import encode_pairs, pair_batch
+from minift.train import TrainConfig, Trainer
 
 
 class RewardModel(nn.Module):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..data.batching import pad_sequences
+from minift.data.batching import pad_sequences
 
 
 def token_logprobs(

@@ -35,7 +35,7 @@ import random
 import re
 from collections import defaultdict
 
-from ..data.tasks import Task, register_task, stable_fraction, summary_line
+from minift.data.tasks import Task, register_task, stable_fraction, summary_line
 
 TASK_VERSION = 2  # bump when the rows change: cached SFT policies and reward models key on it
 STORAGE_WORDS = frozenset(
@@ -61,7 +61,7 @@ def truth_score(response: str) -> float:
 def summary_lines(min_chars: int = 20, max_chars: int = 90) -> list[str]:
     """Distinct one-line docstring summaries of functions and classes that read as prose,
     sorted."""
-    from ..data.corpus import load_corpus
+    from minift.data.corpus import load_corpus
 
     lines = {summary_line(d.text) for d in load_corpus("pydocs", "all") if d.name}
     return sorted(

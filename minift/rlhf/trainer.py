@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import ppo
-from .policy import PolicyWithValue, Reference
-from .rollout import Rollout, check_fits, sample_responses
+from minift.rlhf import ppo
+from minift.rlhf.policy import PolicyWithValue, Reference
+from minift.rlhf.rollout import Rollout, check_fits, sample_responses
 
 RewardFn = Callable[[Rollout], torch.Tensor]
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from ..model.checkpoint import load_state, save_state
-from ..utils import write_json
+from minift.io import write_json
+from minift.model.checkpoint import load_state, save_state
 
 LATEST = "latest.json"
 

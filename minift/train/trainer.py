@@ -27,10 +27,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from . import distributed as D
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from .metrics import MetricsLog
-from .optim import make_optimizer, make_schedule
+from minift.train import distributed as D
+from minift.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from minift.train.metrics import MetricsLog
+from minift.train.optim import make_optimizer, make_schedule
 
 
 @dataclass

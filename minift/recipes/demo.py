@@ -13,10 +13,10 @@ import json
 import time
 from collections.abc import Sequence
 
-from .base import base_report, load_base
-from .data.tasks import DEFAULT_TASK, get_task
-from .finetune import METHODS, FinetuneConfig, FinetuneResult, finetune
-from .utils import fast_mode, output_dir
+from minift.data.tasks import DEFAULT_TASK, get_task
+from minift.recipes.finetune import METHODS, FinetuneConfig, FinetuneResult, finetune
+from minift.recipes.pretrain import base_report, load_base
+from minift.utils import fast_mode, output_dir
 
 # The strategies of the comparison: full and layer-wise fine-tuning, the PEFT families, a
 # hybrid, a linear probe on frozen features, and training from scratch as the baseline.

@@ -49,10 +49,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import AttentionInputs, build_attention_mask
-from .config import GPTConfig
-from .gpt import GPT, Block
-from .layers import make_norm
+from minift.model.attention import AttentionInputs, build_attention_mask
+from minift.model.config import GPTConfig
+from minift.model.gpt import GPT, Block
+from minift.model.layers import make_norm
 
 
 def split_segments(

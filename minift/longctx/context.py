@@ -19,17 +19,12 @@ import dataclasses
 import torch
 import torch.nn as nn
 
-from .config import GPTConfig
-from .layers import Rotary
-from .sparse import SparsePattern
+from minift.model.config import GPTConfig
+from minift.model.layers import Rotary
+from minift.model.params import find_gpt
+from minift.model.sparse import SparsePattern
 
 PATTERN_FIELDS = tuple(f.name for f in dataclasses.fields(GPTConfig) if f.name.startswith("attn_"))
-
-
-def _gpt(model: nn.Module):
-    from ..peft.core import find_gpt
-
-    return find_gpt(model)
 
 
 def set_attention_pattern(model: nn.Module, pattern: str = "dense", **options) -> nn.Module:
@@ -38,7 +33,7 @@ def set_attention_pattern(model: nn.Module, pattern: str = "dense", **options) -
     ``pattern="dense"`` switches back. Options not given take GPTConfig's defaults (the
     call describes the whole pattern). The config is validated first: a bad option raises
     ValueError and leaves the model as it was. Returns the model."""
-    gpt = _gpt(model)
+    gpt = find_gpt(model)
     fields = {f"attn_{k}": v for k, v in options.items()}
     unknown = sorted(set(fields) - set(PATTERN_FIELDS))
     if unknown:
@@ -58,7 +53,7 @@ def set_attention_pattern(model: nn.Module, pattern: str = "dense", **options) -
 def extend_context(model: nn.Module, block_size: int) -> nn.Module:
     """Raise a GPT's block_size: learned positions are tiled (wpe[p mod old]), rotary tables
     recomputed. Validated before anything changes; returns the model."""
-    gpt = _gpt(model)
+    gpt = find_gpt(model)
     old = gpt.config.block_size
     if block_size < old:
         raise ValueError(f"extend_context only grows the context: {block_size} < {old}")

@@ -3,10 +3,10 @@
 - ``truncated``: the dense model reads the first block_size tokens (the baseline: what a
   model without a long-context method sees);
 - ``sparse``: the pretrained model's context is extended (tiled positions) and a sparse
-  pattern switched on, so it reads the whole document at once (minift.model.context);
+  pattern switched on, so it reads the whole document at once (minift.longctx.context);
 - ``han``, ``transformer``, ``gated``: the document is cut into segments of block_size
   that the pretrained model encodes, read by HAN attention, a segment-level transformer,
-  or a gated ensemble of segment predictions (minift.model.hierarchical).
+  or a gated ensemble of segment predictions (minift.longctx.hierarchical).
 
 ``truncated`` and ``sparse`` read their one segment (the first block_size tokens, or the
 whole document) with the same attention-pooling reader as ``han``, so the comparison is
@@ -24,19 +24,19 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..data.tasks import Task
-from ..finetune import FinetuneResult, count_parameters
-from ..tokenizer import pad_id
-from ..train import TrainConfig, Trainer
-from ..utils import peak_memory_mb, reset_peak_memory
-from .context import extend_context, set_attention_pattern
-from .gpt import GPT
-from .hierarchical import (
+from minift.data.tasks import Task
+from minift.longctx.context import extend_context, set_attention_pattern
+from minift.longctx.hierarchical import (
     GatedSegmentEnsemble,
     HANClassifier,
     HierarchicalTransformer,
     segment_batch,
 )
+from minift.model.gpt import GPT
+from minift.recipes.finetune import FinetuneResult, count_parameters
+from minift.tokenizer import pad_id
+from minift.train import TrainConfig, Trainer
+from minift.utils import peak_memory_mb, reset_peak_memory
 
 KINDS = ("truncated", "sparse", "han", "transformer", "gated")
 

@@ -49,7 +49,7 @@ def register(sub) -> None:
 
 
 def config_from_args(args: argparse.Namespace, task_kind: str):
-    from .loop import DistillConfig
+    from minift.distill.loop import DistillConfig
 
     return DistillConfig(
         steps=args.steps,
@@ -74,13 +74,18 @@ def config_from_args(args: argparse.Namespace, task_kind: str):
 def cmd_distill(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
-    from ..base import load_base
-    from ..data.tasks import DEFAULT_TASK, get_task
-    from ..utils import output_dir, write_json
-    from .loop import distill
-    from .objectives import lm_objective, pydocs_summaries, task_objective, transfer_objective
-    from .onpolicy import OnPolicyBatches
-    from .recipe import (
+    from minift.data.tasks import DEFAULT_TASK, get_task
+    from minift.distill.loop import distill
+    from minift.distill.objectives import (
+        lm_objective,
+        pydocs_summaries,
+        task_objective,
+        transfer_objective,
+    )
+    from minift.distill.onpolicy import OnPolicyBatches
+    from minift.distill.report import format_speed_table, plot_validation_curves, speed_table
+    from minift.io import write_json
+    from minift.recipes.distill import (
         finetune_teacher,
         fresh,
         lm_calibration,
@@ -88,7 +93,8 @@ def cmd_distill(args: argparse.Namespace) -> None:
         student_shape,
         task_calibration,
     )
-    from .report import format_speed_table, plot_validation_curves, speed_table
+    from minift.recipes.pretrain import load_base
+    from minift.utils import output_dir
 
     name = args.task or DEFAULT_TASK
     lm = name == "pydocs"

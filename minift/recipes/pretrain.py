@@ -23,12 +23,15 @@ from dataclasses import dataclass
 
 import torch
 
-from .data.batching import window_batches
-from .data.tokens import corpus_tokens
-from .model import GPT, GPTConfig
-from .tokenizer import default_encoding, encoding_fingerprint
-from .train import TrainConfig, Trainer
-from .utils import fast_mode, file_lock, minift_home, write_json
+from minift.cache import file_lock
+from minift.data.batching import window_batches
+from minift.data.encoding import default_encoding
+from minift.data.tokens import corpus_tokens
+from minift.io import write_json
+from minift.model import GPT, GPTConfig
+from minift.tokenizer import encoding_fingerprint
+from minift.train import TrainConfig, Trainer
+from minift.utils import fast_mode, minift_home
 
 FORMAT_VERSION = 1
 

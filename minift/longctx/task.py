@@ -27,8 +27,8 @@ import random
 
 import numpy as np
 
-from ..utils import fast_mode
-from .tasks import Task, register_task
+from minift.data.tasks import Task, register_task
+from minift.utils import fast_mode
 
 # Single letters: one token each in the default 4096-token BPE, and rare in the corpus.
 KEYS = ("Q", "Z", "X", "J")
@@ -118,8 +118,9 @@ def long_passkey_task(
     192 / 64; else 512 / 128). ``votes`` marked keys (odd), ``distractors`` unmarked
     mentions of every key.
     """
-    from ..tokenizer import default_encoding, eot_id
-    from .tokens import corpus_tokens
+    from minift.data.encoding import default_encoding
+    from minift.data.tokens import corpus_tokens
+    from minift.tokenizer import eot_id
 
     fast = fast_mode()
     n_train = n_train if n_train is not None else (192 if fast else 512)

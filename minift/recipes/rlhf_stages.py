@@ -24,17 +24,20 @@ from dataclasses import dataclass
 
 import torch
 
-from ..base import cache_dir as base_cache_dir
-from ..base import default_recipe, load_base
-from ..data.batching import sft_example, sft_padded_batch
-from ..data.tasks import get_task
-from ..model import GPT
-from ..tokenizer import default_encoding, eot_id, pad_id
-from ..train import TrainConfig, Trainer
-from ..utils import fast_mode, file_lock, minift_home, write_json
-from .preference import encode_prompt
-from .reward import RewardConfig, RewardModel, train_reward_model
-from .rollout import sample_responses
+from minift.cache import file_lock
+from minift.data.batching import sft_example, sft_padded_batch
+from minift.data.encoding import default_encoding
+from minift.data.tasks import get_task
+from minift.io import write_json
+from minift.model import GPT
+from minift.recipes.pretrain import cache_dir as base_cache_dir
+from minift.recipes.pretrain import default_recipe, load_base
+from minift.rlhf.preference import encode_prompt
+from minift.rlhf.reward import RewardConfig, RewardModel, train_reward_model
+from minift.rlhf.rollout import sample_responses
+from minift.tokenizer import eot_id, pad_id
+from minift.train import TrainConfig, Trainer
+from minift.utils import fast_mode, minift_home
 
 DEFAULT_TASK = "file-words"
 
@@ -97,14 +100,14 @@ def default_reward_config(fast: bool | None = None) -> RewardConfig:
 def task_prompts(split: str = "train", seed: int = 0) -> list[str]:
     """The prompts of the default task's demonstrations (one per line, so common openings
     such as "Return" come up as often as they do in the docstrings)."""
-    from .tasks import demonstrations
+    from minift.rlhf.tasks import demonstrations
 
     return [r["prompt"] for r in demonstrations(split, seed)]
 
 
 def _stage_dir(stage: str, fast: bool | None, extra: dict) -> pathlib.Path:
     base_dir = base_cache_dir(default_recipe(fast), default_encoding(fast))
-    from .tasks import TASK_VERSION
+    from minift.rlhf.tasks import TASK_VERSION
 
     key = json.dumps(
         {"base": base_dir.name, "stage": stage, "task_version": TASK_VERSION, **extra},

@@ -14,19 +14,19 @@ from dataclasses import dataclass
 
 import torch
 
-from ..data.batching import classification_batch
-from ..data.tasks import Task
-from ..finetune import FinetuneConfig, classification_inputs, finetune
-from ..model import GPT, GPTConfig
-from ..tokenizer import pad_id
-from .loop import count_params
-from .students import (
+from minift.data.batching import classification_batch
+from minift.data.tasks import Task
+from minift.distill.loop import count_params
+from minift.distill.students import (
     backbone_of,
     every_kth_student,
     narrow_student,
     scratch_student,
     uniform_layer_map,
 )
+from minift.model import GPT, GPTConfig
+from minift.recipes.finetune import FinetuneConfig, classification_inputs, finetune
+from minift.tokenizer import pad_id
 
 INITS = ("slice", "scratch", "every-k")
 

@@ -12,16 +12,16 @@ from dataclasses import dataclass
 
 import torch
 
-from ..model import GPT
-from ..peft import LoRAConfig, apply_lora
-from ..tokenizer import eot_id, pad_id
-from .best_of_n import best_of_n, best_of_n_kl_bound
-from .evaluate import evaluate_rollout
-from .plots import plot_ppo
-from .policy import Critic, PolicyWithValue, Reference
-from .preference import encode_prompt
-from .reward import RewardModel
-from .trainer import PPOConfig, PPOResult, PPOTrainer, reward_model_fn
+from minift.model import GPT
+from minift.peft import LoRAConfig, apply_lora
+from minift.rlhf.best_of_n import best_of_n, best_of_n_kl_bound
+from minift.rlhf.evaluate import evaluate_rollout
+from minift.rlhf.plots import plot_ppo
+from minift.rlhf.policy import Critic, PolicyWithValue, Reference
+from minift.rlhf.preference import encode_prompt
+from minift.rlhf.reward import RewardModel
+from minift.rlhf.trainer import PPOConfig, PPOResult, PPOTrainer, reward_model_fn
+from minift.tokenizer import eot_id, pad_id
 
 
 @dataclass

@@ -14,21 +14,21 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 
-from .data.batching import classification_batch, sft_example, sft_padded_batch, window_batches
-from .data.tasks import Task
-from .data.tokens import encode_documents
-from .model import GPT
-from .model.heads import SequenceClassifier
-from .peft.core import find_gpt
-from .tokenizer import eot_id, pad_id
-from .train import TrainConfig, Trainer
-from .utils import peak_memory_mb, reset_peak_memory
+from minift.data.batching import classification_batch, sft_example, sft_padded_batch, window_batches
+from minift.data.tasks import Task
+from minift.data.tokens import encode_documents
+from minift.model import GPT
+from minift.model.heads import SequenceClassifier
+from minift.model.params import count_parameters, find_gpt
+from minift.peft.methods import METHODS, Preparation
+from minift.tokenizer import eot_id, pad_id
+from minift.train import TrainConfig, Trainer
+from minift.utils import peak_memory_mb, reset_peak_memory
 
 
 @dataclass
@@ -48,55 +48,6 @@ class FinetuneConfig:
     out_dir: str | None = None
     progress: bool = True
     options: dict[str, Any] = field(default_factory=dict)  # method-specific (rank, ...)
-
-
-@dataclass
-class Preparation:
-    """What a method's prepare() may hand back besides changing the model in place."""
-
-    param_groups: list[dict] | None = None  # None: every trainable parameter, decay on matrices
-    on_step: Callable | None = None  # called as on_step(step, trainer) after each step
-
-
-@dataclass
-class Method:
-    """prepare(model, config) freezes/wraps the model in place; it may return a Preparation
-    (optimizer groups, a per-step callback). config.lr is already resolved."""
-
-    name: str
-    prepare: Callable[[torch.nn.Module, FinetuneConfig], Preparation | None]
-    lr: float
-    description: str = ""
-
-
-METHODS: dict[str, Method] = {}
-
-
-def register_method(name: str, lr: float, description: str = ""):
-    def wrap(fn):
-        METHODS[name] = Method(name, fn, lr, description)
-        return fn
-
-    return wrap
-
-
-@register_method("full", lr=1e-3, description="every parameter trains")
-def _full(model: torch.nn.Module, config: FinetuneConfig) -> None:
-    for p in model.parameters():
-        p.requires_grad_(True)
-
-
-@register_method(
-    "scratch", lr=1e-3, description="same architecture, random init, every parameter trains"
-)
-def _scratch(model: torch.nn.Module, config: FinetuneConfig) -> None:
-    torch.manual_seed(config.seed)
-    backbone = model.backbone if isinstance(model, SequenceClassifier) else model
-    fresh = GPT(backbone.config)
-    backbone.load_state_dict(fresh.state_dict())
-    if isinstance(model, SequenceClassifier):
-        model.init_head()  # from the fresh embeddings: nothing pretrained may leak in
-    _full(model, config)
 
 
 @dataclass
@@ -123,17 +74,6 @@ class FinetuneResult:
         d.pop("history")
         d["trainable_percent"] = self.trainable_percent
         return d
-
-
-def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
-    """(trainable, total), counting a shared tensor once."""
-    params = {id(p): p for p in model.parameters()}.values()
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
-
-
-def parameter_report(model: torch.nn.Module) -> str:
-    trainable, total = count_parameters(model)
-    return f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f}"
 
 
 # ------------------------------------------------------------------------ objectives
@@ -324,7 +264,3 @@ def finetune(
         history=result.history,
         model=model.eval() if keep_model else None,
     )
-
-
-# The parameter-efficient methods register themselves here (minift/peft/methods.py).
-from .peft import methods as _peft_methods  # noqa: E402, F401

@@ -61,9 +61,9 @@ def register(sub) -> None:
 def load_policy(path: str | None):
     """(policy, encoding): a saved minift model with the default tokenizer, or the SFT'd
     default policy."""
-    from ..model import GPT
-    from ..tokenizer import default_encoding
-    from .stages import default_policy
+    from minift.data.encoding import default_encoding
+    from minift.model import GPT
+    from minift.recipes.rlhf_stages import default_policy
 
     if path is None:
         return default_policy()
@@ -83,7 +83,7 @@ def load_policy(path: str | None):
 def split_preferences(rows: list[dict], seed: int) -> tuple[list[dict], list[dict]]:
     """10% of the rows held out (by a stable hash of the prompt and responses); files with
     fewer than 20 rows are too small to hold any out, so everything trains."""
-    from ..data.tasks import stable_fraction
+    from minift.data.tasks import stable_fraction
 
     if len(rows) < 20:
         return rows, []
@@ -94,13 +94,19 @@ def split_preferences(rows: list[dict], seed: int) -> tuple[list[dict], list[dic
 
 
 def cmd_rlhf(args) -> None:
-    from ..data.tasks import get_task
-    from ..utils import output_dir, write_json
-    from .evaluate import evaluate_policy
-    from .preference import load_preferences
-    from .reward import train_reward_model
-    from .stages import default_reward_config, default_reward_model, reference_samples, task_prompts
-    from .tasks import truth_score
+    from minift.data.tasks import get_task
+    from minift.io import write_json
+    from minift.recipes.rlhf_stages import (
+        default_reward_config,
+        default_reward_model,
+        reference_samples,
+        task_prompts,
+    )
+    from minift.rlhf.evaluate import evaluate_policy
+    from minift.rlhf.preference import load_preferences
+    from minift.rlhf.reward import train_reward_model
+    from minift.rlhf.tasks import truth_score
+    from minift.utils import output_dir
 
     rows = load_preferences(args.data) if args.data else None  # bad data fails first
     policy, enc = load_policy(args.model)
@@ -153,10 +159,10 @@ def cmd_rlhf(args) -> None:
 
 def _run_method(args, policy, enc, reward_model, train, val, prompts, truth, eval_prompts, out):
     """(trained policy or None, metrics of its samples or None, history)."""
-    from ..peft import LoRAConfig
-    from .dpo import DPOConfig, train_dpo
-    from .recipes import evaluate_best_of_n, run_ppo
-    from .trainer import PPOConfig
+    from minift.peft import LoRAConfig
+    from minift.recipes.rlhf import evaluate_best_of_n, run_ppo
+    from minift.rlhf.dpo import DPOConfig, train_dpo
+    from minift.rlhf.trainer import PPOConfig
 
     if args.method == "ppo":
         config = PPOConfig(
@@ -194,8 +200,8 @@ def _print_report(method: str, before: dict, after: dict) -> None:
 
 
 def cmd_feedback(args) -> None:
-    from .feedback import collect_feedback, read_answers
-    from .stages import task_prompts
+    from minift.recipes.rlhf_stages import task_prompts
+    from minift.rlhf.feedback import collect_feedback, read_answers
 
     answers = read_answers(args.answers) if args.answers else None
     if args.prompts:

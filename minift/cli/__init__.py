@@ -8,11 +8,11 @@ import importlib
 import sys
 
 # Modules with a register(subparsers) function that adds their subcommands.
-CLI_MODULES: tuple[str, ...] = ("minift.distill.cli", "minift.rlhf.cli")
+CLI_MODULES: tuple[str, ...] = ("minift.cli.distill", "minift.cli.rlhf")
 
 
 def cmd_pretrain(args) -> None:
-    from .base import base_report, load_base
+    from minift.recipes.pretrain import base_report, load_base
 
     load_base(fast=args.fast or None)
     report = base_report(fast=args.fast or None)
@@ -23,8 +23,8 @@ def cmd_pretrain(args) -> None:
 
 
 def load_model_and_encoding(path: str | None):
-    from .base import load_base
-    from .model import GPT
+    from minift.model import GPT
+    from minift.recipes.pretrain import load_base
 
     if path is None:
         return load_base()
@@ -33,10 +33,10 @@ def load_model_and_encoding(path: str | None):
     folder = pathlib.Path(path)
     config = (folder / "config.json").read_text() if (folder / "config.json").exists() else ""
     if '"model_type"' in config:  # a Hugging Face GPT-2 folder
-        from .tokenizer import gpt2_encoding
+        from minift.tokenizer import gpt2_encoding
 
         return GPT.from_pretrained(folder).eval(), gpt2_encoding()
-    from .tokenizer import default_encoding
+    from minift.data.encoding import default_encoding
 
     return GPT.load(folder).eval(), default_encoding()
 
@@ -44,7 +44,7 @@ def load_model_and_encoding(path: str | None):
 def cmd_generate(args) -> None:
     import torch
 
-    from .tokenizer import eot_id
+    from minift.tokenizer import eot_id
 
     model, enc = load_model_and_encoding(args.model)
     ids = enc.encode_ordinary(args.prompt) or [eot_id(enc)]
@@ -62,9 +62,9 @@ def cmd_generate(args) -> None:
 
 
 def cmd_finetune(args) -> None:
-    from .data.tasks import get_task
-    from .demo import format_table
-    from .finetune import FinetuneConfig, finetune
+    from minift.data.tasks import get_task
+    from minift.recipes.demo import format_table
+    from minift.recipes.finetune import FinetuneConfig, finetune
 
     base, enc = load_model_and_encoding(args.model)
     task = get_task(args.task, seed=args.seed)
@@ -89,22 +89,22 @@ def cmd_finetune(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    from .demo import DEFAULT_METHODS, run_demo
+    from minift.recipes.demo import DEFAULT_METHODS, run_demo
 
     methods = args.methods.split(",") if args.methods else DEFAULT_METHODS
     run_demo(methods=methods, task_name=args.task, steps=args.steps, seed=args.seed, out=args.out)
 
 
 def cmd_tasks(args) -> None:
-    from .data.tasks import get_task, list_tasks
+    from minift.data.tasks import get_task, list_tasks
 
     for name in list_tasks():
         print(get_task(name).summary())
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .data.tasks import DEFAULT_TASK
-    from .finetune import METHODS
+    from minift.data.tasks import DEFAULT_TASK
+    from minift.recipes.finetune import METHODS
 
     p = argparse.ArgumentParser(prog="minift", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
