@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from minift.data.batching import classification_batch
-from minift.data.tasks import DEFAULT_TASK, get_task
+from minift.data.tasks import DEFAULT_TASK
 from minift.recipes.finetune import (
     METHODS,
     FinetuneConfig,
@@ -36,6 +36,7 @@ from minift.recipes.finetune import (
     verbalizer_ids,
 )
 from minift.recipes.pretrain import base_report, load_base
+from minift.recipes.tasks import get_task
 from minift.tokenizer import pad_id
 from minift.utils import fast_mode, output_dir
 

@@ -24,7 +24,7 @@ import torch
 
 from minift.data.batching import classification_batch, window_batches
 from minift.data.corpus import load_corpus
-from minift.data.tasks import DEFAULT_TASK, get_task
+from minift.data.tasks import DEFAULT_TASK
 from minift.data.tokens import encode_documents
 from minift.peft import (
     LoRAConfig,
@@ -41,6 +41,7 @@ from minift.peft import (
 )
 from minift.recipes.finetune import FinetuneConfig, build_model, classification_inputs, finetune
 from minift.recipes.pretrain import load_base
+from minift.recipes.tasks import get_task
 from minift.tokenizer import pad_id
 from minift.train import TrainConfig, Trainer
 from minift.utils import fast_mode, output_dir

@@ -27,12 +27,13 @@ import time
 
 import torch
 
-from minift.data.tasks import DEFAULT_TASK, get_task
+from minift.data.tasks import DEFAULT_TASK
 from minift.model.heads import SequenceClassifier
 from minift.peft import trainable_report
 from minift.peft.adapters import AdapterConfig, Bottleneck, apply_adapters
 from minift.recipes.finetune import FinetuneConfig, finetune, register_method
 from minift.recipes.pretrain import load_base
+from minift.recipes.tasks import get_task
 from minift.utils import fast_mode, output_dir
 
 t_start = time.perf_counter()

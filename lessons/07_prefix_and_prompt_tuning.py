@@ -25,13 +25,14 @@ import time
 import torch
 
 from minift.data.batching import classification_batch
-from minift.data.tasks import DEFAULT_TASK, get_task
+from minift.data.tasks import DEFAULT_TASK
 from minift.model.heads import SequenceClassifier
 from minift.peft import save_adapter, trainable_report
 from minift.peft.prefix import PrefixConfig, apply_prefix_tuning, drop_reparameterization
 from minift.peft.prompt import PromptConfig, apply_prompt_tuning
 from minift.recipes.finetune import FinetuneConfig, finetune, register_method
 from minift.recipes.pretrain import load_base
+from minift.recipes.tasks import get_task
 from minift.tokenizer import pad_id
 from minift.utils import fast_mode, output_dir
 

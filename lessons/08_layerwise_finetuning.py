@@ -22,7 +22,7 @@
 import dataclasses
 import time
 
-from minift.data.tasks import DEFAULT_TASK, get_task
+from minift.data.tasks import DEFAULT_TASK
 from minift.peft.layerwise import layer_index, layerwise_lr_groups
 from minift.recipes.finetune import (
     METHODS,
@@ -34,6 +34,7 @@ from minift.recipes.finetune import (
     register_method,
 )
 from minift.recipes.pretrain import load_base
+from minift.recipes.tasks import get_task
 from minift.utils import fast_mode, output_dir
 
 t_start = time.perf_counter()

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from minift.data.batching import classification_batch
 from minift.data.corpus import load_corpus
-from minift.data.tasks import DEFAULT_TASK, get_task, summary_line
+from minift.data.tasks import DEFAULT_TASK, summary_line
 from minift.model.heads import SequenceClassifier
 from minift.recipes.finetune import (
     FinetuneConfig,
@@ -37,6 +37,7 @@ from minift.recipes.finetune import (
     verbalizer_ids,
 )
 from minift.recipes.pretrain import load_base
+from minift.recipes.tasks import get_task
 from minift.tokenizer import pad_id
 from minift.train import TrainConfig, Trainer
 from minift.utils import fast_mode, output_dir

@@ -25,7 +25,7 @@ import time
 import torch
 
 from minift.data.batching import classification_batch
-from minift.data.tasks import DEFAULT_TASK, get_task
+from minift.data.tasks import DEFAULT_TASK
 from minift.data.tokens import corpus_tokens
 from minift.model import GPT
 from minift.model.heads import pool_hidden
@@ -41,6 +41,7 @@ from minift.recipes.finetune import (
     register_method,
 )
 from minift.recipes.pretrain import default_recipe, lm_eval_fn, load_base, pretrain
+from minift.recipes.tasks import get_task
 from minift.tokenizer import pad_id
 from minift.utils import fast_mode, output_dir
 

@@ -36,7 +36,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from minift.data.tasks import get_task
 from minift.longctx.hierarchical import (
     GatedSegmentEnsemble,
     HANClassifier,
@@ -45,6 +44,7 @@ from minift.longctx.hierarchical import (
 )
 from minift.longctx.task import MARKER
 from minift.recipes.pretrain import load_base
+from minift.recipes.tasks import get_task
 from minift.tokenizer import pad_id
 from minift.train import TrainConfig, Trainer
 from minift.utils import fast_mode, output_dir

@@ -27,7 +27,7 @@ import time
 
 import torch
 
-from minift.data.tasks import DEFAULT_TASK, get_task
+from minift.data.tasks import DEFAULT_TASK
 from minift.distill.loop import DistillConfig, distill, forward
 from minift.distill.losses import forward_kl, reverse_kl, soft_target_loss
 from minift.distill.objectives import (
@@ -48,6 +48,7 @@ from minift.recipes.distill import (
     task_calibration,
 )
 from minift.recipes.pretrain import load_base
+from minift.recipes.tasks import get_task
 from minift.utils import fast_mode, output_dir
 
 t_start = time.perf_counter()

@@ -34,13 +34,13 @@ import matplotlib.pyplot as plt
 import torch
 
 from minift.data.batching import pad_sequences
-from minift.data.tasks import get_task
 from minift.recipes.rlhf_stages import (
     default_policy,
     default_reward_config,
     reference_samples,
     task_prompts,
 )
+from minift.recipes.tasks import get_task
 from minift.rlhf.preference import encode_pairs
 from minift.rlhf.reward import (
     RewardModel,

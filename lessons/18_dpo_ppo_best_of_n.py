@@ -24,9 +24,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from minift.data.tasks import get_task
 from minift.recipes.rlhf import evaluate_best_of_n, run_ppo
 from minift.recipes.rlhf_stages import default_policy, default_reward_model, task_prompts
+from minift.recipes.tasks import get_task
 from minift.rlhf.dpo import DPOConfig, train_dpo
 from minift.rlhf.evaluate import evaluate_policy
 from minift.rlhf.plots import plot_ppo

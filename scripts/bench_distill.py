@@ -38,7 +38,7 @@ import time
 
 import torch
 
-from minift.data.tasks import DEFAULT_TASK, get_task
+from minift.data.tasks import DEFAULT_TASK
 from minift.distill.loop import DistillConfig, distill
 from minift.distill.objectives import (
     lm_objective,
@@ -56,6 +56,7 @@ from minift.recipes.distill import (
     task_calibration,
 )
 from minift.recipes.pretrain import load_base
+from minift.recipes.tasks import get_task
 
 
 def cpu_name() -> str:

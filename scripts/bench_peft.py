@@ -71,7 +71,7 @@ def timed_steps(step, warmup: int, steps: int, device: torch.device) -> tuple[fl
 
 
 def method_worker(method: str, device: torch.device, warmup: int, steps: int) -> dict:
-    from minift.data.tasks import DEFAULT_TASK, get_task
+    from minift.data.tasks import DEFAULT_TASK
     from minift.recipes.finetune import METHODS as REGISTRY
     from minift.recipes.finetune import (
         FinetuneConfig,
@@ -80,6 +80,7 @@ def method_worker(method: str, device: torch.device, warmup: int, steps: int) ->
         count_parameters,
     )
     from minift.recipes.pretrain import load_base
+    from minift.recipes.tasks import get_task
 
     base, enc = load_base(progress=False, verbose=False)
     task = get_task(DEFAULT_TASK)

@@ -123,7 +123,7 @@ def goals(args, out: pathlib.Path) -> dict:
         seconds[name] = time.perf_counter() - t0
         histories[name] = run.result.history
         evaluate(run.model.policy, name)
-    from minift.data.tasks import get_task
+    from minift.recipes.tasks import get_task
 
     task = get_task("file-words")
     dpo_config = DPOConfig(

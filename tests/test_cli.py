@@ -5,7 +5,7 @@ a one-line message instead of a traceback."""
 import pytest
 
 import minift.cli
-from minift.data.tasks import list_tasks
+from minift.recipes.tasks import list_tasks
 
 
 def subcommands(parser) -> set[str]:

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from minift.data.tasks import DEFAULT_TASK, get_task
+from minift.data.tasks import DEFAULT_TASK
 from minift.recipes.finetune import METHODS, FinetuneConfig, finetune
 from minift.recipes.pretrain import load_base
+from minift.recipes.tasks import get_task
 
 
 @pytest.fixture(scope="module")

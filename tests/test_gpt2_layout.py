@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from minift.data.encoding import default_encoding
-from minift.data.tasks import get_task
 from minift.distill.loop import DistillConfig, distill
 from minift.distill.objectives import lm_objective
 from minift.distill.students import every_kth_student
@@ -23,6 +22,7 @@ from minift.longctx.context import set_attention_pattern
 from minift.model import GPT
 from minift.model.upcycle import upcycle
 from minift.recipes.finetune import METHODS, FinetuneConfig, finetune
+from minift.recipes.tasks import get_task
 from minift.rlhf.dpo import DPOConfig, pair_logprobs, train_dpo
 from minift.rlhf.policy import PolicyWithValue, Reference
 from minift.rlhf.preference import encode_pairs

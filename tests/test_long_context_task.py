@@ -7,8 +7,8 @@ import re
 import pytest
 
 from minift.data.encoding import default_encoding
-from minift.data.tasks import get_task, list_tasks
 from minift.longctx.task import KEYS, MARKER
+from minift.recipes.tasks import get_task, list_tasks
 
 
 def marked_keys(text: str) -> list[str]:

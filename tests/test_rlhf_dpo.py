@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from minift.data.tasks import get_task
 from minift.recipes.pretrain import load_base
+from minift.recipes.tasks import get_task
 from minift.rlhf.best_of_n import best_of_n, best_of_n_kl_bound
 from minift.rlhf.dpo import DPOConfig, pair_logprobs, sequence_logprobs, train_dpo
 from minift.rlhf.preference import encode_pairs, pair_batch

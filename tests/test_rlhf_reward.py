@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from minift.data.batching import pad_sequences
-from minift.data.tasks import get_task
 from minift.recipes.pretrain import load_base
+from minift.recipes.tasks import get_task
 from minift.rlhf.preference import append_preferences, encode_pairs, load_preferences, pair_batch
 from minift.rlhf.reward import RewardConfig, RewardModel, score_pairs, train_reward_model
 from minift.rlhf.tasks import storage_counts, truth_score

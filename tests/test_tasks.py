@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from minift.data.tasks import DEFAULT_TASK, get_task, list_tasks
+from minift.data.tasks import DEFAULT_TASK
+from minift.recipes.tasks import get_task, list_tasks
 
 
 def test_default_task_is_balanced_deterministic_and_disjoint():

@@ -5,9 +5,10 @@ about two minutes, then cached): the fast-mode base is too small and too briefly
 carry knowledge worth transferring, so a claim about transfer must use the real one.
 """
 
-from minift.data.tasks import DEFAULT_TASK, get_task
+from minift.data.tasks import DEFAULT_TASK
 from minift.recipes.finetune import FinetuneConfig, finetune
 from minift.recipes.pretrain import load_base
+from minift.recipes.tasks import get_task
 
 
 def test_pretrained_base_beats_scratch_on_the_default_task():

@@ -74,7 +74,7 @@ def config_from_args(args: argparse.Namespace, task_kind: str):
 def cmd_distill(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
-    from minift.data.tasks import DEFAULT_TASK, get_task
+    from minift.data.tasks import DEFAULT_TASK
     from minift.distill.loop import distill
     from minift.distill.objectives import (
         lm_objective,
@@ -94,6 +94,7 @@ def cmd_distill(args: argparse.Namespace) -> None:
         task_calibration,
     )
     from minift.recipes.pretrain import load_base
+    from minift.recipes.tasks import get_task
     from minift.utils import output_dir
 
     name = args.task or DEFAULT_TASK

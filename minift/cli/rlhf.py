@@ -94,7 +94,6 @@ def split_preferences(rows: list[dict], seed: int) -> tuple[list[dict], list[dic
 
 
 def cmd_rlhf(args) -> None:
-    from minift.data.tasks import get_task
     from minift.io import write_json
     from minift.recipes.rlhf_stages import (
         default_reward_config,
@@ -102,6 +101,7 @@ def cmd_rlhf(args) -> None:
         reference_samples,
         task_prompts,
     )
+    from minift.recipes.tasks import get_task
     from minift.rlhf.evaluate import evaluate_policy
     from minift.rlhf.preference import load_preferences
     from minift.rlhf.reward import train_reward_model

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from minift.model.gpt import IGNORE_INDEX
+from minift.seeding import batch_generator
 
 
 def random_windows(
@@ -45,7 +46,7 @@ def window_batches(tokens, batch_size: int, block_size: int, seed: int = 0):
     (seed, step, micro), so each batch is reproducible on its own."""
 
     def batch_fn(step: int, micro: int = 0):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step * 1_009 + micro)
+        g = batch_generator(seed, step, micro)
         return random_windows(tokens, batch_size, block_size, g)
 
     return batch_fn

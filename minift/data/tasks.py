@@ -61,26 +61,14 @@ def register_task(name: str):
     return wrap
 
 
-# Modules that register more tasks when imported (kept out of this file so that each
-# technique's tasks live next to it); imported on first use of the registry.
-TASK_MODULES = ("minift.longctx.task", "minift.rlhf.tasks")
-
-
-def _load_task_modules() -> None:
-    import importlib
-
-    for name in TASK_MODULES:
-        importlib.import_module(name)
-
-
 def list_tasks() -> list[str]:
-    _load_task_modules()
+    """The tasks registered so far: the trunk's, and those of every technique package
+    imported (minift.recipes.tasks imports them all)."""
     return sorted(_REGISTRY)
 
 
 def get_task(name: str, seed: int = 0, **kwargs) -> Task:
     """A registered task by name, or a user's JSONL file by path."""
-    _load_task_modules()
     if name in _REGISTRY:
         return _REGISTRY[name](seed=seed, **kwargs)
     if name.endswith((".jsonl", ".ndjson", ".json")):

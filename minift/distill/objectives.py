@@ -25,6 +25,7 @@ import torch
 from minift.data.batching import window_batches
 from minift.data.tasks import Task
 from minift.data.tokens import corpus_tokens
+from minift.seeding import sample_rows
 
 
 @dataclass
@@ -122,8 +123,7 @@ def transfer_objective(
 
     def batch_fn(step: int, micro: int = 0) -> dict[str, torch.Tensor]:
         batch = labelled.batch_fn(step, micro)
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step * 1_009 + micro + 1)
-        rows = torch.randint(0, len(ids), (unlabeled_per_batch,), generator=g).tolist()
+        rows = sample_rows(len(ids), unlabeled_per_batch, seed, step, micro, stream=1).tolist()
         extra = classification_batch([ids[i] for i in rows], None, pad, max_len)
         width = max(batch["idx"].size(1), extra["idx"].size(1))
 

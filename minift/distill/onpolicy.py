@@ -28,6 +28,7 @@ import torch
 
 from minift.model import GPT
 from minift.model.gpt import IGNORE_INDEX
+from minift.seeding import batch_generator, sample_rows
 
 
 @torch.no_grad()
@@ -85,7 +86,7 @@ class OnPolicyBatches:
         B, T = idx.shape
         if self.prompt_len >= T:
             raise ValueError(f"prompt_len {self.prompt_len} leaves nothing to sample in {T} tokens")
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + step * 1_009 + micro + 7)
+        g = batch_generator(self.seed, step, micro, stream=7)
         sampled = torch.rand(B, generator=g) < self.fraction
         if sampled.any():
             rows = sampled.nonzero().squeeze(1)
@@ -137,8 +138,7 @@ def sequence_batches(
         )
 
     def batch_fn(step: int, micro: int = 0) -> dict[str, torch.Tensor]:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step * 1_009 + micro)
-        rows = torch.randint(0, len(sequences), (batch_size,), generator=g)
+        rows = sample_rows(len(sequences), batch_size, seed, step, micro)
         seq = sequences[rows]
         targets = seq[:, 1:].clone()
         targets[:, : prompt_len - 1] = IGNORE_INDEX

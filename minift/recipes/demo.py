@@ -13,9 +13,10 @@ import json
 import time
 from collections.abc import Sequence
 
-from minift.data.tasks import DEFAULT_TASK, get_task
+from minift.data.tasks import DEFAULT_TASK
 from minift.recipes.finetune import METHODS, FinetuneConfig, FinetuneResult, finetune
 from minift.recipes.pretrain import base_report, load_base
+from minift.recipes.tasks import get_task
 from minift.utils import fast_mode, output_dir
 
 # The strategies of the comparison: full and layer-wise fine-tuning, the PEFT families, a

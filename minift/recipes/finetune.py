@@ -26,6 +26,7 @@ from minift.model import GPT
 from minift.model.heads import SequenceClassifier
 from minift.model.params import count_parameters, find_gpt
 from minift.peft.methods import METHODS, Preparation
+from minift.seeding import sample_rows
 from minift.tokenizer import eot_id, pad_id
 from minift.train import TrainConfig, Trainer
 from minift.utils import peak_memory_mb, reset_peak_memory
@@ -101,8 +102,7 @@ def _classification(task: Task, enc, config: FinetuneConfig):
     val_labels = [int(r["label"]) for r in task.val]
 
     def batch_fn(step: int, micro: int):
-        g = torch.Generator().manual_seed(config.seed * 1_000_003 + step * 1_009 + micro)
-        rows = torch.randint(0, len(train_ids), (config.batch_size,), generator=g).tolist()
+        rows = sample_rows(len(train_ids), config.batch_size, config.seed, step, micro).tolist()
         return classification_batch(
             [train_ids[i] for i in rows], [train_labels[i] for i in rows], pad, config.max_len
         )
@@ -141,8 +141,7 @@ def _sft(task: Task, enc, config: FinetuneConfig):
     val_answers = [r["response"] for r in task.val[:64]]
 
     def batch_fn(step: int, micro: int):
-        g = torch.Generator().manual_seed(config.seed * 1_000_003 + step * 1_009 + micro)
-        rows = torch.randint(0, len(train), (config.batch_size,), generator=g).tolist()
+        rows = sample_rows(len(train), config.batch_size, config.seed, step, micro).tolist()
         return sft_padded_batch([train[i] for i in rows], pad)
 
     def loss_fn(model, batch):

@@ -34,6 +34,7 @@ from minift.longctx.hierarchical import (
 )
 from minift.model.gpt import GPT
 from minift.recipes.finetune import FinetuneResult, count_parameters
+from minift.seeding import sample_rows
 from minift.tokenizer import pad_id
 from minift.train import TrainConfig, Trainer
 from minift.utils import peak_memory_mb, reset_peak_memory
@@ -115,8 +116,7 @@ def finetune_long(task: Task, base: GPT, enc, config: LongConfig | None = None, 
         return long_batch(config.kind, docs, ys, pad, block, config.max_segments)
 
     def batch_fn(step: int, micro: int) -> dict:
-        g = torch.Generator().manual_seed(config.seed * 1_000_003 + step * 1_009 + micro)
-        rows = torch.randint(0, len(train_ids), (config.batch_size,), generator=g).tolist()
+        rows = sample_rows(len(train_ids), config.batch_size, config.seed, step, micro).tolist()
         return make([train_ids[i] for i in rows], [train_y[i] for i in rows])
 
     def loss_fn(model, batch):

@@ -27,14 +27,15 @@ import torch
 from minift.cache import file_lock
 from minift.data.batching import sft_example, sft_padded_batch
 from minift.data.encoding import default_encoding
-from minift.data.tasks import get_task
 from minift.io import write_json
 from minift.model import GPT
 from minift.recipes.pretrain import cache_dir as base_cache_dir
 from minift.recipes.pretrain import default_recipe, load_base
+from minift.recipes.tasks import get_task
 from minift.rlhf.preference import encode_prompt
 from minift.rlhf.reward import RewardConfig, RewardModel, train_reward_model
 from minift.rlhf.rollout import sample_responses
+from minift.seeding import sample_rows
 from minift.tokenizer import eot_id, pad_id
 from minift.train import TrainConfig, Trainer
 from minift.utils import fast_mode, minift_home
@@ -72,8 +73,7 @@ def sft(base: GPT, enc, rows: Sequence[dict], config: SFTConfig | None = None) -
     model.requires_grad_(True)
 
     def batch_fn(step: int, micro: int):
-        g = torch.Generator().manual_seed(config.seed * 1_000_003 + step * 1_009 + micro)
-        idx = torch.randint(0, len(examples), (config.batch_size,), generator=g).tolist()
+        idx = sample_rows(len(examples), config.batch_size, config.seed, step, micro).tolist()
         return sft_padded_batch([examples[i] for i in idx], pad_id(enc))
 
     def loss_fn(m, b):

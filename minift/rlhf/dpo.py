@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from minift.model import GPT
 from minift.rlhf.preference import EncodedPairs, encode_pairs, pair_batch
 from minift.rlhf.rollout import token_logprobs
+from minift.seeding import sample_rows
 from minift.train import TrainConfig, Trainer
 
 
@@ -114,8 +115,7 @@ def train_dpo(
     model = copy.deepcopy(policy).requires_grad_(True)
 
     def batch_fn(step: int, micro: int):
-        g = torch.Generator().manual_seed(config.seed * 1_000_003 + step * 1_009 + micro)
-        rows = torch.randint(0, len(train), (config.batch_size,), generator=g)
+        rows = sample_rows(len(train), config.batch_size, config.seed, step, micro)
         batch = pair_batch(train, rows.tolist(), enc)
         batch["ref_chosen"], batch["ref_rejected"] = ref_c[rows], ref_r[rows]
         return batch

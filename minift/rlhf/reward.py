@@ -39,6 +39,7 @@ from minift.io import atomic_path
 from minift.model import GPT
 from minift.rlhf.ppo import last_token_index
 from minift.rlhf.preference import encode_pairs, pair_batch
+from minift.seeding import sample_rows
 from minift.train import TrainConfig, Trainer
 
 
@@ -181,8 +182,7 @@ def train_reward_model(
     model.requires_grad_(True)
 
     def batch_fn(step: int, micro: int):
-        g = torch.Generator().manual_seed(config.seed * 1_000_003 + step * 1_009 + micro)
-        rows = torch.randint(0, len(train), (config.batch_size,), generator=g).tolist()
+        rows = sample_rows(len(train), config.batch_size, config.seed, step, micro).tolist()
         return pair_batch(train, rows, enc)
 
     def loss_fn(m, batch):
