@@ -34,9 +34,11 @@ import math
 
 import torch
 
-from .dispatch import use_triton
+from .dispatch import kernel_mode, triton_or_reference, use_triton
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+MAX_TRITON_HEAD_DIM = 128
+LOG2E = 1.0 / math.log(2.0)  # the Triton kernels keep lse in base 2: lse_2 = lse_e * LOG2E
 
 
 def causal_mask(tq: int, tk: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -104,43 +106,66 @@ def _backward_torch(do, q, k, v, o, lse, causal, scale, mask):
     return scale * ds @ k, scale * ds.transpose(-2, -1) @ q, dv
 
 
+def _token_mask(mask):
+    """The token mask, built on demand: the Triton path carries a function making it, so
+    the (H, Tq, Tk) mask exists only if a failed launch falls back to the reference."""
+    return mask() if callable(mask) else mask
+
+
 class FlashAttentionFunction(torch.autograd.Function):
     """Attention with the saved-lse backward of the module docstring.
 
     ``backend``: "torch" (the reference autograd Function, checked by gradcheck) or
-    "triton". ``sparse`` is None (dense) or a pair (token mask for "torch", block lists
-    for "triton") describing a block-sparse layout.
+    "triton". ``sparse`` is None (dense) or a pair (token mask, or a function returning
+    it; block lists for "triton") describing a block-sparse layout. A Triton launch that
+    fails falls back to the reference (:func:`minift.kernels.dispatch.triton_or_reference`).
     """
 
     @staticmethod
     def forward(ctx, q, k, v, causal, scale, sparse=None, backend="torch"):
         mask, index = sparse if sparse is not None else (None, None)
+        lse_base2 = False  # the reference's lse is natural, the kernels' base 2
         if backend == "triton":
-            from .flash_triton import flash_forward
 
-            o, lse = flash_forward(q, k, v, causal, scale, index)
+            def triton():
+                from .flash_triton import flash_forward
+
+                return (*flash_forward(q, k, v, causal, scale, index), True)
+
+            def reference():
+                return (*_forward_torch(q, k, v, causal, scale, _token_mask(mask)), False)
+
+            name = "attention" if index is None else "block_sparse_attention"
+            key = (name, q.dtype, q.shape[-1], causal)
+            o, lse, lse_base2 = triton_or_reference(key, triton, reference)
         else:
-            o, lse = _forward_torch(q, k, v, causal, scale, mask)
+            o, lse = _forward_torch(q, k, v, causal, scale, _token_mask(mask))
         ctx.save_for_backward(q, k, v, o, lse)
-        ctx.causal, ctx.scale, ctx.mask, ctx.index, ctx.backend = (
-            causal,
-            scale,
-            mask,
-            index,
-            backend,
-        )
+        ctx.causal, ctx.scale, ctx.mask, ctx.index = causal, scale, mask, index
+        ctx.backend, ctx.lse_base2 = backend, lse_base2
         return o
 
     @staticmethod
     def backward(ctx, do):
         q, k, v, o, lse = ctx.saved_tensors
+        causal, scale = ctx.causal, ctx.scale
         if ctx.backend == "triton":
-            from .flash_triton import flash_backward
 
-            dq, dk, dv = flash_backward(do.contiguous(), q, k, v, o, lse, ctx.causal, ctx.scale,
-                                        ctx.index)  # fmt: skip
+            def triton():
+                from .flash_triton import flash_backward
+
+                lse2 = lse if ctx.lse_base2 else lse * LOG2E
+                return flash_backward(do.contiguous(), q, k, v, o, lse2, causal, scale, ctx.index)
+
+            def reference():
+                lse_e = lse / LOG2E if ctx.lse_base2 else lse
+                return _backward_torch(do, q, k, v, o, lse_e, causal, scale, _token_mask(ctx.mask))
+
+            name = "attention" if ctx.index is None else "block_sparse_attention"
+            key = (f"{name} backward", q.dtype, q.shape[-1], causal)
+            dq, dk, dv = triton_or_reference(key, triton, reference)
         else:
-            dq, dk, dv = _backward_torch(do, q, k, v, o, lse, ctx.causal, ctx.scale, ctx.mask)
+            dq, dk, dv = _backward_torch(do, q, k, v, o, lse, causal, scale, _token_mask(ctx.mask))
         return dq, dk, dv, None, None, None, None
 
 
@@ -160,8 +185,24 @@ def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, triton: bool) -
         raise ValueError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if triton and q.dtype not in SUPPORTED_DTYPES:
         raise ValueError(f"the Triton attention kernel takes fp16, bf16 or fp32, not {q.dtype}")
-    if triton and not 1 <= q.shape[3] <= 128:
+    if triton and not 1 <= q.shape[3] <= MAX_TRITON_HEAD_DIM:
         raise ValueError(f"the Triton attention kernel takes head dims up to 128, not {q.shape[3]}")
+
+
+def triton_takes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> bool:
+    """The dispatch rule, plus the kernels' limits: in the default mode, inputs the kernels
+    do not take (head dims over 128, float64, nothing to compute) run the reference;
+    when Triton is forced, :func:`check_qkv` names the limit instead."""
+    if not use_triton(q, k, v):
+        return False
+    if kernel_mode() == "triton":
+        return True
+    return (
+        q.dtype in SUPPORTED_DTYPES
+        and 1 <= q.shape[-1] <= MAX_TRITON_HEAD_DIM
+        and q.numel() > 0
+        and k.numel() > 0
+    )
 
 
 def unit_stride(t: torch.Tensor) -> torch.Tensor:
@@ -181,9 +222,10 @@ def attention(
     Tk >= Tq; the first Tk - Tq keys are a prefix every query sees, and the causal mask is
     aligned to the end (query i sees keys 0 .. Tk - Tq + i). ``scale`` defaults to
     1/sqrt(D). Equal to ``F.scaled_dot_product_attention(q, k, v, is_causal=causal,
-    scale=scale)`` when Tq == Tk. Triton on CUDA, the PyTorch reference elsewhere.
+    scale=scale)`` when Tq == Tk. Triton on CUDA, the PyTorch reference elsewhere (and for
+    what the kernels do not take: head dims over 128, float64).
     """
-    triton = use_triton(q, k, v)
+    triton = triton_takes(q, k, v)
     check_qkv(q, k, v, triton)
     triton = triton and q.numel() > 0  # no programs to launch: the reference handles it
     scale = float(scale) if scale is not None else 1.0 / math.sqrt(q.shape[-1])

@@ -8,7 +8,8 @@ Two kernels, neither needing atomics (Dao 2023, FlashAttention-2):
 - ``attn_dq_kernel``: one program per query tile accumulates its dQ over key blocks.
 
 Both read delta_i = sum_d O_id dO_id, precomputed once by ``attn_delta_kernel``.
-Positions are absolute as in the forward (queries at P + i, P = Tk - Tq).
+Positions are absolute as in the forward (queries at P + i, P = Tk - Tq), and the grid
+and offsets follow the forward's rules (one flat axis; int64 indices under WIDE).
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .triton_utils import tile_and_head, widen
+
 
 @triton.jit
 def _load_q_side(q_base, do_base, lse_base, delta_base, stride_qt, start_m, prefix, Tq, D, dims,
-                 d_ok, BLOCK_M: tl.constexpr):  # fmt: skip
+                 d_ok, BLOCK_M: tl.constexpr, WIDE: tl.constexpr):  # fmt: skip
     """Q, dO, lse and delta of the query tile starting at absolute position ``start_m``."""
-    q_pos = start_m + tl.arange(0, BLOCK_M)
+    q_pos = widen(start_m + tl.arange(0, BLOCK_M), WIDE)
     rows = q_pos - prefix
     row_ok = (rows >= 0) & (rows < Tq)
     mask = row_ok[:, None] & d_ok[None, :]
@@ -39,10 +42,11 @@ def _dkdv_step(
     dk, dv, k, v, k_pos, q_base, do_base, lse_base, delta_base, stride_qt, start_m, prefix,
     Tq, D, qk_scale, dims, d_ok,
     CAUSAL: tl.constexpr, MASKED: tl.constexpr, BLOCK_M: tl.constexpr, PRECISION: tl.constexpr,
+    WIDE: tl.constexpr,
 ):  # fmt: skip
     q, do, lse, delta, q_pos, row_ok = _load_q_side(
         q_base, do_base, lse_base, delta_base, stride_qt, start_m, prefix, Tq, D, dims, d_ok,
-        BLOCK_M,
+        BLOCK_M, WIDE,
     )  # fmt: skip
     # Work on the transposed tile (keys x queries), so dK and dV come out of plain dots.
     pt = tl.math.exp2(tl.dot(k, tl.trans(q), input_precision=PRECISION) * qk_scale - lse[None, :])
@@ -63,17 +67,18 @@ def attn_dkdv_kernel(
     q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr, rows_ptr, counts_ptr,
     stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
     stride_vb, stride_vh, stride_vt,
-    H, Tq, Tk, D, sm_scale, qk_scale, LAYOUT_HEADS, NB,
-    CAUSAL: tl.constexpr, SPARSE: tl.constexpr, PRECISION: tl.constexpr,
+    H, Tq, Tk, D, sm_scale, qk_scale, LAYOUT_HEADS, NB, N_TILES,
+    CAUSAL: tl.constexpr, SPARSE: tl.constexpr, PRECISION: tl.constexpr, WIDE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, LAYOUT_BLOCK: tl.constexpr,
 ):  # fmt: skip
-    bh = tl.program_id(1)
+    # Under the causal mask the first key blocks are seen by the most queries: the natural
+    # order already launches the longest work first.
+    k_block, bh = tile_and_head(N_TILES, False)
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
     prefix = Tk - Tq
-    k_block = tl.program_id(0)
     start_n = k_block * BLOCK_N
-    k_pos = start_n + tl.arange(0, BLOCK_N)
+    k_pos = widen(start_n + tl.arange(0, BLOCK_N), WIDE)
     dims = tl.arange(0, BLOCK_D)
     d_ok = dims < D
     kv_mask = (k_pos < Tk)[:, None] & d_ok[None, :]
@@ -96,7 +101,7 @@ def attn_dkdv_kernel(
                 dk, dv = _dkdv_step(
                     dk, dv, k, v, k_pos, q_base, do_base, lse_base, delta_base, stride_qt,
                     block_start + j * BLOCK_M, prefix, Tq, D, qk_scale, dims, d_ok, CAUSAL, True,
-                    BLOCK_M, PRECISION,
+                    BLOCK_M, PRECISION, WIDE,
                 )  # fmt: skip
     else:
         # Query tiles: [lo, mid) straddle the start of the queries or the causal diagonal
@@ -114,17 +119,19 @@ def attn_dkdv_kernel(
             dk, dv = _dkdv_step(
                 dk, dv, k, v, k_pos, q_base, do_base, lse_base, delta_base, stride_qt,
                 t * BLOCK_M, prefix, Tq, D, qk_scale, dims, d_ok, CAUSAL, True, BLOCK_M, PRECISION,
+                WIDE,
             )  # fmt: skip
         for t in range(mid, full):
             dk, dv = _dkdv_step(
                 dk, dv, k, v, k_pos, q_base, do_base, lse_base, delta_base, stride_qt,
                 t * BLOCK_M, prefix, Tq, D, qk_scale, dims, d_ok, CAUSAL, False, BLOCK_M,
-                PRECISION,
+                PRECISION, WIDE,
             )  # fmt: skip
         for t in range(full, hi):
             dk, dv = _dkdv_step(
                 dk, dv, k, v, k_pos, q_base, do_base, lse_base, delta_base, stride_qt,
                 t * BLOCK_M, prefix, Tq, D, qk_scale, dims, d_ok, CAUSAL, True, BLOCK_M, PRECISION,
+                WIDE,
             )  # fmt: skip
 
     out = (bh.to(tl.int64) * Tk + k_pos)[:, None] * D + dims[None, :]
@@ -137,8 +144,9 @@ def _dq_step(
     dq, q, do, lse, delta, q_pos, k_base, v_base, stride_kt, stride_vt, start_n, Tk, qk_scale,
     dims, d_ok,
     CAUSAL: tl.constexpr, MASKED: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+    WIDE: tl.constexpr,
 ):  # fmt: skip
-    k_pos = start_n + tl.arange(0, BLOCK_N)
+    k_pos = widen(start_n + tl.arange(0, BLOCK_N), WIDE)
     kv_mask = (k_pos < Tk)[:, None] & d_ok[None, :]
     k = tl.load(k_base + k_pos[:, None] * stride_kt + dims[None, :], mask=kv_mask, other=0.0)
     v = tl.load(v_base + k_pos[:, None] * stride_vt + dims[None, :], mask=kv_mask, other=0.0)
@@ -158,21 +166,21 @@ def attn_dq_kernel(
     q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr, cols_ptr, counts_ptr,
     stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
     stride_vb, stride_vh, stride_vt,
-    H, Tq, Tk, D, sm_scale, qk_scale, LAYOUT_HEADS, NB,
-    CAUSAL: tl.constexpr, SPARSE: tl.constexpr, PRECISION: tl.constexpr,
+    H, Tq, Tk, D, sm_scale, qk_scale, LAYOUT_HEADS, NB, N_TILES,
+    CAUSAL: tl.constexpr, SPARSE: tl.constexpr, PRECISION: tl.constexpr, WIDE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, LAYOUT_BLOCK: tl.constexpr,
 ):  # fmt: skip
-    bh = tl.program_id(1)
+    tile, bh = tile_and_head(N_TILES, CAUSAL)  # causal: the longest query tiles first
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
     prefix = Tk - Tq
-    q_block = prefix // BLOCK_M + tl.program_id(0)
+    q_block = prefix // BLOCK_M + tile
     dims = tl.arange(0, BLOCK_D)
     d_ok = dims < D
     q, do, lse, delta, q_pos, row_ok = _load_q_side(
         q_ptr + b * stride_qb + h * stride_qh, do_ptr + bh.to(tl.int64) * Tq * D,
         lse_ptr + bh.to(tl.int64) * Tq, delta_ptr + bh.to(tl.int64) * Tq, stride_qt,
-        q_block * BLOCK_M, prefix, Tq, D, dims, d_ok, BLOCK_M,
+        q_block * BLOCK_M, prefix, Tq, D, dims, d_ok, BLOCK_M, WIDE,
     )  # fmt: skip
     k_base = k_ptr + b * stride_kb + h * stride_kh
     v_base = v_ptr + b * stride_vb + h * stride_vh
@@ -186,7 +194,7 @@ def attn_dq_kernel(
                 dq = _dq_step(
                     dq, q, do, lse, delta, q_pos, k_base, v_base, stride_kt, stride_vt,
                     block_start + j * BLOCK_N, Tk, qk_scale, dims, d_ok, CAUSAL, True, BLOCK_N,
-                    PRECISION,
+                    PRECISION, WIDE,
                 )  # fmt: skip
     else:  # the same split as the forward: whole visible blocks, then masked ones
         n_blocks = tl.cdiv(Tk, BLOCK_N)
@@ -197,12 +205,12 @@ def attn_dq_kernel(
         for n in range(0, n_full):
             dq = _dq_step(
                 dq, q, do, lse, delta, q_pos, k_base, v_base, stride_kt, stride_vt, n * BLOCK_N,
-                Tk, qk_scale, dims, d_ok, CAUSAL, False, BLOCK_N, PRECISION,
+                Tk, qk_scale, dims, d_ok, CAUSAL, False, BLOCK_N, PRECISION, WIDE,
             )  # fmt: skip
         for n in range(n_full, n_blocks):
             dq = _dq_step(
                 dq, q, do, lse, delta, q_pos, k_base, v_base, stride_kt, stride_vt, n * BLOCK_N,
-                Tk, qk_scale, dims, d_ok, CAUSAL, True, BLOCK_N, PRECISION,
+                Tk, qk_scale, dims, d_ok, CAUSAL, True, BLOCK_N, PRECISION, WIDE,
             )  # fmt: skip
 
     out = (bh.to(tl.int64) * Tq + q_pos - prefix)[:, None] * D + dims[None, :]

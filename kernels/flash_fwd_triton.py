@@ -14,6 +14,10 @@ The same kernel serves block-sparse attention: with SPARSE, a program visits onl
 key blocks listed for its (layout head, query block) instead of the dense range. The
 tiles may be smaller than the layout's blocks (a power-of-two fraction of them), so the
 GPU tile sizes stay free whatever block size the layout uses.
+
+Launch (:mod:`minift.kernels.launch`): one flat grid axis of query tiles x batch-heads
+(CUDA's second axis stops at 65,535 batch-heads), and index vectors widened to int64 by
+the constexpr WIDE when some offset can pass 2^31 - 1 elements.
 """
 
 from __future__ import annotations
@@ -21,15 +25,18 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .triton_utils import tile_and_head, widen
+
 
 @triton.jit
 def _fwd_step(
     acc, l_i, m_i, q, q_pos, k_base, v_base, stride_kt, stride_vt, start_n, Tk, qk_scale,
     dims, d_ok,
     CAUSAL: tl.constexpr, MASKED: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr,
+    WIDE: tl.constexpr,
 ):  # fmt: skip
     """One online-softmax update with the key block starting at ``start_n``."""
-    k_pos = start_n + tl.arange(0, BLOCK_N)
+    k_pos = widen(start_n + tl.arange(0, BLOCK_N), WIDE)
     kv_mask = (k_pos < Tk)[:, None] & d_ok[None, :]
     k = tl.load(k_base + k_pos[:, None] * stride_kt + dims[None, :], mask=kv_mask, other=0.0)
     s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # log2 units
@@ -57,16 +64,16 @@ def attn_fwd_kernel(
     q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, cols_ptr, counts_ptr,
     stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
     stride_vb, stride_vh, stride_vt,
-    H, Tq, Tk, D, qk_scale, LAYOUT_HEADS, NB,
-    CAUSAL: tl.constexpr, SPARSE: tl.constexpr, PRECISION: tl.constexpr,
+    H, Tq, Tk, D, qk_scale, LAYOUT_HEADS, NB, N_TILES,
+    CAUSAL: tl.constexpr, SPARSE: tl.constexpr, PRECISION: tl.constexpr, WIDE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, LAYOUT_BLOCK: tl.constexpr,
 ):  # fmt: skip
-    bh = tl.program_id(1)
+    tile, bh = tile_and_head(N_TILES, CAUSAL)
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
     prefix = Tk - Tq
-    q_block = prefix // BLOCK_M + tl.program_id(0)  # absolute query tile
-    q_pos = q_block * BLOCK_M + tl.arange(0, BLOCK_M)
+    q_block = prefix // BLOCK_M + tile  # absolute query tile
+    q_pos = widen(q_block * BLOCK_M + tl.arange(0, BLOCK_M), WIDE)
     rows = q_pos - prefix
     row_ok = (rows >= 0) & (rows < Tq)
     dims = tl.arange(0, BLOCK_D)
@@ -89,7 +96,7 @@ def attn_fwd_kernel(
                 acc, l_i, m_i = _fwd_step(
                     acc, l_i, m_i, q, q_pos, k_base, v_base, stride_kt, stride_vt,
                     block_start + j * BLOCK_N, Tk, qk_scale, dims, d_ok, CAUSAL, True, BLOCK_N,
-                    PRECISION,
+                    PRECISION, WIDE,
                 )  # fmt: skip
     else:
         # Key blocks every row of the tile sees whole need no mask; the rest (the causal
@@ -102,12 +109,12 @@ def attn_fwd_kernel(
         for n in range(0, n_full):
             acc, l_i, m_i = _fwd_step(
                 acc, l_i, m_i, q, q_pos, k_base, v_base, stride_kt, stride_vt, n * BLOCK_N, Tk,
-                qk_scale, dims, d_ok, CAUSAL, False, BLOCK_N, PRECISION,
+                qk_scale, dims, d_ok, CAUSAL, False, BLOCK_N, PRECISION, WIDE,
             )  # fmt: skip
         for n in range(n_full, n_blocks):
             acc, l_i, m_i = _fwd_step(
                 acc, l_i, m_i, q, q_pos, k_base, v_base, stride_kt, stride_vt, n * BLOCK_N, Tk,
-                qk_scale, dims, d_ok, CAUSAL, True, BLOCK_N, PRECISION,
+                qk_scale, dims, d_ok, CAUSAL, True, BLOCK_N, PRECISION, WIDE,
             )  # fmt: skip
 
     # A row with no visible key (only in sparse layouts) outputs 0 with lse = -inf.
@@ -126,7 +133,7 @@ def attn_delta_kernel(
     o_ptr, do_ptr, delta_ptr, n_rows, D, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr
 ):
     """delta_i = sum_d O_id dO_id for each row of the flattened (B*H*Tq, D) tensors."""
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M).to(tl.int64)
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     dims = tl.arange(0, BLOCK_D)
     mask = (rows < n_rows)[:, None] & (dims < D)[None, :]
     offsets = rows[:, None] * D + dims[None, :]

@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import torch
 
-from .dispatch import use_triton
+from .dispatch import kernel_mode, triton_or_reference, use_triton
+
+MAX_TRITON_RANK = 128  # BLOCK_R's cap in lora_triton; higher ranks take the reference
 
 
 def lora_linear_reference(
@@ -105,8 +107,13 @@ class LoRALinearFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, lora_A, lora_B, scaling, backend="torch"):
+        args = (x, weight, bias, lora_A, lora_B, scaling)
         forward, _ = _BACKENDS[backend]
-        y, u = forward(x, weight, bias, lora_A, lora_B, scaling)
+        if backend == "triton":  # a failed launch falls back (dispatch.triton_or_reference)
+            key = ("lora_linear", x.dtype, lora_A.shape[0], bias is not None)
+            y, u = triton_or_reference(key, lambda: forward(*args), lambda: _forward_torch(*args))
+        else:
+            y, u = forward(*args)
         ctx.save_for_backward(x, weight, lora_A, lora_B, u)
         ctx.scaling, ctx.backend = scaling, backend
         return y
@@ -114,9 +121,15 @@ class LoRALinearFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         x, weight, lora_A, lora_B, u = ctx.saved_tensors
+        args = (g.contiguous(), x, weight, lora_A, lora_B, u, ctx.scaling, ctx.needs_input_grad[:5])
         _, backward = _BACKENDS[ctx.backend]
-        grads = backward(g.contiguous(), x, weight, lora_A, lora_B, u, ctx.scaling,
-                         ctx.needs_input_grad[:5])  # fmt: skip
+        if ctx.backend == "triton":
+            key = ("lora_linear backward", x.dtype, lora_A.shape[0], ctx.needs_input_grad[:5])
+            grads = triton_or_reference(
+                key, lambda: backward(*args), lambda: _backward_torch(*args)
+            )
+        else:
+            grads = backward(*args)
         return (*grads, None, None)
 
 
@@ -153,7 +166,8 @@ def lora_linear(
     x: (..., in_features); weight: (out, in); bias: (out,) or None; lora_A: (r, in);
     lora_B: (out, r). Returns (..., out). Under autocast the inputs are cast to the autocast
     dtype first, as ``F.linear`` would. Runs the Triton kernels or the PyTorch reference
-    according to :func:`minift.kernels.dispatch.use_triton`.
+    according to :func:`minift.kernels.dispatch.use_triton` (ranks above 128 take the
+    reference); a Triton launch that fails falls back to the reference with a warning.
     """
     _check(x, weight, bias, lora_A, lora_B)
     if torch.is_autocast_enabled(x.device.type):
@@ -161,7 +175,11 @@ def lora_linear(
         x, weight, lora_A, lora_B = (t.to(dtype) for t in (x, weight, lora_A, lora_B))
         bias = bias.to(dtype) if bias is not None else None
     empty = x.numel() == 0  # no programs to launch: the reference handles it
-    backend = "triton" if use_triton(x, weight, bias, lora_A, lora_B) and not empty else "torch"
+    # Ranks past the kernel's tile take the reference, unless Triton is forced (then the
+    # launcher's error names the limit).
+    fits = lora_A.shape[0] <= MAX_TRITON_RANK or kernel_mode() == "triton"
+    triton = use_triton(x, weight, bias, lora_A, lora_B) and not empty and fits
+    backend = "triton" if triton else "torch"
     with torch.autocast(x.device.type, enabled=False):
         y = LoRALinearFunction.apply(x.reshape(-1, x.shape[-1]), weight, bias, lora_A, lora_B,
                                      float(scaling), backend)  # fmt: skip

@@ -19,6 +19,12 @@ on the GPU must be at least 16 wide; the extra columns contribute exactly zero.
 The recomputation cost: every column of tiles recomputes its rows' X At, which adds
 R/BLOCK_N to the matmul FLOPs (r=16, BLOCK_N=128: +12.5%) but no memory traffic; the
 kernel is memory-light enough that this extra tensor-core work is mostly hidden.
+
+Launch (:mod:`minift.kernels.launch`): a 1-D grid of output tiles; int64 index vectors
+(constexpr WIDE) when a tensor spans more than 2^31 - 1 elements, e.g. a 256k x 16k output
+layer, whose ``cols * stride_wn`` would wrap in int32; and the most pipeline stages, up to
+the table's, whose tiles fit the device's shared memory (3 stages of 128x128x64 bf16 tiles
+take 102 KB: too much for the 99 KB of an sm_86/89 GPU, which gets 2).
 """
 
 from __future__ import annotations
@@ -29,7 +35,17 @@ import triton.language as tl
 
 from .buffers import output_buffer
 from .dispatch import interpreting
-from .triton_utils import check_dot_tiles, dot_precision, dot_tile, grouped_tile
+from .launch import (
+    check_grid,
+    contiguous,
+    lora_smem,
+    matmul_smem,
+    needs_int64,
+    pick_stages,
+    record_launch,
+    shared_memory_of,
+)
+from .triton_utils import check_dot_tiles, dot_precision, dot_tile, grouped_tile, widen
 
 
 @triton.jit
@@ -38,15 +54,15 @@ def _fused_lora_kernel(
     M, N, K, R, scaling,
     stride_xm, stride_xk, stride_wn, stride_wk, stride_ar, stride_ak, stride_bn, stride_br,
     stride_ym, stride_yn, stride_xam, stride_xar,
-    HAS_BIAS: tl.constexpr, STORE_XA: tl.constexpr, PRECISION: tl.constexpr,
+    HAS_BIAS: tl.constexpr, STORE_XA: tl.constexpr, PRECISION: tl.constexpr, WIDE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     BLOCK_R: tl.constexpr, GROUP_M: tl.constexpr,
 ):  # fmt: skip
     pid_m, pid_n = grouped_tile(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
-    rows = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
-    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    ranks = tl.arange(0, BLOCK_R)
-    ks = tl.arange(0, BLOCK_K)
+    rows = widen(pid_m * BLOCK_M + tl.arange(0, BLOCK_M), WIDE)
+    cols = widen(pid_n * BLOCK_N + tl.arange(0, BLOCK_N), WIDE)
+    ranks = widen(tl.arange(0, BLOCK_R), WIDE)
+    ks = widen(tl.arange(0, BLOCK_K), WIDE)
     row_ok = rows < M
     col_ok = cols < N
     rank_ok = ranks < R
@@ -101,20 +117,20 @@ def _matmul_kernel(
     a_ptr, b_ptr, c_ptr, sum_ptr,
     M, N, K, alpha,
     stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
-    ROW_SUMS: tl.constexpr, PRECISION: tl.constexpr,
+    ROW_SUMS: tl.constexpr, PRECISION: tl.constexpr, WIDE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):  # fmt: skip
     pid_m, pid_n = grouped_tile(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
-    rows = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)).to(tl.int64)
-    cols = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)
-    ks = tl.arange(0, BLOCK_K)
+    rows = widen(pid_m * BLOCK_M + tl.arange(0, BLOCK_M), WIDE)
+    cols = widen(pid_n * BLOCK_N + tl.arange(0, BLOCK_N), WIDE)
+    ks = widen(tl.arange(0, BLOCK_K), WIDE)
     row_ok = rows < M
     col_ok = cols < N
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     sums = tl.zeros((BLOCK_M,), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
-        k = (k0 + ks).to(tl.int64)
+        k = k0 + ks
         k_ok = k < K
         a = tl.load(
             a_ptr + rows[:, None] * stride_am + k[None, :] * stride_ak,
@@ -136,6 +152,9 @@ def _matmul_kernel(
     )
     if ROW_SUMS:
         tl.store(sum_ptr + rows, sums.to(sum_ptr.dtype.element_ty), mask=row_ok & (pid_n == 0))
+
+
+MAX_RANK = 128  # the largest BLOCK_R: higher ranks take the reference
 
 
 def _config(dtype: torch.dtype) -> dict:
@@ -162,20 +181,27 @@ def fused_lora(
     weights cost nothing. ``config`` overrides the tile sizes of :func:`_config`.
     """
     (m, k), n, r = x.shape, w_t.shape[1], a_t.shape[1]
-    cfg = {**_config(x.dtype), "BLOCK_R": dot_tile(r, 128), **config}
+    cfg = {**_config(x.dtype), "BLOCK_R": dot_tile(r, MAX_RANK), **config}
     check_dot_tiles(**{key: cfg[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "BLOCK_R")})
     if r > cfg["BLOCK_R"]:
         raise ValueError(f"LoRA rank {r} exceeds the kernel's largest BLOCK_R ({cfg['BLOCK_R']})")
+    if "num_stages" not in config:
+        smem = lora_smem(cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"], cfg["BLOCK_R"],
+                         x.element_size())  # fmt: skip
+        cfg["num_stages"] = pick_stages(*smem, shared_memory_of(x.device), cfg["num_stages"])
+    wide = needs_int64(x, w_t, a_t, b_t, contiguous(m, n), contiguous(m, r))
     y = output_buffer((m, n), x.dtype, x.device)
     xa = output_buffer((m, r), x.dtype, x.device) if store_xa else y  # y: an unused dummy
-    grid = (triton.cdiv(m, cfg["BLOCK_M"]) * triton.cdiv(n, cfg["BLOCK_N"]),)
-    _fused_lora_kernel[grid](
+    grid = check_grid((triton.cdiv(m, cfg["BLOCK_M"]) * triton.cdiv(n, cfg["BLOCK_N"]),))
+    compiled = _fused_lora_kernel[grid](
         x, w_t, bias if bias is not None else y, a_t, b_t, y, xa,
         m, n, k, r, float(scaling),
         x.stride(0), x.stride(1), w_t.stride(1), w_t.stride(0), a_t.stride(1), a_t.stride(0),
         b_t.stride(1), b_t.stride(0), y.stride(0), y.stride(1), xa.stride(0), xa.stride(1),
-        HAS_BIAS=bias is not None, STORE_XA=store_xa, PRECISION=dot_precision(x.dtype), **cfg,
+        HAS_BIAS=bias is not None, STORE_XA=store_xa, PRECISION=dot_precision(x.dtype),
+        WIDE=wide, **cfg,
     )  # fmt: skip
+    record_launch("fused_lora", compiled, {**cfg, "WIDE": wide})
     return y, (xa if store_xa else None)
 
 
@@ -191,13 +217,18 @@ def matmul(
     (m, k), n = a.shape, b.shape[1]
     cfg = {**_config(a.dtype), **config}
     check_dot_tiles(**{key: cfg[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K")})
+    if "num_stages" not in config:
+        smem = matmul_smem(cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"], a.element_size())
+        cfg["num_stages"] = pick_stages(*smem, shared_memory_of(a.device), cfg["num_stages"])
     out_dtype = out_dtype or a.dtype
     c = output_buffer((m, n), out_dtype, a.device)
     sums = output_buffer((m,), out_dtype, a.device) if row_sums else c
-    grid = (triton.cdiv(m, cfg["BLOCK_M"]) * triton.cdiv(n, cfg["BLOCK_N"]),)
-    _matmul_kernel[grid](
+    grid = check_grid((triton.cdiv(m, cfg["BLOCK_M"]) * triton.cdiv(n, cfg["BLOCK_N"]),))
+    wide = needs_int64(a, b, contiguous(m, n))
+    compiled = _matmul_kernel[grid](
         a, b, c, sums, m, n, k, float(alpha),
         a.stride(0), a.stride(1), b.stride(0), b.stride(1), c.stride(0), c.stride(1),
-        ROW_SUMS=row_sums, PRECISION=dot_precision(a.dtype), **cfg,
+        ROW_SUMS=row_sums, PRECISION=dot_precision(a.dtype), WIDE=wide, **cfg,
     )  # fmt: skip
+    record_launch("matmul", compiled, {**cfg, "WIDE": wide})
     return c, (sums if row_sums else None)

@@ -2,7 +2,8 @@
 
 ``tl.dot`` on a GPU needs every tile dimension to be at least 16, while the interpreter
 accepts anything, so a launch that would only fail on the GPU is caught here, on the CPU,
-by :func:`check_dot_tiles`.
+by :func:`check_dot_tiles`. The launch decisions that need no Triton (offsets' width,
+grids, stages) live in :mod:`.launch`; here are their in-kernel halves.
 """
 
 from __future__ import annotations
@@ -60,3 +61,25 @@ def grouped_tile(pid, n_rows, n_cols, GROUP: tl.constexpr):
     row = first_row + (pid % per_group) % rows_here
     col = (pid % per_group) // rows_here
     return row, col
+
+
+@triton.jit
+def widen(idx, WIDE: tl.constexpr):
+    """``idx`` as int64 when WIDE (offsets past 2^31 - 1 elements; :func:`.launch.needs_int64`),
+    else unchanged: int32 address arithmetic is the cheaper default."""
+    if WIDE:
+        idx = idx.to(tl.int64)
+    return idx
+
+
+@triton.jit
+def tile_and_head(n_tiles, REVERSE: tl.constexpr):
+    """(tile, batch-head) of this program in a flat grid of n_tiles x batch-heads
+    (:func:`.launch.flat_grid`). REVERSE starts each head with its last tile: under a
+    causal mask the last query tiles have the most keys, and launching the longest work
+    first leaves no long program running alone at the end."""
+    pid = tl.program_id(0)
+    tile = pid % n_tiles
+    if REVERSE:
+        tile = n_tiles - 1 - tile
+    return tile, pid // n_tiles
