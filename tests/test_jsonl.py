@@ -84,9 +84,20 @@ def test_detect_format(tmp_path, row, fmt):
     assert load_jsonl(p) == (fmt, [row])
 
 
-def test_detect_format_uses_fields_of_every_row(tmp_path):
+def test_detect_format_refuses_rows_of_mixed_formats(tmp_path):
+    # One classification row missing its label must not turn the file into plain text.
     rows = [{"text": "a", "label": 1}, {"text": "b"}]
-    assert detect_format(rows) == "text"
+    with pytest.raises(
+        ValueError,
+        match=r"line 2: missing field\(s\) \['label'\], but line 1 is a classification row",
+    ):
+        detect_format(rows)
+    p = write_rows(tmp_path / "mixed.jsonl", [{"text": "a"}, {"text": "b", "label": "x"}])
+    with pytest.raises(
+        ValueError, match=r"mixed\.jsonl line 2: a classification row, but line 1 is a text row"
+    ):
+        detect_format(p)
+    assert detect_format([{"text": "a", "label": 1}, {"text": "b", "label": 0}]) == "classification"
     with pytest.raises(ValueError, match="match no format; accepted formats are preference"):
         detect_format([{"question": "q", "answer": "a"}])
     assert detect_format(tmp_path / "notes.txt") == "text"
@@ -115,3 +126,12 @@ def test_read_text_file(tmp_path):
     text = "enough text to train on. " * 50
     p.write_text(text)
     assert read_text_file(p) == text
+
+
+def test_a_folder_or_a_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="is a folder; give a data file"):
+        read_jsonl(tmp_path)
+    with pytest.raises(ValueError, match="is a folder"):
+        read_text_file(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"data file .*nope\.jsonl does not exist"):
+        load_jsonl(tmp_path / "nope.jsonl")

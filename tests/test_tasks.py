@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from minift.data.tasks import DEFAULT_TASK
+from minift.data.tasks import DEFAULT_TASK, stable_fraction
 from minift.recipes.tasks import get_task, list_tasks
 
 
@@ -40,3 +40,30 @@ def test_unknown_task_lists_the_registered_ones():
     with pytest.raises(ValueError, match="stdlib-package"):
         get_task("no-such-task")
     assert "sort-words" in list_tasks()
+
+
+def test_a_jsonl_with_one_class_is_refused(tmp_path):
+    path = tmp_path / "one.jsonl"
+    path.write_text(
+        "".join(json.dumps({"text": f"t{i}", "label": "spam"}) + "\n" for i in range(40))
+    )
+    with pytest.raises(
+        ValueError, match="every row has the label 'spam'; classification needs at least two"
+    ):
+        get_task(str(path))
+
+
+def test_a_class_seen_only_in_validation_is_a_warning_with_counts(tmp_path, recwarn):
+    rows = [{"text": f"text number {i}", "label": "a" if i % 2 else "b"} for i in range(60)]
+    get_task(_write(tmp_path / "ok.jsonl", rows))
+    assert not recwarn.list  # both classes have training rows
+    # A text the seeded split (stable_fraction < val_fraction 0.1) sends to validation.
+    rare = next(t for i in range(1000) if stable_fraction(t := f"rare text {i}", 0) < 0.1)
+    rows.append({"text": rare, "label": "rare"})
+    with pytest.warns(UserWarning, match=r"no training row \('rare': 1 row\(s\)\)"):
+        get_task(_write(tmp_path / "rare.jsonl", rows))
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)

@@ -46,14 +46,34 @@ def _check_value(where: str, field: str, value: object) -> None:
         raise ValueError(f"{where}: field {field!r} must be a string, got {type(value).__name__}")
 
 
+def read_user_text(path: str | os.PathLike) -> str:
+    """The UTF-8 text of a user's file; a missing file, a folder or bytes that are not UTF-8
+    are errors naming the path."""
+    p = pathlib.Path(path)
+    if p.is_dir():
+        raise ValueError(f"{p} is a folder; give a data file (.jsonl, or plain text)")
+    if not p.exists():
+        raise FileNotFoundError(f"data file {p} does not exist")
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+
+
 def read_jsonl(path: str | os.PathLike, required: Sequence[str] = ()) -> list[dict]:
     """Parse a JSONL file (one JSON object per line, blank lines allowed) whose every row
     has the ``required`` fields; ValueError naming file and line otherwise."""
+    return [row for _, row in _numbered_rows(path, required)]
+
+
+def row_format(row: dict) -> str | None:
+    """The most specific format whose fields the row has (None: no format fits)."""
+    return next((fmt for fmt, fields in FORMATS.items() if set(fields) <= set(row)), None)
+
+
+def _numbered_rows(path: str | os.PathLike, required: Sequence[str] = ()) -> list[tuple[int, dict]]:
     name = str(path)
-    try:
-        lines = pathlib.Path(path).read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{name}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    lines = read_user_text(path).splitlines()
     rows = []
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
@@ -69,33 +89,43 @@ def read_jsonl(path: str | os.PathLike, required: Sequence[str] = ()) -> list[di
             if field not in row:
                 raise ValueError(f"{where}: missing field {field!r}")
             _check_value(where, field, row[field])
-        rows.append(row)
+        rows.append((lineno, row))
     if not rows:
         raise ValueError(f"{name}: empty file, no JSON rows")
     return rows
 
 
 def detect_format(data: Sequence[dict] | str | os.PathLike) -> str:
-    """``"text"``, ``"classification"``, ``"sft"`` or ``"preference"``: the most specific
-    format whose fields every row has. A path that is not ``.jsonl``/``.json`` is plain
-    text, so ``"text"``."""
+    """``"text"``, ``"classification"``, ``"sft"`` or ``"preference"``: the format of the
+    rows, which must all be of one format (a classification file with one row missing its
+    label is an error naming that line, not a language-modelling file). A path that is not
+    ``.jsonl``/``.json`` is plain text, so ``"text"``."""
     if isinstance(data, (str, os.PathLike)):
         if pathlib.Path(data).suffix.lower() not in JSONL_SUFFIXES:
             return "text"
-        where, rows = str(data), read_jsonl(data)
+        where, numbered = str(data), _numbered_rows(data)
     else:
-        where, rows = "rows", list(data)
-    if not rows:
+        where, numbered = "rows", [(i + 1, r) for i, r in enumerate(data)]
+    if not numbered:
         raise ValueError(f"{where}: no rows to detect a format from")
-    keys = set.intersection(*(set(r) for r in rows))
-    for fmt, fields in FORMATS.items():
-        if set(fields) <= keys:
-            return fmt
     accepted = "; ".join(f"{f}: {', '.join(fs)}" for f, fs in FORMATS.items())
-    raise ValueError(
-        f"{where}: fields present in every row are {sorted(keys)}, which match no format; "
-        f"accepted formats are {accepted}"
-    )
+    first_line, first = numbered[0]
+    fmt = row_format(first)
+    if fmt is None:
+        raise ValueError(
+            f"{where} line {first_line}: fields {sorted(first)} match no format; "
+            f"accepted formats are {accepted}"
+        )
+    for lineno, row in numbered[1:]:
+        other = row_format(row)
+        if other != fmt:
+            missing = sorted(set(FORMATS[fmt]) - set(row))
+            detail = f"missing field(s) {missing}" if missing else f"a {other} row"
+            raise ValueError(
+                f"{where} line {lineno}: {detail}, but line {first_line} is a {fmt} row "
+                f"({', '.join(FORMATS[fmt])}); every row of a file needs the same fields"
+            )
+    return fmt
 
 
 def load_jsonl(path: str | os.PathLike, fmt: str | None = None) -> tuple[str, list[dict]]:
@@ -112,10 +142,7 @@ def load_jsonl(path: str | os.PathLike, fmt: str | None = None) -> tuple[str, li
 def read_text_file(path: str | os.PathLike, min_chars: int = MIN_TEXT_CHARS) -> str:
     """The text of a plain UTF-8 corpus file; ValueError if it is empty or too small."""
     name = str(path)
-    try:
-        text = pathlib.Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{name}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    text = read_user_text(path)
     n = len(text.strip())
     if n == 0:
         raise ValueError(f"{name}: empty file")

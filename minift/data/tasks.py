@@ -14,7 +14,9 @@ on the same prose should transfer to.
 from __future__ import annotations
 
 import random
+import warnings
 import zlib
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -99,12 +101,33 @@ def task_from_jsonl(
     labels: list[str] = []
     if fmt == "classification":
         labels = sorted({str(r["label"]) for r in rows})
+        if len(labels) < 2:
+            raise ValueError(
+                f"{path}: every row has the label {labels[0]!r}; classification needs at "
+                "least two classes (for language modelling on the texts, drop the labels)"
+            )
         rows = [dict(r, label=labels.index(str(r["label"]))) for r in rows]
     key = "text" if fmt in ("classification", "text") else "prompt"
     train, val = split_rows(rows, val_fraction, seed, key)
     if not train or not val:
         raise ValueError(f"{path}: {len(rows)} rows are too few to split into train and validation")
+    if fmt == "classification":
+        warn_unseen_labels(str(path), labels, train, val)
     return Task(name=str(path), kind=fmt, train=train, val=val, labels=labels)
+
+
+def warn_unseen_labels(name: str, labels: list[str], train: list[dict], val: list[dict]) -> None:
+    """Warn (with counts) when validation holds a class that no training row has: the
+    model cannot learn it, so its rows count as errors."""
+    seen = {r["label"] for r in train}
+    unseen = Counter(labels[r["label"]] for r in val if r["label"] not in seen)
+    if unseen:
+        counts = ", ".join(f"{label!r}: {n} row(s)" for label, n in sorted(unseen.items()))
+        warnings.warn(
+            f"{name}: validation holds classes with no training row ({counts}); "
+            "they cannot be learned. Add training rows for them or drop them.",
+            stacklevel=3,
+        )
 
 
 # ---------------------------------------------------------------------------- stdlib-package
