@@ -18,8 +18,8 @@ from minift.model.moe import (
     load_balancing_loss,
     moe_layers,
     router_z_loss,
-    upcycle,
 )
+from minift.model.upcycle import upcycle
 
 SMALL = dict(vocab_size=61, block_size=32, n_layer=2, n_head=2, n_embd=16)
 
