@@ -212,3 +212,39 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     assert two["losses"] == pytest.approx(one["losses"], rel=1e-5)
     a, b = torch.tensor(one["weights"]), torch.tensor(two["weights"])
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_a_run_owns_its_out_dir(tmp_path):
+    Trainer(model_factory(), cfg(steps=3, out_dir=str(tmp_path), ckpt_every=3), windows(2)).fit()
+    with pytest.raises(ValueError, match=r"holds an earlier run \(metrics.jsonl, checkpoints"):
+        Trainer(model_factory(), cfg(steps=2, out_dir=str(tmp_path)), windows(2)).fit()
+    again = Trainer(
+        model_factory(), cfg(steps=2, out_dir=str(tmp_path), overwrite=True), windows(2)
+    ).fit()
+    steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2] and again.steps_done == 2  # nothing of the earlier run is left
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_rotation_goes_by_step_number_not_by_name(tmp_path):
+    from minift.train.checkpoint import latest_checkpoint, save_checkpoint
+
+    model = model_factory()
+    opt = torch.optim.AdamW(model.parameters())
+    ckpts = tmp_path / "checkpoints"
+    save_checkpoint(ckpts, 999_999, model, opt, None, {})
+    # step-1000000 sorts before step-999999 by name; by number it is the newest, and stays.
+    save_checkpoint(ckpts, 1_000_000, model, opt, None, {})
+    assert sorted(p.name for p in ckpts.glob("step-*")) == ["step-1000000"]
+    assert latest_checkpoint(ckpts).name == "step-1000000"
+
+
+def test_resume_refuses_a_latest_pointer_to_a_missing_checkpoint(tmp_path):
+    import shutil
+
+    Trainer(model_factory(), cfg(steps=4, out_dir=str(tmp_path), ckpt_every=2), windows(2)).fit()
+    shutil.rmtree(tmp_path / "checkpoints" / "step-000004")
+    with pytest.raises(ValueError, match="names checkpoint step-000004, which is missing"):
+        Trainer(model_factory(), cfg(steps=4, out_dir=str(tmp_path), ckpt_every=2), windows(2)).fit(
+            resume=True
+        )

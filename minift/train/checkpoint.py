@@ -89,9 +89,27 @@ def save_checkpoint(
         if tmp.exists():
             shutil.rmtree(tmp)
     write_json(out / LATEST, {"step": step, "path": final.name})
-    for old in sorted(out.glob("step-*"))[:-keep] if keep > 0 else []:
-        shutil.rmtree(old)
+    rotate(out, step, keep)
     return final
+
+
+def checkpoint_step(path: pathlib.Path) -> int | None:
+    """The step of a folder named step-NNNNNN (None for any other name)."""
+    digits = path.name.removeprefix("step-")
+    return int(digits) if path.name.startswith("step-") and digits.isdigit() else None
+
+
+def rotate(out: pathlib.Path, step: int, keep: int) -> None:
+    """Keep the ``keep`` newest checkpoints up to ``step``, by step number (not by name:
+    step-1000000 sorts before step-999999); a folder past ``step`` is left by an earlier
+    attempt that this resumed run has replaced, so it goes too."""
+    if keep <= 0:
+        return
+    folders = [(s, p) for p in out.glob("step-*") if (s := checkpoint_step(p)) is not None]
+    kept = sorted((s for s, _ in folders if s <= step), reverse=True)[:keep]
+    for s, path in folders:
+        if s not in kept:
+            shutil.rmtree(path)
 
 
 def _json_default(value):
@@ -101,11 +119,23 @@ def _json_default(value):
 
 
 def latest_checkpoint(out_dir: str | os.PathLike) -> pathlib.Path | None:
+    """The checkpoint latest.json names; None when there is no latest.json. A pointer to a
+    folder that is gone is an error: resuming from step 0 instead would be silent."""
     pointer = pathlib.Path(out_dir) / LATEST
     if not pointer.exists():
         return None
-    path = pathlib.Path(out_dir) / json.loads(pointer.read_text())["path"]
-    return path if path.exists() else None
+    try:
+        path = pathlib.Path(out_dir) / json.loads(pointer.read_text())["path"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(
+            f"{pointer} is corrupt ({err}); cannot tell which checkpoint to resume"
+        ) from None
+    if not (path / "state.json").exists():
+        raise ValueError(
+            f"{pointer} names checkpoint {path.name}, which is missing or incomplete; "
+            "cannot resume (remove the folder, or start again with overwrite)"
+        )
+    return path
 
 
 def load_checkpoint(

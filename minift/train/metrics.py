@@ -25,8 +25,9 @@ class MetricsLog:
                 f.write(json.dumps(row) + "\n")
 
     def truncate_after(self, step: int) -> None:
-        """On resume, drop rows logged after the checkpoint (they will be redone)."""
-        self.rows = [r for r in self.rows if r.get("step", 0) <= step]
+        """On resume, drop rows logged after the checkpoint (they will be redone); from
+        step 0, every row (the evaluation at the start is redone too)."""
+        self.rows = [r for r in self.rows if step > 0 and r.get("step", 0) <= step]
         if self.path:
             self.path.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
 

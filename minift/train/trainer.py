@@ -19,6 +19,7 @@ import copy
 import json
 import math
 import pathlib
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -52,6 +53,7 @@ class TrainConfig:
     restore_best: bool = False  # load the best evaluated weights back at the end
     ckpt_every: int = 0  # 0: no checkpoints
     out_dir: str | None = None  # metrics.jsonl, loss.png and checkpoints go here
+    overwrite: bool = False  # replace an earlier run's files in out_dir (else: refuse)
     seed: int = 0
     log_every: int = 10
     progress: bool = True
@@ -68,6 +70,10 @@ class TrainConfig:
             raise ValueError(f"mode must be 'min' or 'max', got {self.mode!r}")
         if self.ckpt_every and not self.out_dir:
             raise ValueError("ckpt_every needs an out_dir to write checkpoints to")
+
+
+# What a run writes in its out_dir; their presence means the folder holds a run.
+RUN_FILES = ("metrics.jsonl", "checkpoints", "loss.png")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -210,6 +216,26 @@ class Trainer:
         self.model.train()
         return {k: float(v) for k, v in metrics.items()}
 
+    def claim_out_dir(self) -> None:
+        """A run owns its out_dir: files of an earlier run there are refused (their metrics
+        would mix with this run's, and their checkpoints would be taken for this run's),
+        unless the config says to overwrite them."""
+        if not (self.out and self.dist.is_main):
+            return
+        earlier = [n for n in RUN_FILES if (self.out / n).exists()]
+        if not earlier:
+            return
+        if not self.config.overwrite:
+            raise ValueError(
+                f"{self.out} holds an earlier run ({', '.join(earlier)}); resume it "
+                "(--resume, fit(resume=True)), replace it (--overwrite, "
+                "TrainConfig(overwrite=True)) or choose another out_dir"
+            )
+        for name in earlier:
+            target = self.out / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        self.log.rows = []
+
     def checkpoint(self, step: int, result: TrainResult, bad_evals: int) -> None:
         if not (self.out and self.dist.is_main):
             return
@@ -228,7 +254,9 @@ class Trainer:
     def fit(self, resume: bool = False) -> TrainResult:
         cfg = self.config
         result, start, bad_evals, best_state = TrainResult(), 0, 0, None
-        if resume and self.out and (path := latest_checkpoint(self.out / "checkpoints")):
+        if not resume:
+            self.claim_out_dir()
+        elif self.out and (path := latest_checkpoint(self.out / "checkpoints")):
             state = load_checkpoint(path, self.model, self.optimizer, self.scheduler)
             start, bad_evals = state["step"], state["bad_evals"]
             result.history, result.best, result.best_step = (
@@ -236,7 +264,7 @@ class Trainer:
                 state["best"],
                 state["best_step"],
             )
-            self.log.truncate_after(start)
+        self.log.truncate_after(start)
         t0 = time.perf_counter()
         if cfg.eval_at_start and self.eval_fn is not None and start == 0:
             row = {"step": 0, **self.evaluate()}
