@@ -23,9 +23,8 @@ from .launch import (
     contiguous,
     flat_grid,
     needs_int64,
-    pick_stages,
     record_launch,
-    shared_memory_of,
+    stages_for,
 )
 from .sparse_index import SparseIndex
 from .triton_utils import MIN_DOT, check_dot_tiles, dot_precision, dot_tile
@@ -62,9 +61,7 @@ def _common(q, k, v, causal, scale, index, pass_, config, wide):
         per_stage, fixed = attention_smem(
             pass_, cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_D"], q.element_size()
         )
-        cfg["num_stages"] = pick_stages(
-            per_stage, fixed, shared_memory_of(q.device), cfg["num_stages"]
-        )
+        cfg["num_stages"] = stages_for(q.device, per_stage, fixed, cfg["num_stages"])
     sm_scale = scale if scale is not None else 1.0 / math.sqrt(head_dim)
     b, h, tq, _ = q.shape
     tk = k.shape[2]

@@ -12,10 +12,10 @@ interpreter run will show, because they depend on sizes and on the device:
   (query tiles, batch x heads) grid breaks at 65,536 batch-heads. :func:`flat_grid` puts
   everything on axis 0 and :func:`check_grid` names any grid that would not launch.
 - **Shared memory.** Software pipelining keeps ``num_stages`` copies of the tiles a loop
-  loads in shared memory. The LoRA kernel's 128x128x64 bf16 tiles need 34 KB a stage, so
-  3 stages (102 KB) do not fit the 99 KB of an sm_86/89 consumer GPU while an H100 (227 KB)
-  could take six. :func:`pick_stages` chooses the most stages that fit a given size;
-  :func:`device_shared_memory` reads that size from the device.
+  loads in shared memory. The LoRA kernel's 128x128x64 bf16 tiles need 34 KB a buffer;
+  on sm_90 3 stages hold 3 buffers (102 KB: more than the 99 KB of a consumer GPU, while an
+  H100's 227 KB could take six), on sm_80/86/89/120 they hold 2 (68 KB). :func:`pick_stages` chooses the most stages that fit a given size;
+  :func:`device_limits` reads that size (and the architecture) from the device.
 
 When a launch fails anyway, :func:`minift.kernels.dispatch.triton_or_reference` falls back
 to the PyTorch reference with a one-time warning.
@@ -100,13 +100,38 @@ def flat_grid(n_tiles: int, n_batch_heads: int) -> tuple[int]:
 
 
 # -------------------------------------------------------------------- shared memory
-def smem_bytes(per_stage: int, fixed: int, num_stages: int) -> int:
-    """Shared memory of a pipelined loop: ``num_stages`` buffers of the tiles it loads
-    each iteration (``per_stage`` bytes) plus tiles loaded once (``fixed`` bytes)."""
-    return fixed + num_stages * per_stage
+SMEM_SLACK = 1024  # alignment padding and small vectors the tile model leaves out
 
 
-def pick_stages(per_stage: int, fixed: int, smem_limit: int, max_stages: int) -> int:
+def pipeline_buffers(num_stages: int, capability: tuple[int, int] = (9, 0)) -> int:
+    """Copies of a loop's tiles Triton keeps in shared memory for ``num_stages`` stages.
+
+    Compiled for sm_90 (Triton 3.8, bf16, on the CPU: ``triton.compile`` to a GPUTarget; see
+    tests/test_kernels_compile.py), the LoRA kernel's shared memory is exactly stages x
+    tiles; for sm_80/86 and sm_120 it is (stages - 1) x tiles: there the MMA reading a
+    buffer is synchronous, while Hopper's (and data-centre Blackwell's) is asynchronous and
+    holds one more. Architectures not listed are assumed to hold all ``num_stages``.
+    """
+    stages = max(1, num_stages)
+    synchronous_mma = capability[0] in (8, 12)
+    return max(1, stages - 1) if synchronous_mma else stages
+
+
+def smem_bytes(
+    per_stage: int, fixed: int, num_stages: int, capability: tuple[int, int] = (9, 0)
+) -> int:
+    """Shared memory of a pipelined loop: the buffers of the tiles it loads each iteration
+    (``per_stage`` bytes each), tiles loaded once (``fixed``) and :data:`SMEM_SLACK`."""
+    return fixed + pipeline_buffers(num_stages, capability) * per_stage + SMEM_SLACK
+
+
+def pick_stages(
+    per_stage: int,
+    fixed: int,
+    smem_limit: int,
+    max_stages: int,
+    capability: tuple[int, int] = (9, 0),
+) -> int:
     """The most pipeline stages (1 .. ``max_stages``) whose buffers fit ``smem_limit``.
 
     1 when even one stage does not fit: the launch may then fail, and the dispatch falls
@@ -114,7 +139,7 @@ def pick_stages(per_stage: int, fixed: int, smem_limit: int, max_stages: int) ->
     """
     best = 1
     for stages in range(1, max(1, max_stages) + 1):
-        if smem_bytes(per_stage, fixed, stages) <= smem_limit:
+        if smem_bytes(per_stage, fixed, stages, capability) <= smem_limit:
             best = stages
     return best
 
@@ -136,49 +161,61 @@ def attention_smem(
 ) -> tuple[int, int]:
     """(per_stage, fixed) bytes of a flash attention pass.
 
-    fwd: Q once, K and V each step; dkdv: K and V once, Q and dO each step; dq: Q and dO
-    once, K and V each step.
+    fwd: Q once, K and V each step; dkdv: K and V once, Q, dO and the fp32 lse and delta
+    rows each step; dq: Q and dO once, K and V each step. The backward passes also keep an
+    fp32 (BLOCK_M, BLOCK_N) scratch, where the compiler changes the probabilities' layout
+    between their two dots (seen on sm_80/86; sm_90 needs less).
     """
     q_side, k_side = block_m * block_d * elem, block_n * block_d * elem
+    scratch = 4 * block_m * block_n
     if pass_ == "fwd":
         return 2 * k_side, q_side
     if pass_ == "dkdv":
-        return 2 * q_side, 2 * k_side
+        return 2 * q_side + 2 * 4 * block_m, 2 * k_side + scratch
     if pass_ == "dq":
-        return 2 * k_side, 2 * q_side
+        return 2 * k_side, 2 * q_side + scratch
     raise ValueError(f"unknown attention pass {pass_!r}: expected fwd, dkdv or dq")
 
 
 @functools.cache
-def device_shared_memory(device_index: int = 0) -> int:
-    """Opt-in shared memory per block of a CUDA device, in bytes (99 KB if unknown).
+def device_limits(device_index: int = 0) -> tuple[int, tuple[int, int]]:
+    """(opt-in shared memory per block in bytes, compute capability) of a CUDA device.
 
-    torch exposes it as ``shared_memory_per_block_optin`` in recent versions; Triton's
-    driver as ``max_shared_mem``. Either may be missing, so both are tried.
+    torch exposes the memory as ``shared_memory_per_block_optin`` in recent versions,
+    Triton's driver as ``max_shared_mem``; either may be missing, so both are tried, then
+    99 KB and sm_90 (the safe side of both) are assumed.
     """
+    smem, capability = 0, (9, 0)
     try:
         import torch
 
+        capability = tuple(torch.cuda.get_device_capability(device_index))
         props = torch.cuda.get_device_properties(device_index)
-        value = getattr(props, "shared_memory_per_block_optin", 0)
-        if value:
-            return int(value)
+        smem = int(getattr(props, "shared_memory_per_block_optin", 0) or 0)
     except Exception:  # noqa: BLE001 - no CUDA, or an older torch
         pass
-    try:
-        from triton.runtime import driver
+    if not smem:
+        try:
+            from triton.runtime import driver
 
-        return int(driver.active.utils.get_device_properties(device_index)["max_shared_mem"])
-    except Exception:  # noqa: BLE001 - the interpreter, or a driver API that moved
-        return DEFAULT_SMEM
+            props = driver.active.utils.get_device_properties(device_index)
+            smem = int(props["max_shared_mem"])
+        except Exception:  # noqa: BLE001 - the interpreter, or a driver API that moved
+            smem = DEFAULT_SMEM
+    return smem, capability
 
 
-def shared_memory_of(device) -> int:
-    """Shared memory limit for a torch device (the default on CPU, e.g. the interpreter)."""
+def device_limits_of(device) -> tuple[int, tuple[int, int]]:
+    """:func:`device_limits` for a torch device; the safe defaults off CUDA."""
     if getattr(device, "type", "cpu") != "cuda":
-        return DEFAULT_SMEM
-    index = device.index if device.index is not None else 0
-    return device_shared_memory(index)
+        return DEFAULT_SMEM, (9, 0)
+    return device_limits(device.index if device.index is not None else 0)
+
+
+def stages_for(device, per_stage: int, fixed: int, max_stages: int) -> int:
+    """:func:`pick_stages` for the shared memory and architecture of ``device``."""
+    smem, capability = device_limits_of(device)
+    return pick_stages(per_stage, fixed, smem, max_stages, capability)
 
 
 # ------------------------------------------------------------------- introspection

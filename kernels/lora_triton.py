@@ -24,7 +24,8 @@ Launch (:mod:`minift.kernels.launch`): a 1-D grid of output tiles; int64 index v
 (constexpr WIDE) when a tensor spans more than 2^31 - 1 elements, e.g. a 256k x 16k output
 layer, whose ``cols * stride_wn`` would wrap in int32; and the most pipeline stages, up to
 the table's, whose tiles fit the device's shared memory (3 stages of 128x128x64 bf16 tiles
-take 102 KB: too much for the 99 KB of an sm_86/89 GPU, which gets 2).
+take 102 KB on sm_90, within its 227 KB; the consumer GPUs' 99 KB, sm_86/89/120, keep one
+buffer fewer, 68 KB, for the same 3 stages).
 """
 
 from __future__ import annotations
@@ -41,9 +42,8 @@ from .launch import (
     lora_smem,
     matmul_smem,
     needs_int64,
-    pick_stages,
     record_launch,
-    shared_memory_of,
+    stages_for,
 )
 from .triton_utils import check_dot_tiles, dot_precision, dot_tile, grouped_tile, widen
 
@@ -188,7 +188,7 @@ def fused_lora(
     if "num_stages" not in config:
         smem = lora_smem(cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"], cfg["BLOCK_R"],
                          x.element_size())  # fmt: skip
-        cfg["num_stages"] = pick_stages(*smem, shared_memory_of(x.device), cfg["num_stages"])
+        cfg["num_stages"] = stages_for(x.device, *smem, cfg["num_stages"])
     wide = needs_int64(x, w_t, a_t, b_t, contiguous(m, n), contiguous(m, r))
     y = output_buffer((m, n), x.dtype, x.device)
     xa = output_buffer((m, r), x.dtype, x.device) if store_xa else y  # y: an unused dummy
@@ -219,7 +219,7 @@ def matmul(
     check_dot_tiles(**{key: cfg[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K")})
     if "num_stages" not in config:
         smem = matmul_smem(cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"], a.element_size())
-        cfg["num_stages"] = pick_stages(*smem, shared_memory_of(a.device), cfg["num_stages"])
+        cfg["num_stages"] = stages_for(a.device, *smem, cfg["num_stages"])
     out_dtype = out_dtype or a.dtype
     c = output_buffer((m, n), out_dtype, a.device)
     sums = output_buffer((m,), out_dtype, a.device) if row_sums else c

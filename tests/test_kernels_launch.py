@@ -23,6 +23,7 @@ from minift.kernels.launch import (
     max_offset,
     needs_int64,
     pick_stages,
+    pipeline_buffers,
     smem_bytes,
 )
 
@@ -117,36 +118,54 @@ def test_flat_grid_covers_every_tile_of_every_head_once(reverse):
 
 
 # --------------------------------------------------------------------- shared memory
-def test_lora_bf16_three_stages_need_102_kb():
+HOPPER, AMPERE, CONSUMER_BLACKWELL = (9, 0), (8, 6), (12, 0)
+
+
+def test_lora_bf16_three_stages_need_102_kb_on_hopper():
     per_stage, fixed = lora_smem(128, 128, 64, 16, elem=2)
-    assert smem_bytes(per_stage, 0, 3) == 104_448  # the 102 KB of the issue
-    assert smem_bytes(per_stage, fixed, 3) > CONSUMER_SMEM
+    assert per_stage * 3 == 104_448  # the 102 KB of the issue: 3 buffers of X, Wt, At tiles
+    assert smem_bytes(per_stage, fixed, 3, HOPPER) > CONSUMER_SMEM
+    assert smem_bytes(per_stage, fixed, 3, AMPERE) < CONSUMER_SMEM  # 2 buffers on sm_86
+    assert pipeline_buffers(3, HOPPER) == 3 and pipeline_buffers(3, CONSUMER_BLACKWELL) == 2
+    assert pipeline_buffers(1, AMPERE) == 1 and pipeline_buffers(3, (13, 0)) == 3
 
 
 @pytest.mark.parametrize(
-    "smem,expected", [(CONSUMER_SMEM, 2), (H100_SMEM, 3), (40_000, 1), (10_000, 1)]
+    "smem,capability,expected",
+    [
+        (CONSUMER_SMEM, HOPPER, 2),  # 3 buffers would not fit 99 KB
+        (H100_SMEM, HOPPER, 3),
+        (CONSUMER_SMEM, AMPERE, 3),
+        (CONSUMER_SMEM, CONSUMER_BLACKWELL, 3),
+        (60_000, AMPERE, 2),
+        (40_000, HOPPER, 1),  # nothing fits: 1, and a failed launch falls back
+    ],
 )
-def test_stages_fit_the_shared_memory(smem, expected):
+def test_stages_fit_the_shared_memory(smem, capability, expected):
     per_stage, fixed = lora_smem(128, 128, 64, 16, elem=2)
-    stages = pick_stages(per_stage, fixed, smem, max_stages=3)
+    stages = pick_stages(per_stage, fixed, smem, 3, capability)
     assert stages == expected
-    if expected > 1 or smem_bytes(per_stage, fixed, 1) <= smem:
-        assert smem_bytes(per_stage, fixed, stages) <= smem
-    assert pick_stages(per_stage, fixed, H100_SMEM, max_stages=8) == 6  # room for more
+    if smem_bytes(per_stage, fixed, 1, capability) <= smem:
+        assert smem_bytes(per_stage, fixed, stages, capability) <= smem
+        assert smem_bytes(per_stage, fixed, stages + 1, capability) > smem or stages == 3
+    assert pick_stages(per_stage, fixed, H100_SMEM, 8, HOPPER) == 6  # room for more
 
 
 @pytest.mark.parametrize("pass_,consumer,h100", [("fwd", 2, 3), ("dkdv", 3, 3), ("dq", 3, 3)])
 def test_attention_stages_for_head_dim_128(pass_, consumer, h100):
+    """On an async-MMA GPU with 99 KB, the forward's Q tile plus 3 buffers of K and V
+    (128 KB) do not fit; the backward's smaller tiles do."""
     tiles = {"fwd": (128, 64), "dkdv": (32, 64), "dq": (64, 32)}[pass_]
     per_stage, fixed = attention_smem(pass_, *tiles, 128, elem=2)
-    assert pick_stages(per_stage, fixed, CONSUMER_SMEM, 3) == consumer
-    assert pick_stages(per_stage, fixed, H100_SMEM, 3) == h100
+    assert pick_stages(per_stage, fixed, CONSUMER_SMEM, 3, HOPPER) == consumer
+    assert pick_stages(per_stage, fixed, H100_SMEM, 3, HOPPER) == h100
     with pytest.raises(ValueError, match="unknown attention pass"):
         attention_smem("bwd", 64, 64, 64, 2)
 
 
 def test_shared_memory_off_the_gpu_is_the_safe_default():
-    assert launch.shared_memory_of(torch.device("cpu")) == launch.DEFAULT_SMEM == CONSUMER_SMEM
+    smem, capability = launch.device_limits_of(torch.device("cpu"))
+    assert smem == launch.DEFAULT_SMEM == CONSUMER_SMEM and pipeline_buffers(3, capability) == 3
 
 
 # ----------------------------------------------- the launchers act on those decisions
@@ -163,13 +182,15 @@ def lora_inputs(m, k, n, r, dtype=torch.float32):
     return x, w, a, b
 
 
-@pytest.mark.parametrize("smem,expected", [(CONSUMER_SMEM, 2), (H100_SMEM, 3)])
-def test_lora_launcher_picks_stages_from_the_device(force_triton, monkeypatch, smem, expected):
+@pytest.mark.parametrize(
+    "limits,expected", [((CONSUMER_SMEM, HOPPER), 2), ((H100_SMEM, HOPPER), 3)]
+)
+def test_lora_launcher_picks_stages_from_the_device(force_triton, monkeypatch, limits, expected):
     """The GPU's tile table (128x128x64, 3 stages) at fp16, on 99 KB and on 227 KB."""
     lora_triton = pytest.importorskip("minift.kernels.lora_triton")
     gpu = dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3)
     monkeypatch.setattr(lora_triton, "_config", lambda dtype: dict(gpu))
-    monkeypatch.setattr(lora_triton, "shared_memory_of", lambda device: smem)
+    monkeypatch.setattr(launch, "device_limits_of", lambda device: limits)
     x, w, a, b = lora_inputs(37, 70, 45, 16, dtype=torch.float16)
     y, _ = lora_triton.fused_lora(x, w.t(), None, a.t(), b.t(), 0.5)
     assert launch.last_launch("fused_lora")["num_stages"] == expected
@@ -181,11 +202,11 @@ def test_attention_launcher_picks_stages_from_the_device(force_triton, monkeypat
     flash_triton = pytest.importorskip("minift.kernels.flash_triton")
     table = dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=3)
     monkeypatch.setattr(flash_triton, "_tiles", lambda dtype, d, pass_: dict(table))
-    monkeypatch.setattr(flash_triton, "shared_memory_of", lambda device: 40_000)
+    monkeypatch.setattr(launch, "device_limits_of", lambda device: (55_000, HOPPER))
     q, k, v = (torch.randn(1, 2, 45, 128, device=DEVICE, dtype=torch.float16) for _ in range(3))
     o, _ = flash_triton.flash_forward(q, k, v, causal=True)
-    # fwd: Q 16 KB once + (K + V) 16 KB a stage -> 1 stage of 40,000 bytes
-    assert launch.last_launch("attention fwd")["num_stages"] == 1
+    # fwd: Q 16 KB once + (K + V) 16 KB a buffer: 2 of the 3 stages fit 55,000 bytes
+    assert launch.last_launch("attention fwd")["num_stages"] == 2
     assert rel_err(o, attention_reference(q.float(), k.float(), v.float())) < 2e-3
 
 
