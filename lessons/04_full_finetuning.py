@@ -26,18 +26,13 @@ import torch
 
 from minift.data.batching import classification_batch
 from minift.data.tasks import DEFAULT_TASK
-from minift.recipes.finetune import (
-    METHODS,
-    FinetuneConfig,
-    build_model,
-    classification_inputs,
-    count_parameters,
-    finetune,
-    verbalizer_ids,
-)
+from minift.model.params import count_parameters
+from minift.peft.methods import METHODS
+from minift.recipes.finetune import FinetuneConfig, build_model, finetune, train_config
 from minift.recipes.pretrain import base_report, load_base
 from minift.recipes.tasks import get_task
 from minift.tokenizer import pad_id
+from minift.train.objectives import classification_inputs, verbalizer_ids
 from minift.utils import fast_mode, output_dir
 
 t_start = time.perf_counter()
@@ -65,7 +60,9 @@ for i, name in enumerate(task.labels):
     example = next(r["text"] for r in task.train if r["label"] == i)
     print(f"{i:3d} {name:10s} {n_train:6d} {n_val:5d}  {example[:70]!r}")
 lengths = np.array([len(ids) for ids in enc.encode_ordinary_batch([r["text"] for r in task.train])])
-config = FinetuneConfig(steps=24 if FAST else 60, eval_every=6 if FAST else 15, progress=False)
+config = FinetuneConfig(
+    train=train_config(steps=24 if FAST else 60, eval_every=6 if FAST else 15, progress=False)
+)
 template = enc.encode_ordinary(task.template)
 room = config.max_len - len(template)
 print(
@@ -138,9 +135,9 @@ print(
 
 # %%
 trainable, total = count_parameters(clf)
-default_lr = {m: config.lr if config.lr is not None else METHODS[m].lr for m in ("full", "scratch")}
+default_lr = {m: METHODS[m].lr for m in ("full", "scratch")}  # each method's own default
 print(
-    f"config: {config.steps} steps, batch {config.batch_size}, max_len {config.max_len}, "
+    f"config: {config.train.steps} steps, batch {config.batch_size}, max_len {config.max_len}, "
     f"default peak lr {default_lr}; trainable {trainable:,} of {total:,} parameters"
 )
 label = {"full": "pretrained", "scratch": "scratch"}
@@ -149,9 +146,8 @@ for factor in (1, 3):
     for method in ("full", "scratch"):
         lr = default_lr[method] * factor
         t = time.perf_counter()
-        r = finetune(
-            task, base, enc, dataclasses.replace(config, method=method, lr=lr), keep_model=True
-        )
+        run = dataclasses.replace(config, method=method, train=dataclasses.replace(config.train, lr=lr))  # fmt: skip
+        r = finetune(task, base, enc, run, keep_model=True)
         results[(method, lr)] = r
         curve = " ".join(f"{h['val_accuracy']:.2f}" for h in r.history if "val_accuracy" in h)
         print(f"{label[method]:10s} lr {lr:.0e}: {time.perf_counter() - t:5.1f}s; val accuracy along the run: {curve}")  # fmt: skip

@@ -39,11 +39,12 @@ from minift.peft import (
     set_adapter,
     unmerge_lora,
 )
-from minift.recipes.finetune import FinetuneConfig, build_model, classification_inputs, finetune
+from minift.recipes.finetune import FinetuneConfig, build_model, finetune, train_config
 from minift.recipes.pretrain import load_base
 from minift.recipes.tasks import get_task
 from minift.tokenizer import pad_id
 from minift.train import TrainConfig, Trainer
+from minift.train.objectives import classification_inputs
 from minift.utils import fast_mode, output_dir
 
 t_start = time.perf_counter()
@@ -138,7 +139,9 @@ for rank in (1, 4, 16, 64):
 
 # %%
 task = get_task(DEFAULT_TASK, seed=0)
-config = FinetuneConfig(steps=8 if FAST else 60, eval_every=4 if FAST else 20, progress=False)
+config = FinetuneConfig(
+    train=train_config(steps=8 if FAST else 60, eval_every=4 if FAST else 20, progress=False)
+)
 RANKS = [1, 8] if FAST else [1, 8, 64]
 full = finetune(task, base, enc, dataclasses.replace(config, method="full"))
 print(f"full fine-tuning: val accuracy {full.metric:.3f}, {full.trainable:,} trainable, {full.seconds:.1f}s")  # fmt: skip

@@ -31,7 +31,8 @@ from minift.data.tasks import DEFAULT_TASK
 from minift.model.heads import SequenceClassifier
 from minift.peft import trainable_report
 from minift.peft.adapters import AdapterConfig, Bottleneck, apply_adapters
-from minift.recipes.finetune import FinetuneConfig, finetune, register_method
+from minift.peft.methods import Method, NoOptions, register_method
+from minift.recipes.finetune import FinetuneConfig, finetune, train_config
 from minift.recipes.pretrain import load_base
 from minift.recipes.tasks import get_task
 from minift.utils import fast_mode, output_dir
@@ -84,8 +85,10 @@ print("\nblock 0 with the parallel adapter:\n", model.backbone.transformer.h[0].
 
 # %% [markdown]
 # ## 3. Fine-tune each layout
-# `minift.recipes.finetune` knows methods by name. We register one per layout here: the prepare
-# function applies the adapters to the fresh copy of the base that `finetune` builds.
+# `minift.recipes.finetune` knows methods by name (the table in `minift.peft.methods`). We
+# register one per layout here: its options are AdapterConfig's, with the layout's own
+# defaults, and its prepare function applies the adapters to the fresh copy of the base
+# that `finetune` builds.
 # The learning rate is larger than full fine-tuning's: a few thousand parameters that
 # start at zero need bigger steps. He et al. scale the parallel adapter by s = 4.
 #
@@ -97,23 +100,27 @@ ADAPTER_LR = 1e-2
 OPTIONS = {"houlsby": {}, "pfeiffer": {}, "parallel": {"scaling": 4.0}}
 
 
+def apply_layout(model, options: AdapterConfig, run) -> None:
+    apply_adapters(model, options)
+
+
 def register_layout(layout: str) -> str:
-    name = f"adapter-{layout}"
-
-    @register_method(name, lr=ADAPTER_LR, description=f"{layout} bottleneck adapters")
-    def prepare(model, config: FinetuneConfig) -> None:
-        apply_adapters(model, AdapterConfig(layout=layout, **{**OPTIONS[layout], **config.options}))
-
-    return name
+    defaults = {"layout": layout, **OPTIONS[layout]}
+    method = Method(f"adapter-{layout}", AdapterConfig, ADAPTER_LR, f"{layout} adapters", apply_layout, defaults, adapter=True)  # fmt: skip
+    return register_method(method).name
 
 
-@register_method("head-only", lr=ADAPTER_LR, description="a linear probe on frozen features")
-def head_only(model, config: FinetuneConfig) -> None:
+def head_only(model, options: NoOptions, run) -> None:
     model.requires_grad_(False)
     model.head.requires_grad_(True)
 
 
-config = FinetuneConfig(steps=24 if FAST else 60, eval_every=6 if FAST else 15, progress=False)
+register_method(Method("head-only", NoOptions, ADAPTER_LR, "a linear probe on frozen features", head_only))  # fmt: skip
+
+
+config = FinetuneConfig(
+    train=train_config(steps=24 if FAST else 60, eval_every=6 if FAST else 15, progress=False)
+)
 results = {}
 for method in ["head-only"] + [register_layout(layout) for layout in LAYOUTS]:
     results[method] = finetune(task, base, enc, dataclasses.replace(config, method=method))

@@ -28,9 +28,10 @@ from minift.data.batching import classification_batch
 from minift.data.tasks import DEFAULT_TASK
 from minift.model.heads import SequenceClassifier
 from minift.peft import save_adapter, trainable_report
+from minift.peft.methods import Method, register_method
 from minift.peft.prefix import PrefixConfig, apply_prefix_tuning, drop_reparameterization
 from minift.peft.prompt import PromptConfig, apply_prompt_tuning
-from minift.recipes.finetune import FinetuneConfig, finetune, register_method
+from minift.recipes.finetune import FinetuneConfig, finetune, train_config
 from minift.recipes.pretrain import load_base
 from minift.recipes.tasks import get_task
 from minift.tokenizer import pad_id
@@ -76,26 +77,29 @@ for name, model in [("classifier", clf), ("+ prefix", prefixed), ("+ prompt", pr
 
 # %% [markdown]
 # ## 2. Training them
-# Registered as fine-tuning methods here, trained with `minift.recipes.finetune` like lesson 06.
+# Registered as fine-tuning methods here (with P virtual tokens by default), trained with
+# `minift.recipes.finetune` like lesson 06.
 
 # %%
-METHODS = {  # name: (apply, config maker, learning rate)
-    "prefix": (apply_prefix_tuning, lambda o: PrefixConfig(**{"num_virtual_tokens": P, **o}), 1e-2),
-    "prompt": (apply_prompt_tuning, lambda o: PromptConfig(**{"num_virtual_tokens": P, **o}), 3e-2),
+METHODS = {  # name: (options, apply, learning rate)
+    "prefix": (PrefixConfig, apply_prefix_tuning, 1e-2),
+    "prompt": (PromptConfig, apply_prompt_tuning, 3e-2),
 }
-for name, (apply, make, lr) in METHODS.items():
+for name, (options, apply, lr) in METHODS.items():
 
-    def prepare(model, config: FinetuneConfig, apply=apply, make=make) -> None:
-        apply(model, make(config.options))  # in place; nothing else to hand back
+    def prepare(model, options, run, apply=apply) -> None:
+        apply(model, options)  # in place; nothing else to hand back
 
-    register_method(f"lesson07-{name}", lr=lr)(prepare)
+    defaults = {"num_virtual_tokens": P}
+    register_method(Method(f"lesson07-{name}", options, lr, f"{name} tuning", prepare, defaults))
 
 # A soft prompt takes P of the model's block_size positions: the texts are cut to leave
 # room for the longest prompt of section 5.
 COUNTS = [2, P, 2 * P]
 max_len = min(64, cfg.block_size - max(COUNTS))
 config = FinetuneConfig(
-    steps=24 if FAST else 60, eval_every=6 if FAST else 15, max_len=max_len, progress=False
+    max_len=max_len,
+    train=train_config(steps=24 if FAST else 60, eval_every=6 if FAST else 15, progress=False),
 )
 
 

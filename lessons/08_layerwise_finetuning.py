@@ -23,16 +23,10 @@ import dataclasses
 import time
 
 from minift.data.tasks import DEFAULT_TASK
+from minift.model.params import count_parameters
 from minift.peft.layerwise import layer_index, layerwise_lr_groups
-from minift.recipes.finetune import (
-    METHODS,
-    FinetuneConfig,
-    Preparation,
-    build_model,
-    count_parameters,
-    finetune,
-    register_method,
-)
+from minift.peft.methods import METHODS, Preparation, register_method
+from minift.recipes.finetune import FinetuneConfig, build_model, finetune, train_config
 from minift.recipes.pretrain import load_base
 from minift.recipes.tasks import get_task
 from minift.utils import fast_mode, output_dir
@@ -44,8 +38,10 @@ print(f"fast mode: {FAST}")
 base, enc = load_base()
 task = get_task(DEFAULT_TASK, seed=0)
 L = base.config.n_layer
-config = FinetuneConfig(steps=8 if FAST else 60, eval_every=4 if FAST else 15, progress=False)
-print(f"base: {L} blocks, width {base.config.n_embd}; task {task.summary()}; {config.steps} steps each")  # fmt: skip
+config = FinetuneConfig(
+    train=train_config(steps=8 if FAST else 60, eval_every=4 if FAST else 15, progress=False)
+)
+print(f"base: {L} blocks, width {base.config.n_embd}; task {task.summary()}; {config.train.steps} steps each")  # fmt: skip
 
 # %% [markdown]
 # ## 1. Where the parameters are
@@ -101,9 +97,8 @@ for method in ("bitfit", "layernorm"):
 trainable_log: list[tuple[int, int]] = []
 
 
-@register_method("gradual-logged", lr=METHODS["gradual"].lr, description="gradual, counted")
-def gradual_logged(model, cfg: FinetuneConfig) -> Preparation:
-    prep = METHODS["gradual"].prepare(model, cfg)
+def gradual_logged(model, options, run) -> Preparation:
+    prep = METHODS["gradual"].prepare(model, options, run)
     trainable_log.append((1, count_parameters(model)[0]))  # what trains during step 1
 
     def on_step(step: int, trainer) -> None:
@@ -113,9 +108,11 @@ def gradual_logged(model, cfg: FinetuneConfig) -> Preparation:
     return Preparation(prep.param_groups, on_step)
 
 
+# the "gradual" method (its options, learning rate) with another prepare function
+register_method(dataclasses.replace(METHODS["gradual"], name="gradual-logged", prepare=gradual_logged))  # fmt: skip
 results["gradual"] = r = finetune(task, base, enc, dataclasses.replace(config, method="gradual-logged"))  # fmt: skip
 changes = [(s, n) for i, (s, n) in enumerate(trainable_log) if i == 0 or n != trainable_log[i - 1][1]]  # fmt: skip
-print("trainable parameters from step: " + ", ".join(f"{s}: {n:,}" for s, n in changes if s <= config.steps))  # fmt: skip
+print("trainable parameters from step: " + ", ".join(f"{s}: {n:,}" for s, n in changes if s <= config.train.steps))  # fmt: skip
 print(f"gradual unfreezing: val accuracy {r.metric:.3f}, {r.seconds:.1f}s")
 
 # %% [markdown]
@@ -136,23 +133,23 @@ for g in groups:
 used: dict[int, float] = {}
 
 
-@register_method("llrd-logged", lr=METHODS["llrd"].lr, description="llrd, rates recorded")
-def llrd_logged(model, cfg: FinetuneConfig) -> Preparation:
-    prep = METHODS["llrd"].prepare(model, cfg)
+def llrd_logged(model, options, run) -> Preparation:
+    prep = METHODS["llrd"].prepare(model, options, run)
 
     def on_step(step: int, trainer) -> None:
-        if step == cfg.warmup_steps:  # the scheduled multiplier is 1 here: the peak
+        if step == config.train.warmup_steps:  # the scheduled multiplier is 1 here: the peak
             used.clear()
             used.update({g["depth"]: g["lr"] for g in trainer.optimizer.param_groups})
 
     return Preparation(prep.param_groups, on_step)
 
 
+register_method(dataclasses.replace(METHODS["llrd"], name="llrd-logged", prepare=llrd_logged))
 for decay in (DECAY,) if FAST else (DECAY, 0.5):
     run = dataclasses.replace(config, method="llrd-logged", options={"decay": decay})
     results[f"llrd {decay}"] = r = finetune(task, base, enc, run)
     rates = ", ".join(f"{d}: {lr:.1e}" for d, lr in sorted(used.items()))
-    print(f"llrd decay {decay}: val accuracy {r.metric:.3f}, {r.seconds:.1f}s; lr by depth at step {config.warmup_steps}: {rates}")  # fmt: skip
+    print(f"llrd decay {decay}: val accuracy {r.metric:.3f}, {r.seconds:.1f}s; lr by depth at step {config.train.warmup_steps}: {rates}")  # fmt: skip
 
 # %% [markdown]
 # ## 6. Side by side, same budget
@@ -188,7 +185,7 @@ twin.set_ylabel("trainable parameters", color="C3")
 ax.legend(fontsize=8, loc="upper left")
 
 ax = axes[1]
-steps, counts = zip(*[(s, n) for s, n in trainable_log if s <= config.steps])
+steps, counts = zip(*[(s, n) for s, n in trainable_log if s <= config.train.steps])
 ax.step(steps, counts, where="post", color="C3", label="trainable parameters")
 ax.set(xlabel="step", ylabel="trainable parameters", title="gradual unfreezing")
 twin = ax.twinx()
@@ -205,7 +202,7 @@ for name, r in results.items():
     ax.annotate(name, (r.trainable, r.metric), fontsize=8, textcoords="offset points", xytext=(4, 3))  # fmt: skip
 ax.set_xscale("log")
 ax.axhline(1 / task.num_labels, color="gray", ls=":")
-ax.set(xlabel="trainable parameters", ylabel="validation accuracy", title=f"{task.name}, {config.steps} steps each")  # fmt: skip
+ax.set(xlabel="trainable parameters", ylabel="validation accuracy", title=f"{task.name}, {config.train.steps} steps each")  # fmt: skip
 fig.tight_layout()
 fig.savefig(OUT / "layerwise.png", dpi=110)
 plt.close(fig)

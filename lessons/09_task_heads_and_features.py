@@ -29,17 +29,12 @@ from minift.data.batching import classification_batch
 from minift.data.corpus import load_corpus
 from minift.data.tasks import DEFAULT_TASK, summary_line
 from minift.model.heads import SequenceClassifier
-from minift.recipes.finetune import (
-    FinetuneConfig,
-    build_model,
-    classification_inputs,
-    finetune,
-    verbalizer_ids,
-)
+from minift.recipes.finetune import FinetuneConfig, build_model, finetune, train_config
 from minift.recipes.pretrain import load_base
 from minift.recipes.tasks import get_task
 from minift.tokenizer import pad_id
 from minift.train import TrainConfig, Trainer
+from minift.train.objectives import classification_inputs, verbalizer_ids
 from minift.utils import fast_mode, output_dir
 
 t_start = time.perf_counter()
@@ -48,7 +43,9 @@ OUT = output_dir("lessons", "09")
 print(f"fast mode: {FAST}")
 base, enc = load_base()
 task = get_task(DEFAULT_TASK, seed=0)
-config = FinetuneConfig(steps=8 if FAST else 60, eval_every=4 if FAST else 15, progress=False)
+config = FinetuneConfig(
+    train=train_config(steps=8 if FAST else 60, eval_every=4 if FAST else 15, progress=False)
+)
 PAD = pad_id(enc)
 print(f"task {task.summary()}; inputs end with the template {task.template!r}")
 
@@ -139,7 +136,7 @@ for name in ("full, label-word head", "full, random head", "probe, label-word he
     r = results[name]
     acc = [h["val_accuracy"] for h in r.history if "val_accuracy" in h]
     loss0 = r.history[0]["val_loss"]
-    print(f"{name:24s}: step 0 val accuracy {acc[0]:.3f} (val loss {loss0:.2f}), after {config.steps} steps {acc[-1]:.3f} (val loss {r.val_loss:.2f})")  # fmt: skip
+    print(f"{name:24s}: step 0 val accuracy {acc[0]:.3f} (val loss {loss0:.2f}), after {config.train.steps} steps {acc[-1]:.3f} (val loss {r.val_loss:.2f})")  # fmt: skip
 
 # %% [markdown]
 # ## 3. Feature extraction: features once, then a linear probe
@@ -195,7 +192,7 @@ for l2 in (1e-4, 1e-3, 1e-2):
 t_fit = time.perf_counter() - t1
 fp = results["probe, label-word head"]
 print(f"features of {len(X_train) + len(X_val)} texts extracted once in {t_extract:.2f}s; three probes fitted in {t_fit:.2f}s")  # fmt: skip
-print(f"finetune(method='probe'): val accuracy {fp.metric:.3f} in {fp.seconds:.1f}s ({config.steps} steps of 32 texts, the backbone run every step)")  # fmt: skip
+print(f"finetune(method='probe'): val accuracy {fp.metric:.3f} in {fp.seconds:.1f}s ({config.train.steps} steps of 32 texts, the backbone run every step)")  # fmt: skip
 print("(the L2 strength is chosen on the validation set here, so the best of the three is optimistic)")  # fmt: skip
 
 # %% [markdown]

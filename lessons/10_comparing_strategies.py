@@ -31,18 +31,13 @@ from minift.model import GPT
 from minift.model.heads import pool_hidden
 from minift.peft import AdapterConfig, apply_adapters
 from minift.peft.core import adapter_layers, adapter_parameters
+from minift.peft.methods import METHODS, Method, Preparation, register_method
 from minift.peft.unipelt import GatedAdapter, GatedLoRALinear, GatedPrefix
-from minift.recipes.finetune import (
-    METHODS,
-    FinetuneConfig,
-    Preparation,
-    classification_inputs,
-    finetune,
-    register_method,
-)
+from minift.recipes.finetune import FinetuneConfig, finetune, train_config
 from minift.recipes.pretrain import default_recipe, lm_eval_fn, load_base, pretrain
 from minift.recipes.tasks import get_task
 from minift.tokenizer import pad_id
+from minift.train.objectives import classification_inputs
 from minift.utils import fast_mode, output_dir
 
 t_start = time.perf_counter()
@@ -52,8 +47,10 @@ print(f"fast mode: {FAST}")
 base, enc = load_base()
 task = get_task(DEFAULT_TASK, seed=0)
 L = base.config.n_layer
-config = FinetuneConfig(steps=8 if FAST else 60, eval_every=4 if FAST else 20, progress=False)
-print(f"base: {base.num_params():,} parameters; task {task.summary()}; {config.steps} steps, batch {config.batch_size}, each method at its default learning rate")  # fmt: skip
+config = FinetuneConfig(
+    train=train_config(steps=8 if FAST else 60, eval_every=4 if FAST else 20, progress=False)
+)
+print(f"base: {base.num_params():,} parameters; task {task.summary()}; {config.train.steps} steps, batch {config.batch_size}, each method at its default learning rate")  # fmt: skip
 
 results = {}
 
@@ -97,20 +94,21 @@ run("lora + prefix", "hybrid")
 LAST = f"transformer.h.{L - 1}"
 
 
-@register_method("adapter+block", lr=METHODS["adapter"].lr, description="adapters + last block")
-def adapter_plus_block(model, cfg: FinetuneConfig) -> Preparation:
-    apply_adapters(model, AdapterConfig(trainable_extra=["head", LAST]))
+def adapter_plus_block(model, options: AdapterConfig, ctx) -> Preparation:
+    apply_adapters(model, options)
     new = {id(p) for _, layer in adapter_layers(model) for p in adapter_parameters(layer)}
     block = [p for p in model.get_submodule("backbone." + LAST).parameters() if id(p) not in new]
     others = [p for p in model.parameters() if p.requires_grad and id(p) not in {id(q) for q in block}]  # fmt: skip
     return Preparation(
         param_groups=[
-            {"params": others, "lr": cfg.lr},  # the adapters (of every block) and the head
+            {"params": others, "lr": ctx.lr},  # the adapters (of every block) and the head
             {"params": block, "lr": METHODS["layerwise"].lr},  # the pretrained last block
         ]
     )
 
 
+extra = {"trainable_extra": ["head", LAST]}  # AdapterConfig's options, with this default
+register_method(Method("adapter+block", AdapterConfig, METHODS["adapter"].lr, "adapters + last block", adapter_plus_block, extra))  # fmt: skip
 run(f"adapter + {LAST}", "adapter+block")
 
 # %% [markdown]
@@ -240,7 +238,7 @@ for name, r in main.items():
     ax1.annotate(name, (r.trainable, r.metric), fontsize=8, textcoords="offset points", xytext=(4, 3))  # fmt: skip
 ax1.set_xscale("log")
 ax1.axhline(1 / task.num_labels, color="gray", ls=":", label="chance")
-ax1.set(xlabel="trainable parameters", ylabel="validation accuracy", title=f"{task.name}, {config.steps} steps each")  # fmt: skip
+ax1.set(xlabel="trainable parameters", ylabel="validation accuracy", title=f"{task.name}, {config.train.steps} steps each")  # fmt: skip
 ax1.legend(fontsize=8)
 names = list(main)
 ax2.barh(names, [main[n].seconds for n in names], color="C1")

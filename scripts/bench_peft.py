@@ -72,23 +72,21 @@ def timed_steps(step, warmup: int, steps: int, device: torch.device) -> tuple[fl
 
 def method_worker(method: str, device: torch.device, warmup: int, steps: int) -> dict:
     from minift.data.tasks import DEFAULT_TASK
-    from minift.recipes.finetune import METHODS as REGISTRY
-    from minift.recipes.finetune import (
-        FinetuneConfig,
-        _classification,
-        build_model,
-        count_parameters,
-    )
+    from minift.model.params import count_parameters
+    from minift.peft.methods import METHODS, RunContext
+    from minift.recipes.finetune import FinetuneConfig, build_model
     from minift.recipes.pretrain import load_base
     from minift.recipes.tasks import get_task
+    from minift.train.objectives import task_objective
 
     base, enc = load_base(progress=False, verbose=False)
     task = get_task(DEFAULT_TASK)
-    config = FinetuneConfig(method=method, lr=REGISTRY[method].lr)
+    config = FinetuneConfig(method=method)
+    run = RunContext(METHODS[method].lr, config.train.steps, config.train.weight_decay)
     model = build_model(base, task, enc, config)
-    REGISTRY[method].prepare(model, config)
+    METHODS[method].prepare(model, METHODS[method].make_config(), run)
     model.to(device).train()
-    batch_fn, loss_fn, *_ = _classification(task, enc, config)
+    batch_fn, loss_fn, *_ = task_objective(task, enc, config.max_len, config.batch_size)
     batch = {k: v.to(device) for k, v in batch_fn(0, 0).items()}
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from minift.data.tasks import DEFAULT_TASK
-from minift.recipes.finetune import METHODS, FinetuneConfig, finetune
+from minift.peft.methods import METHODS
+from minift.recipes.finetune import FinetuneConfig, finetune, train_config
 from minift.recipes.pretrain import load_base
 from minift.recipes.tasks import get_task
 
@@ -19,9 +20,10 @@ def setup():
 def test_every_method_lowers_validation_loss_and_leaves_the_base_untouched(setup, method):
     base, enc, task = setup
     before = {k: v.clone() for k, v in base.state_dict().items()}
-    result = finetune(
-        task, base, enc, FinetuneConfig(method=method, steps=12, eval_every=12, progress=False)
+    config = FinetuneConfig(
+        method=method, train=train_config(steps=12, eval_every=12, progress=False)
     )
+    result = finetune(task, base, enc, config)
     start, end = result.history[0]["val_loss"], result.history[-1]["val_loss"]
     assert end < start, f"{method}: val loss {start:.3f} -> {end:.3f}"
     assert 0 < result.trainable <= result.total

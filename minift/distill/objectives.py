@@ -69,14 +69,15 @@ def task_objective(
     task: Task, enc, batch_size: int = 32, max_len: int = 24, seed: int = 0
 ) -> Objective:
     """The task's batches and evaluation, as minift.recipes.finetune builds them."""
-    from minift.recipes.finetune import OBJECTIVES, FinetuneConfig
+    from minift.train.objectives import OBJECTIVES
 
     if task.kind not in OBJECTIVES:
         raise ValueError(
             f"task kind {task.kind!r} cannot be distilled here; kinds: {sorted(OBJECTIVES)}"
         )
-    config = FinetuneConfig(batch_size=batch_size, max_len=max_len, seed=seed)
-    batch_fn, _, eval_fn, monitor, mode = OBJECTIVES[task.kind](task, enc, config)
+    batch_fn, _, eval_fn, monitor, mode = OBJECTIVES[task.kind](
+        task, enc, max_len, batch_size, seed
+    )
     return Objective(task.name, batch_fn, eval_fn, monitor, mode)
 
 
@@ -104,8 +105,8 @@ def transfer_objective(
     ``unlabeled_per_batch`` texts marked ``unlabeled`` (teacher terms only). Evaluation is
     the task's. Texts that are validation rows are refused (they would leak)."""
     from minift.data.batching import classification_batch
-    from minift.recipes.finetune import classification_inputs
     from minift.tokenizer import pad_id
+    from minift.train.objectives import classification_inputs
 
     if task.kind != "classification":
         raise ValueError(f"a transfer set needs a classification task, got {task.kind!r}")

@@ -37,7 +37,7 @@ from minift.peft.core import (
     match_targets,
     replace_module,
 )
-from minift.peft.registry import register_peft_method, remember_config
+from minift.peft.registry import remember_config
 
 LAYOUTS = {  # layout -> default targets
     "houlsby": ["attn.c_proj", "mlp.c_proj"],
@@ -157,7 +157,6 @@ def _sublayer_width(module: nn.Module) -> int:
     raise ValueError(f"{type(module).__name__} has no linear layer to size an adapter from")
 
 
-@register_peft_method("adapter", AdapterConfig)
 def apply_adapters(model: nn.Module, config: AdapterConfig | None = None) -> nn.Module:
     """Insert bottleneck adapters in ``model`` in place, in ``config.layout``; freeze the rest.
 

@@ -38,7 +38,7 @@ from minift.peft.core import (
     replace_module,
     unmerge_layers,
 )
-from minift.peft.registry import register_peft_method, remember_config
+from minift.peft.registry import remember_config
 
 QKV = ("q", "k", "v")
 
@@ -160,7 +160,6 @@ def _matches(name: str, targets: list[str]) -> bool:
     return any(name == t or name.endswith("." + t) for t in targets)
 
 
-@register_peft_method("ia3", IA3Config)
 def apply_ia3(model: nn.Module, config: IA3Config | None = None) -> nn.Module:
     """Wrap every targeted linear layer in IA3Linear, in place; freeze the rest.
 

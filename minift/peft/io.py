@@ -18,7 +18,7 @@ import torch.nn as nn
 from minift.io import write_json
 from minift.model.checkpoint import load_state, save_state
 from minift.peft.core import DEFAULT_ADAPTER, adapter_layers, adapter_parameters
-from minift.peft.registry import apply_method
+from minift.peft.methods import apply_method
 
 WEIGHTS = "adapter_model.safetensors"
 CONFIG = "adapter_config.json"

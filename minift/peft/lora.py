@@ -40,7 +40,7 @@ from minift.peft.core import (
     replace_module,
     unmerge_layers,
 )
-from minift.peft.registry import register_peft_method, remember_config
+from minift.peft.registry import remember_config
 
 QKV = ("q", "k", "v")
 
@@ -245,7 +245,6 @@ def _parts_for(name: str, config: LoRAConfig) -> tuple[list[int] | None, int]:
     return [QKV.index(p) for p in config.qkv_parts], 3
 
 
-@register_peft_method("lora", LoRAConfig)
 def apply_lora(model: nn.Module, config: LoRAConfig | None = None) -> nn.Module:
     """Wrap every targeted linear layer of ``model`` in LoRALinear, in place; freeze the rest.
 

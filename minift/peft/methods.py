@@ -1,23 +1,31 @@
-"""The fine-tuning methods of `minift finetune --method ...` and of the demo.
+"""Every fine-tuning method by name, registered once, in the table at the bottom.
 
-Each entry prepares a fresh copy of the base model (with its task head) in place. The
-default learning rates come from a sweep on the default task (60 steps, normal base, see
-docs/benchmarks.md): methods that train few parameters take larger steps.
+A method is its options (a config dataclass: LoRAConfig for lora, ...), its default
+learning rate, a description, and prepare(model, config, run): which freezes or wraps a
+fresh copy of the base model (with its task head) in place, and may hand back optimizer
+groups or a per-step callback. `minift finetune --method M` builds its command-line
+options from the config's fields, and a saved adapter is re-applied through the same table
+(apply_method), so each setting has one default: the config's field default, or the
+method's own value in ``defaults`` (LoRA's targets here are the attention matrices).
+
+The default learning rates come from a sweep on the default task (60 steps, normal base,
+see docs/benchmarks.md): methods that train few parameters take larger steps.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
+import torch.nn as nn
 
 from minift.model.gpt import GPT
 from minift.model.heads import SequenceClassifier
 from minift.model.params import find_gpt
 from minift.peft.adapters import AdapterConfig, apply_adapters
-from minift.peft.ia3 import IA3Config, apply_ia3
+from minift.peft.ia3 import IA3Config, apply_ia3, merge_ia3
 from minift.peft.layerwise import (
     GradualUnfreezing,
     bitfit,
@@ -25,10 +33,23 @@ from minift.peft.layerwise import (
     layerwise_lr_groups,
     norm_tuning,
 )
-from minift.peft.lora import LoRAConfig, apply_lora
+from minift.peft.lora import LoRAConfig, apply_lora, merge_lora
 from minift.peft.prefix import PrefixConfig, apply_prefix_tuning
 from minift.peft.prompt import PromptConfig, apply_prompt_tuning
 from minift.peft.unipelt import UniPELTConfig, apply_unipelt
+
+# r = 8 on the attention matrices trains under 2% of the base's parameters.
+ATTENTION = ("c_attn", "attn.c_proj")
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a method may need from the run it is prepared for."""
+
+    lr: float
+    steps: int
+    weight_decay: float = 0.0
+    seed: int = 0
 
 
 @dataclass
@@ -39,136 +60,177 @@ class Preparation:
     on_step: Callable | None = None  # called as on_step(step, trainer) after each step
 
 
-@dataclass
+@dataclass(frozen=True)
 class Method:
-    """prepare(model, config) freezes/wraps the model in place; it may return a Preparation
-    (optimizer groups, a per-step callback). config.lr is already resolved."""
-
     name: str
-    prepare: Callable[[torch.nn.Module, Any], Preparation | None]
-    lr: float
-    description: str = ""
+    config: type  # the dataclass of its options
+    lr: float  # default learning rate
+    description: str
+    prepare: Callable[[nn.Module, Any, RunContext | None], Preparation | None]
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # its own values for config fields
+    adapter: bool = False  # PEFT: saved as an adapter, re-applied by apply_method
+    merge: Callable[[nn.Module], nn.Module] | None = None  # folds the adapter into the weights
+
+    def option_defaults(self) -> dict[str, Any]:
+        """Each option's default for this method (the config's, or the method's own)."""
+        config = self.config()
+        return {f.name: self.defaults.get(f.name, getattr(config, f.name)) for f in fields(config)}
+
+    def make_config(self, options: Mapping[str, Any] | None = None) -> Any:
+        """The config with ``options`` over the method's defaults; an unknown option is a
+        ValueError naming the valid ones (the config itself checks the values)."""
+        options = dict(options or {})
+        valid = [f.name for f in fields(self.config)]
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {unknown} for method {self.name!r}; its options are {valid}"
+            )
+        return self.config(**{**self.defaults, **options})
 
 
-METHODS: dict[str, Method] = {}
+# ------------------------------------------------------------ options of the layer-wise methods
+@dataclass
+class NoOptions:
+    """A method without options."""
 
 
-def register_method(name: str, lr: float, description: str = ""):
-    def wrap(fn):
-        METHODS[name] = Method(name, fn, lr, description)
-        return fn
-
-    return wrap
+@dataclass
+class LastKConfig:
+    k: int = 1  # blocks that train, from the top (0: only the final norm and the head)
 
 
-@register_method("full", lr=1e-3, description="every parameter trains")
-def _full(model: torch.nn.Module, config: Any) -> None:
+@dataclass
+class LLRDConfig:
+    decay: float = 0.7  # block l of L trains at lr * decay^(L - l)
+
+
+@dataclass
+class GradualConfig:
+    every: int | None = None  # steps between unfreezings (none: steps // (n_layer + 1))
+    decay: float = 1.0  # layer-wise LR decay on top (1: one rate for all)
+
+
+@dataclass
+class HybridConfig:
+    r: int = 8  # LoRA rank
+    alpha: float = 16.0  # LoRA scaling alpha / r
+    target_modules: list[str] = field(default_factory=lambda: list(ATTENTION))  # LoRA's layers
+    prefix_tokens: int = 5  # trained key/value prefixes per layer
+
+
+# ------------------------------------------------------------ prepare functions
+def _full(model: nn.Module, config: NoOptions, run: RunContext) -> None:
     for p in model.parameters():
         p.requires_grad_(True)
 
 
-@register_method(
-    "scratch", lr=1e-3, description="same architecture, random init, every parameter trains"
-)
-def _scratch(model: torch.nn.Module, config: Any) -> None:
-    torch.manual_seed(config.seed)
+def _scratch(model: nn.Module, config: NoOptions, run: RunContext) -> None:
+    torch.manual_seed(run.seed)
     backbone = model.backbone if isinstance(model, SequenceClassifier) else model
-    fresh = GPT(backbone.config)
-    backbone.load_state_dict(fresh.state_dict())
+    backbone.load_state_dict(GPT(backbone.config).state_dict())
     if isinstance(model, SequenceClassifier):
         model.init_head()  # from the fresh embeddings: nothing pretrained may leak in
-    _full(model, config)
+    _full(model, config, run)
 
 
-def _lora_config(config, **extra) -> LoRAConfig:
-    # The attention matrices only: r=8 then trains under 2% of the base's parameters.
-    opts = {"r": 8, "alpha": 16, "target_modules": ["c_attn", "attn.c_proj"], **extra}
-    opts.update(config.options)
-    return LoRAConfig(**opts)
+def _layerwise(model: nn.Module, config: LastKConfig, run: RunContext) -> None:
+    freeze_all_but_last(model, config.k)
 
 
-@register_method("lora", lr=5e-3, description="LoRA r=8 on the attention matrices")
-def _lora(model, config) -> None:
-    apply_lora(model, _lora_config(config))
-
-
-@register_method("dora", lr=5e-3, description="DoRA: LoRA with a learned magnitude per output row")
-def _dora(model, config) -> None:
-    apply_lora(model, _lora_config(config, use_dora=True))
-
-
-@register_method("layerwise", lr=3e-3, description="train the last block (and head) only")
-def _layerwise(model, config) -> None:
-    freeze_all_but_last(model, int(config.options.get("k", 1)))
-
-
-@register_method("bitfit", lr=1e-2, description="train the biases only (BitFit)")
-def _bitfit(model, config) -> None:
-    bitfit(model)
-
-
-@register_method("layernorm", lr=1e-2, description="train the LayerNorm parameters only")
-def _layernorm(model, config) -> None:
-    norm_tuning(model)
-
-
-@register_method("probe", lr=3e-2, description="frozen backbone features, a linear probe")
-def _probe(model, config) -> None:
+def _probe(model: nn.Module, config: NoOptions, run: RunContext) -> None:
     freeze_all_but_last(model, 0)
-    for p in find_gpt(model).transformer.ln_f.parameters():
-        p.requires_grad_(False)
+    find_gpt(model).transformer.ln_f.requires_grad_(False)
 
 
-@register_method("llrd", lr=2e-3, description="full fine-tuning with layer-wise LR decay")
-def _llrd(model, config) -> Preparation:
-    for p in model.parameters():
-        p.requires_grad_(True)
-    decay = float(config.options.get("decay", 0.7))
-    return Preparation(
-        param_groups=layerwise_lr_groups(model, config.lr, decay, config.weight_decay)
-    )
+def _llrd(model: nn.Module, config: LLRDConfig, run: RunContext) -> Preparation:
+    model.requires_grad_(True)
+    return Preparation(layerwise_lr_groups(model, run.lr, config.decay, run.weight_decay))
 
 
-@register_method("gradual", lr=2e-3, description="gradual unfreezing from the top (ULMFiT)")
-def _gradual(model, config) -> Preparation:
+def _gradual(model: nn.Module, config: GradualConfig, run: RunContext) -> Preparation:
     n = len(find_gpt(model).transformer.h)
-    every = int(config.options.get("every", max(1, config.steps // (n + 1))))
+    every = config.every if config.every is not None else max(1, run.steps // (n + 1))
     schedule = GradualUnfreezing(model, every)
-    decay = float(config.options.get("decay", 1.0))
-    groups = layerwise_lr_groups(model, config.lr, decay, config.weight_decay)
+    groups = layerwise_lr_groups(model, run.lr, config.decay, run.weight_decay)
     return Preparation(param_groups=groups, on_step=schedule)
 
 
-@register_method("adapter", lr=1e-2, description="Houlsby bottleneck adapters (reduction 16)")
-def _adapter(model, config) -> None:
-    apply_adapters(model, AdapterConfig(**config.options))
+def _hybrid(model: nn.Module, config: HybridConfig, run: RunContext) -> None:
+    lora = LoRAConfig(r=config.r, alpha=config.alpha, target_modules=config.target_modules)
+    apply_lora(model, lora)
+    apply_prefix_tuning(model, PrefixConfig(num_virtual_tokens=config.prefix_tokens))
 
 
-@register_method("ia3", lr=1e-1, description="IA3: learned scales on keys, values, MLP activations")
-def _ia3(model, config) -> None:
-    apply_ia3(model, IA3Config(**config.options))
+def _peft(apply: Callable) -> Callable:
+    """prepare() of a PEFT method: wrap the model in place; nothing else to hand back."""
+
+    def prepare(model: nn.Module, config: Any, run: RunContext | None) -> None:
+        apply(model, config)
+
+    return prepare
 
 
-@register_method(
-    "prefix", lr=3e-2, description="prefix tuning: 10 trained key/value prefixes per layer"
-)
-def _prefix(model, config) -> None:
-    apply_prefix_tuning(model, PrefixConfig(**config.options))
+def _layers(choose: Callable) -> Callable:
+    """prepare() of a method that only chooses which parameters train."""
+
+    def prepare(model: nn.Module, config: NoOptions, run: RunContext) -> None:
+        choose(model)
+
+    return prepare
 
 
-@register_method("prompt", lr=1e-1, description="prompt tuning: 10 trained input embeddings")
-def _prompt(model, config) -> None:
-    apply_prompt_tuning(model, PromptConfig(**config.options))
+LORA_DEFAULTS = {"target_modules": list(ATTENTION)}
+
+BUILTIN: tuple[Method, ...] = (  # name, options, default lr, description, prepare, ...
+    Method("full", NoOptions, 1e-3, "every parameter trains", _full),
+    Method("scratch", NoOptions, 1e-3, "same architecture, random init, all trains", _scratch),
+    Method("layerwise", LastKConfig, 3e-3, "train the last k blocks (and head) only", _layerwise),
+    Method("bitfit", NoOptions, 1e-2, "train the biases only (BitFit)", _layers(bitfit)),
+    Method("layernorm", NoOptions, 1e-2, "train the norms only", _layers(norm_tuning)),
+    Method("probe", NoOptions, 3e-2, "frozen backbone features, a linear probe", _probe),
+    Method("llrd", LLRDConfig, 2e-3, "full fine-tuning, layer-wise LR decay", _llrd),
+    Method("gradual", GradualConfig, 2e-3, "gradual unfreezing from the top", _gradual),
+    Method("lora", LoRAConfig, 5e-3, "LoRA: a trained low-rank update", _peft(apply_lora),
+           defaults=LORA_DEFAULTS, adapter=True, merge=merge_lora),
+    Method("dora", LoRAConfig, 5e-3, "DoRA: LoRA + a magnitude per row", _peft(apply_lora),
+           defaults={**LORA_DEFAULTS, "use_dora": True}, adapter=True, merge=merge_lora),
+    Method("adapter", AdapterConfig, 1e-2, "bottleneck adapters", _peft(apply_adapters),
+           adapter=True),
+    Method("ia3", IA3Config, 1e-1, "IA3: learned scales on k, v, MLP", _peft(apply_ia3),
+           adapter=True, merge=merge_ia3),
+    Method("prefix", PrefixConfig, 3e-2, "prefix tuning: trained key/value prefixes",
+           _peft(apply_prefix_tuning), adapter=True),
+    Method("prompt", PromptConfig, 1e-1, "prompt tuning: trained input embeddings",
+           _peft(apply_prompt_tuning), adapter=True),
+    Method("unipelt", UniPELTConfig, 1e-2, "UniPELT: gated LoRA + adapter + prefix",
+           _peft(apply_unipelt), adapter=True),
+    Method("hybrid", HybridConfig, 5e-3, "LoRA + prefix tuning on one model", _hybrid,
+           adapter=True),
+)  # fmt: skip
+METHODS: dict[str, Method] = {m.name: m for m in BUILTIN}
 
 
-@register_method("unipelt", lr=1e-2, description="UniPELT: gated LoRA + adapter + prefix")
-def _unipelt(model, config) -> None:
-    apply_unipelt(model, UniPELTConfig(**config.options))
+def register_method(method: Method) -> Method:
+    """Add a method (a lesson's variant, an experiment) to the table. The built-in methods
+    cannot be replaced; a name registered here again is replaced (a re-run cell)."""
+    if method.name in {m.name for m in BUILTIN}:
+        raise ValueError(f"{method.name!r} is a built-in method; choose another name")
+    METHODS[method.name] = method
+    return method
 
 
-@register_method("hybrid", lr=5e-3, description="LoRA + prefix tuning on one model")
-def _hybrid(model, config) -> None:
-    apply_lora(model, _lora_config(config))
-    apply_prefix_tuning(
-        model, PrefixConfig(num_virtual_tokens=int(config.options.get("prefix_tokens", 5)))
-    )
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; available: {sorted(METHODS)}")
+    return METHODS[name]
+
+
+def apply_method(model: nn.Module, method: str, config: Mapping[str, Any]) -> nn.Module:
+    """Re-apply a PEFT method recorded in a model's peft_config (e.g. a saved adapter)."""
+    m = get_method(method)
+    if not m.adapter:
+        adapters = sorted(n for n, x in METHODS.items() if x.adapter)
+        raise ValueError(f"{method!r} is not a PEFT adapter method; those are {adapters}")
+    m.prepare(model, m.make_config(config), None)
+    return model

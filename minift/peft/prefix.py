@@ -37,7 +37,7 @@ from minift.peft.core import (
     find_gpt,
     freeze_base,
 )
-from minift.peft.registry import register_peft_method, remember_config
+from minift.peft.registry import remember_config
 
 
 @dataclass
@@ -212,7 +212,6 @@ def add_prefix_adapter(gpt: nn.Module, layer: PrefixTuning) -> None:
     layer.attach(hooks)
 
 
-@register_peft_method("prefix", PrefixConfig)
 def apply_prefix_tuning(model: nn.Module, config: PrefixConfig | None = None) -> nn.Module:
     """Give every attention layer of ``model`` trained key/value prefixes; freeze the rest."""
     config = config or PrefixConfig()

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from minift.peft.core import DEFAULT_ADAPTER, AdapterLayer, check_extra, find_gpt, freeze_base
-from minift.peft.registry import register_peft_method, remember_config
+from minift.peft.registry import remember_config
 
 
 @dataclass
@@ -119,7 +119,6 @@ def initial_prompt(gpt: nn.Module, config: PromptConfig) -> torch.Tensor:
     return wte[ids].detach().clone()
 
 
-@register_peft_method("prompt", PromptConfig)
 def apply_prompt_tuning(model: nn.Module, config: PromptConfig | None = None) -> nn.Module:
     """Put a trained soft prompt in front of every input of ``model``; freeze the rest."""
     config = config or PromptConfig()

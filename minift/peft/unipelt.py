@@ -43,7 +43,7 @@ from minift.peft.core import (
 )
 from minift.peft.lora import QKV, LoRAConfig, LoRALinear
 from minift.peft.prefix import PrefixConfig, PrefixTuning, add_prefix_adapter, prefix_hooks
-from minift.peft.registry import register_peft_method, remember_config
+from minift.peft.registry import remember_config
 
 
 @dataclass
@@ -165,7 +165,6 @@ class GatedPrefix(PrefixTuning):
         return gate * k, gate * v
 
 
-@register_peft_method("unipelt", UniPELTConfig)
 def apply_unipelt(model: nn.Module, config: UniPELTConfig | None = None) -> nn.Module:
     """Gated LoRA on q, v of every c_attn, a gated adapter after every MLP and gated
     prefixes in every attention layer, in place; freeze the rest. Everything is resolved

@@ -14,7 +14,8 @@ import time
 from collections.abc import Sequence
 
 from minift.data.tasks import DEFAULT_TASK
-from minift.recipes.finetune import METHODS, FinetuneConfig, FinetuneResult, finetune
+from minift.peft.methods import METHODS
+from minift.recipes.finetune import FinetuneConfig, FinetuneResult, finetune, train_config
 from minift.recipes.pretrain import base_report, load_base
 from minift.recipes.tasks import get_task
 from minift.utils import fast_mode, output_dir
@@ -92,7 +93,8 @@ def run_demo(
     steps = steps or (20 if fast_mode() else 80)
     results = []
     for name in methods:
-        config = FinetuneConfig(method=name, steps=steps, seed=seed, progress=progress)
+        train = train_config(steps=steps, seed=seed, progress=progress)
+        config = FinetuneConfig(method=name, train=train)
         result = finetune(task, base, enc, config)
         print(
             f"  {name:<10} {result.metric_name}={result.metric:.3f}  ({result.seconds:.1f} s)",
