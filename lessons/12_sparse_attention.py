@@ -8,7 +8,7 @@
 #     Attn(Q, K, V)_i = sum_{j in S(i)} softmax_j(q_i . k_j / sqrt(d)) v_j,    |S(i)| << T,
 #
 # chosen so that information can still cross the whole sequence in a few layers. minift
-# cuts the sequence into blocks of `attn_block_size` tokens and describes every pattern as
+# cuts the sequence into blocks of `sparse.block_size` tokens and describes every pattern as
 # a block layout `layout[h, I, J]` (may the queries of block I see the keys of block J?):
 #
 # | pattern          | S(i), in blocks (d = I - J)                                | paper                  |
@@ -19,11 +19,11 @@
 # | global           | the first g blocks see, and are seen by, everything         | Beltagy et al. 2020    |
 # | BigBird          | window + global + a few random blocks per head              | Zaheer et al. 2020     |
 #
-# A pattern is a `GPTConfig` option (`attn_pattern`, `attn_window`, ...), and because it
+# A pattern is a `GPTConfig` option (`sparse=SparseConfig(pattern, window=...)`), and as it
 # adds no parameter it can be switched on in a model pretrained densely
 # (`minift.longctx.context.set_attention_pattern`): that is how Longformer was made from
-# RoBERTa. Two code paths compute it: `attn_impl="masked"` (the readable reference:
-# dense attention under the T x T mask) and `attn_impl="efficient"` (it gathers only the
+# RoBERTa. Two code paths compute it: `impl="masked"` (the readable reference:
+# dense attention under the T x T mask) and `impl="efficient"` (it gathers only the
 # key blocks each query block may see, memory linear in T; on a GPU a block-sparse Triton
 # kernel takes over, lesson 11).
 
@@ -41,7 +41,7 @@ import torch
 from minift.data.batching import window_batches
 from minift.data.tokens import corpus_tokens
 from minift.longctx.context import set_attention_pattern
-from minift.model import GPTConfig
+from minift.model import GPTConfig, SparseConfig
 from minift.model.sparse import SparsePattern, density, masked_sparse_attention, sparse_mask
 from minift.model.sparse_efficient import efficient_sparse_attention
 from minift.recipes.pretrain import load_base
@@ -65,7 +65,7 @@ print(f"base: {base.num_params():,} parameters, block_size {T0}, {base.config.n_
 # sliding window plus the global block; BigBird adds two random blocks per query block,
 # drawn per head from a seed (head 0 shown). "global" on its own is only the global
 # blocks: a token outside them sees block 0 and not even itself; it is meant to be added to
-# a local pattern (`attn_global` works with every pattern), as "longformer" does.
+# a local pattern (`n_global` works with every pattern), as "longformer" does.
 
 # %%
 PATTERNS = {
@@ -74,28 +74,27 @@ PATTERNS = {
     "dilated window": ("sliding_window", {"window": 3, "dilation": 2}),
     "strided": ("strided", {"stride": 4}),
     "fixed": ("fixed", {"stride": 4, "summary": 1}),
-    "global": ("global", {"global": 1}),
-    "longformer": ("sliding_window", {"window": 3, "global": 1}),
-    "bigbird": ("bigbird", {"window": 2, "global": 1, "random": 2}),
+    "global": ("global", {"n_global": 1}),
+    "longformer": ("sliding_window", {"window": 3, "n_global": 1}),
+    "bigbird": ("bigbird", {"window": 2, "n_global": 1, "n_random": 2}),
 }
 
 
 def pattern_config(name: str, block_size: int, attn_block: int, **kw) -> GPTConfig:
-    """A small config holding pattern ``name``: options become attn_* fields."""
+    """A small config holding pattern ``name``: its options are SparseConfig fields."""
     pattern, opts = PATTERNS[name]
-    fields = {f"attn_{k}": v for k, v in opts.items()}
     return GPTConfig(
         vocab_size=64, block_size=block_size, n_layer=1, n_head=2, n_embd=16,
-        attn_pattern=pattern, attn_block_size=attn_block, **fields, **kw,
+        sparse=SparseConfig(pattern, block_size=attn_block, **opts), **kw,
     )  # fmt: skip
 
 
 def token_mask(config: GPTConfig, T: int) -> torch.Tensor:
     """M[h, i, j] for T tokens: the layout blown up to tokens, and j <= i."""
-    if not config.sparse:
+    if not config.is_sparse:
         return torch.ones(T, T, dtype=torch.bool).tril()[None]
     layout = SparsePattern(config).layout(T)
-    return sparse_mask(layout, config.attn_block_size, T, T, config.causal)[0]
+    return sparse_mask(layout, config.sparse.block_size, T, T, config.causal)[0]
 
 
 fig, axes = plt.subplots(2, 4, figsize=(14, 7.4))
@@ -203,7 +202,7 @@ print(f"{'pattern':16s} {'keys/query':>11s} {'of T x T':>9s} {'of causal':>10s}"
 savings = {}
 for name in PATTERNS:
     config = pattern_config(name, T_LONG, BS_LONG)
-    layout = SparsePattern(config).layout(T_LONG).float() if config.sparse else None
+    layout = SparsePattern(config).layout(T_LONG).float() if config.is_sparse else None
     if layout is None:
         keys = (T_LONG + 1) / 2
     else:  # whole blocks below the diagonal, a causal triangle on it, averaged over heads
@@ -264,8 +263,8 @@ def eval_fn(model) -> dict[str, float]:
 
 RUNS = {
     "dense": {"pattern": "dense"},
-    "longformer": {"pattern": "sliding_window", "window": 1, "global": 1},
-    "bigbird": {"pattern": "bigbird", "window": 1, "global": 1, "random": 1},
+    "longformer": {"pattern": "sliding_window", "window": 1, "n_global": 1},
+    "bigbird": {"pattern": "bigbird", "window": 1, "n_global": 1, "n_random": 1},
 }
 finetuned = {}
 for name, opts in RUNS.items():
@@ -313,5 +312,5 @@ print(f"lesson done in {time.perf_counter() - t_start:.1f}s")
 # 2. Strided and fixed patterns were designed for several heads that split the work
 #    (Child et al. 2019). Which tokens can token 127 reach in two layers of `fixed` with
 #    stride 4? Compose the masks (boolean matrix product) to find out.
-# 3. BigBird's random blocks differ per head. Set `attn_random=0` and compare the fine-tuned
+# 3. BigBird's random blocks differ per head. Set `n_random=0` and compare the fine-tuned
 #    loss: do the random blocks help here?

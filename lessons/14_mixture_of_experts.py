@@ -21,7 +21,7 @@
 #
 # Finally, **sparse upcycling** (Komatsuzaki et al. 2022) makes an MoE from a pretrained
 # dense model: every expert starts as a copy of its MLP. The code is `minift/model/moe.py`
-# (`GPTConfig(moe_experts=..., moe_top_k=...)` builds one from scratch).
+# (`GPTConfig(moe=MoEConfig(experts=..., top_k=...))` builds one from scratch).
 
 # %%
 import copy
@@ -36,7 +36,7 @@ import torch
 
 from minift.data.batching import window_batches
 from minift.data.tokens import corpus_tokens
-from minift.model import GPT, GPTConfig
+from minift.model import GPT, GPTConfig, MoEConfig
 from minift.model.moe import MoEMLP, moe_layers
 from minift.model.upcycle import upcycle
 from minift.recipes.pretrain import load_base
@@ -60,7 +60,7 @@ print(f"base: {base.num_params():,} parameters, width {C}, {base.config.n_layer}
 
 # %%
 config = GPTConfig(
-    vocab_size=64, block_size=64, n_layer=1, n_head=2, n_embd=C, moe_experts=4, moe_top_k=2
+    vocab_size=64, block_size=64, n_layer=1, n_head=2, n_embd=C, moe=MoEConfig(experts=4, top_k=2)
 )
 moe = MoEMLP(config)
 x = torch.randn(64, C)
@@ -108,7 +108,9 @@ print(f"every token's first choice is expert 0 (top-2, so at most E / k = 2): L_
 
 # %%
 for cf in (1.0, 2.0, None):
-    cfg = dataclasses.replace(config, moe_top_k=1, moe_capacity_factor=cf, moe_norm_topk=False)
+    cfg = dataclasses.replace(
+        config, moe=dataclasses.replace(config.moe, top_k=1, capacity_factor=cf)
+    )
     switch = MoEMLP(cfg)
     switch.load_state_dict(moe.state_dict())
     with torch.no_grad():
@@ -152,7 +154,7 @@ print(
 # %% [markdown]
 # ## 5. Training with and without the balancing loss
 # A small Switch model (4 experts, top-1, g = p) trains from scratch on `pydocs` twice, with
-# the same seed and batches: once with moe_aux_weight = 0, once with 0.01. We record each
+# the same seed and batches: once with aux_weight = 0, once with 0.01. We record each
 # layer's load f_i at every step. Without the loss, the router's early preferences feed
 # themselves: the favoured expert gets more tokens, learns faster, and is chosen even more
 # (Shazeer et al. 2017 saw the same). With it, the loads may swing while the router is
@@ -162,15 +164,15 @@ print(
 STEPS = 40 if FAST else 100
 E = 4
 small = GPTConfig(
-    vocab_size=enc.n_vocab, block_size=64, n_layer=2, n_head=2, n_embd=64, moe_experts=E,
-    moe_top_k=1, moe_norm_topk=False,
+    vocab_size=enc.n_vocab, block_size=64, n_layer=2, n_head=2, n_embd=64,
+    moe=MoEConfig(experts=E, top_k=1),  # top-1: g = p (norm_topk is off for top_k = 1)
 )  # fmt: skip
 train_tokens = corpus_tokens("pydocs", "train", enc)
 batch_fn = window_batches(train_tokens, 8, small.block_size, seed=3)
 runs = {}
 for aux in (0.0, 0.01):
     torch.manual_seed(0)
-    model = GPT(dataclasses.replace(small, moe_aux_weight=aux))
+    model = GPT(dataclasses.replace(small, moe=dataclasses.replace(small.moe, aux_weight=aux)))
 
     def loss_fn(model, batch):
         out = model(batch[0], batch[1])

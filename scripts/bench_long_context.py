@@ -11,7 +11,7 @@ Configurations, all a small GPT (2 layers, width 64, 2 heads, 512-token vocabula
 - dense-sdpa: the model's default dense path, PyTorch's fused scaled_dot_product_attention
   (on the CPU a flash-style kernel that never stores the (T, T) matrix: O(T) memory,
   still O(T^2) time);
-- sliding-window: the linear-memory gather path (attn_impl "efficient"), windows of 2
+- sliding-window: the linear-memory gather path (sparse impl "efficient"), windows of 2
   blocks of 64 tokens (each query sees 65 .. 128 keys);
 - bigbird: the same path, window 2 + 1 global + 1 random block of 64;
 - hierarchical: HANClassifier over segments of 512 tokens (dense attention inside a
@@ -66,13 +66,13 @@ def build(name: str, T: int):
     block = max(T, 128)
     sparse = {}
     if name == "sliding-window":
-        sparse = dict(attn_pattern="sliding_window", attn_window=2)
+        sparse = dict(pattern="sliding_window", window=2)
     elif name == "bigbird":
-        sparse = dict(attn_pattern="bigbird", attn_window=2, attn_global=1, attn_random=1)
+        sparse = dict(pattern="bigbird", window=2, n_global=1, n_random=1)
     if sparse:
-        sparse.update(attn_block_size=64, attn_impl="efficient")
+        sparse.update(block_size=64, impl="efficient")
         block = math.ceil(block / 64) * 64
-    return GPT(GPTConfig(block_size=block, **WIDTH, **sparse))
+    return GPT(GPTConfig(block_size=block, **WIDTH, sparse=sparse))
 
 
 def step(name: str, model, T: int, device) -> None:

@@ -78,7 +78,7 @@ def test_sparse_pattern_switched_on_after_loading(gpt2, enc):
     dense = model(idx).logits
     set_attention_pattern(model, "sliding_window", window=6, block_size=8)
     torch.testing.assert_close(model(idx).logits, dense, atol=1e-5, rtol=1e-5)
-    set_attention_pattern(model, "bigbird", window=1, block_size=8, **{"global": 1})
+    set_attention_pattern(model, "bigbird", window=1, block_size=8, n_global=1)
     out = model(idx, targets=idx)
     assert (out.logits - dense).abs().max() > 1e-3  # now it attends to fewer keys
     out.loss.backward()

@@ -12,7 +12,7 @@ from minift.longctx.hierarchical import (
     segment_batch,
     split_segments,
 )
-from minift.model import GPT, GPTConfig
+from minift.model import GPT, GPTConfig, MoEConfig
 
 PAD = 60
 
@@ -100,7 +100,7 @@ def test_training_reaches_the_backbone_and_the_reader(name):
 
 
 def test_moe_backbone_adds_its_router_loss_while_training():
-    model = HANClassifier(backbone(moe_experts=2, moe_top_k=1), 3)
+    model = HANClassifier(backbone(moe=MoEConfig(experts=2, top_k=1)), 3)
     batch = segment_batch([list(range(30))], 16, PAD)
     out = model(**batch, labels=torch.tensor([1]))
     assert out.aux_loss is not None

@@ -295,3 +295,80 @@ def test_mlm_masking_follows_bert():
     assert abs(as_mask - 0.8) < 0.04 and 0.07 < kept < 0.15  # 10% kept (+ random hits)
     with pytest.raises(ValueError, match="mask probability"):
         mask_tokens(idx, 1, 97, prob=0.0)
+
+
+# ------------------------------------------------------------------ config forms
+# A config.json as minift wrote it before the nested sub-configs (every field flat).
+OLD_FLAT = dict(
+    vocab_size=61, block_size=64, n_layer=2, n_head=2, n_embd=16, n_inner=None, dropout=0.0,
+    bias=True, norm="layernorm", norm_eps=1e-5, pos_emb="learned", rope_theta=10000.0,
+    mlp="gelu", tie_weights=True, causal=True, attn_pattern="bigbird", attn_impl="efficient",
+    attn_block_size=8, attn_window=2, attn_dilation=1, attn_stride=4, attn_summary=1,
+    attn_global=1, attn_random=1, attn_seed=3, moe_experts=4, moe_top_k=2, moe_every=2,
+    moe_capacity_factor=1.5, moe_aux_weight=0.02, moe_z_weight=0.0, moe_norm_topk=True,
+)  # fmt: skip
+
+
+def test_old_flat_config_files_load_into_the_nested_config(tmp_path):
+    from minift.model import MoEConfig, SparseConfig
+
+    config = GPTConfig.from_dict(OLD_FLAT)
+    assert config.sparse == SparseConfig(
+        "bigbird", "efficient", 8, window=2, n_global=1, n_random=1, seed=3
+    )
+    assert config.moe == MoEConfig(4, 2, 2, 1.5, 0.02, 0.0, True)
+    # A saved model with the old config.json loads and computes what it computed.
+    torch.manual_seed(0)
+    model = GPT(config).eval()
+    model.save(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(OLD_FLAT))
+    idx = torch.randint(0, 61, (2, 30))
+    torch.testing.assert_close(GPT.load(tmp_path)(idx).logits, model(idx).logits, rtol=0, atol=0)
+
+
+def test_nested_config_round_trips_through_json():
+    from minift.model import MoEConfig, SparseConfig
+
+    config = GPTConfig(
+        vocab_size=61, block_size=64, n_layer=2, n_head=2, n_embd=16,
+        sparse=SparseConfig(pattern="sliding_window", window=4, block_size=16),
+        moe=MoEConfig(experts=4, top_k=1, capacity_factor=2.0),
+    )  # fmt: skip
+    text = config.to_json()
+    assert '"sparse": {' in text and "attn_" not in text and "moe_" not in text
+    again = GPTConfig.from_json(text)
+    assert again == config and again.moe.norm_topk is None and not again.moe.renormalize
+    with pytest.raises(ValueError, match=r"unknown sparse option\(s\) \['widow'\]"):
+        GPTConfig.from_dict({"sparse": {"pattern": "sliding_window", "widow": 2}})
+    with pytest.raises(ValueError, match="mixes flat keys"):
+        GPTConfig.from_dict({"attn_window": 2, "sparse": {}})
+
+
+def test_attention_chooses_one_path_per_call(monkeypatch):
+    """The six paths: dense (flash kernel, SDPA, explicit with probabilities), sparse
+    (masked reference, block-sparse kernel, linear-memory gather)."""
+    from minift.model import SparseConfig
+    from minift.model.attention import AttentionInputs
+
+    def path(sparse=None, need_weights=False, padded=False, dropout=0.0, **kw):
+        cfg = dict(vocab_size=11, block_size=64, n_layer=1, n_head=1, n_embd=16)
+        attn = GPT(GPTConfig(**cfg, sparse=sparse or SparseConfig())).transformer.h[0].attn
+        q = torch.zeros(1, 1, 32, 16)
+        pad = torch.ones(1, 32) if padded else None
+        inputs = AttentionInputs(torch.arange(32)[None], None, True, key_padding=pad)
+        return attn.choose_path(q, q, q, inputs, 0, dropout, need_weights)
+
+    window = SparseConfig("sliding_window", block_size=16)
+    monkeypatch.setenv("MINIFT_KERNELS", "reference")
+    assert (path(), path(need_weights=True)) == ("sdpa", "explicit")
+    assert path(window) == "sparse_gather"
+    assert path(SparseConfig("sliding_window", "masked", 16)) == "sparse_masked"
+    assert path(window, need_weights=True) == "sparse_masked"
+    pytest.importorskip("triton")
+    from minift.kernels import dispatch
+
+    if not (torch.cuda.is_available() or dispatch.interpreting()):
+        pytest.skip("the Triton paths need CUDA or TRITON_INTERPRET=1")
+    monkeypatch.setenv("MINIFT_KERNELS", "triton")
+    assert (path(), path(dropout=0.1)) == ("flash", "sdpa")
+    assert (path(window), path(window, padded=True)) == ("block_sparse", "sparse_gather")

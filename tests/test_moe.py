@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minift.model import GPT, GPTConfig
+from minift.model import GPT, GPTConfig, MoEConfig
 from minift.model.layers import MLP
 from minift.model.moe import (
     MoEMLP,
@@ -25,11 +25,12 @@ SMALL = dict(vocab_size=61, block_size=32, n_layer=2, n_head=2, n_embd=16)
 
 
 def moe_config(**kw) -> GPTConfig:
-    return GPTConfig(**{**SMALL, "moe_experts": 4, "moe_top_k": 2, **kw})
+    """kw: MoEConfig options over 4 experts, top-2."""
+    return GPTConfig(**SMALL, moe=MoEConfig(**{"experts": 4, "top_k": 2, **kw}))
 
 
 def test_one_expert_is_the_dense_mlp():
-    config = moe_config(moe_experts=1, moe_top_k=1)
+    config = moe_config(experts=1, top_k=1)
     dense, moe = MLP(config), MoEMLP(config)
     moe.experts[0].load_state_dict(dense.state_dict())
     x = torch.randn(3, 7, 16)
@@ -38,7 +39,7 @@ def test_one_expert_is_the_dense_mlp():
 
 
 def test_gates_sum_to_one_over_the_chosen_experts_and_follow_the_softmax():
-    moe = MoEMLP(moe_config(moe_experts=5, moe_top_k=3))
+    moe = MoEMLP(moe_config(experts=5, top_k=3))
     x = torch.randn(40, 16)
     chosen, gates, kept = moe.route(x)
     torch.testing.assert_close(gates.sum(-1), torch.ones(40))
@@ -46,7 +47,7 @@ def test_gates_sum_to_one_over_the_chosen_experts_and_follow_the_softmax():
     top = probs.topk(3, dim=-1)
     assert torch.equal(chosen, top.indices) and kept.all()
     torch.testing.assert_close(gates, top.values / top.values.sum(-1, keepdim=True))
-    switch = MoEMLP(moe_config(moe_experts=5, moe_top_k=1, moe_norm_topk=False))
+    switch = MoEMLP(moe_config(experts=5, top_k=1))  # norm_topk: off for top-1
     switch.router.load_state_dict(moe.router.state_dict())
     _, g1, _ = switch.route(x)
     torch.testing.assert_close(g1[:, 0], probs.max(-1).values)  # Switch: the raw probability
@@ -108,7 +109,7 @@ def test_capacity_keeps_first_choices_first_in_token_order():
 
 
 def test_overflowing_tokens_pass_through_unchanged_and_are_counted():
-    config = moe_config(moe_top_k=1, moe_capacity_factor=0.5)
+    config = moe_config(top_k=1, capacity_factor=0.5)
     moe = MoEMLP(config)
     with torch.no_grad():
         moe.router.weight.zero_()
@@ -121,7 +122,8 @@ def test_overflowing_tokens_pass_through_unchanged_and_are_counted():
     assert moe.stats.dropped_tokens.item() == 40 - capacity
     assert moe.stats.dropped_assignments.item() == 40 - capacity
     assert (y[0, capacity:] == 0).all()  # the block's residual passes them through unchanged
-    torch.testing.assert_close(y[0, :capacity], moe.experts[0](x[0, :capacity]) * 1.0)
+    gate = (x[0, :capacity] @ moe.router.weight.T).softmax(-1)[:, :1]  # Switch: g = p
+    torch.testing.assert_close(y[0, :capacity], moe.experts[0](x[0, :capacity]) * gate)
     # Through a whole block: the MLP adds nothing for the dropped tokens.
     gpt = GPT(config)
     block = gpt.transformer.h[1]
@@ -142,20 +144,20 @@ def test_overflowing_tokens_pass_through_unchanged_and_are_counted():
 def test_upcycled_moe_at_init_equals_the_dense_model():
     dense = GPT(GPTConfig(**SMALL)).eval()
     moe = upcycle(copy.deepcopy(dense), num_experts=4, top_k=2).eval()
-    assert moe.config.moe_experts == 4 and len(moe_layers(moe)) == 2
+    assert moe.config.moe.experts == 4 and len(moe_layers(moe)) == 2
     names = [n for n, _ in moe.named_parameters()]
     assert "transformer.h.1.mlp.experts.3.c_fc.weight" in names
     assert "transformer.h.0.mlp.router.weight" in names
     idx = torch.randint(0, 61, (2, 20))
     torch.testing.assert_close(moe(idx).logits, dense(idx).logits, atol=1e-5, rtol=1e-5)
-    # Every other block only (GShard, Switch): moe_every=2 upcycles block 1 alone.
+    # Every other block only (GShard, Switch): every=2 upcycles block 1 alone.
     half = upcycle(copy.deepcopy(dense), num_experts=2, top_k=1, every=2)
     assert [type(b.mlp).__name__ for b in half.transformer.h] == ["MLP", "MoEMLP"]
 
 
 def test_aux_loss_joins_the_loss_only_while_training():
     torch.manual_seed(0)
-    model = GPT(moe_config(moe_aux_weight=0.1, moe_z_weight=0.01))
+    model = GPT(moe_config(aux_weight=0.1, z_weight=0.01))
     idx = torch.randint(0, 61, (2, 16))
     model.train()
     out = model(idx, idx)
@@ -195,15 +197,15 @@ def test_flops_count_only_the_chosen_experts():
 @pytest.mark.parametrize(
     "kw, match",
     [
-        ({"moe_experts": 2, "moe_top_k": 3}, "moe_top_k 3 must be between 1 and moe_experts 2"),
-        ({"moe_experts": -1}, "moe_experts must be >= 0"),
-        ({"moe_experts": 4, "moe_capacity_factor": 0.0}, "moe_capacity_factor must be > 0"),
-        ({"moe_experts": 4, "moe_every": 3}, "moe_every must be in"),
+        ({"experts": 2, "top_k": 3}, "moe.top_k 3 must be between 1 and moe.experts 2"),
+        ({"experts": -1}, "moe.experts must be >= 0"),
+        ({"experts": 4, "capacity_factor": 0.0}, "moe.capacity_factor must be > 0"),
+        ({"experts": 4, "every": 3}, "moe.every must be in"),
     ],
 )
 def test_bad_moe_configs_are_clear_errors(kw, match):
     with pytest.raises(ValueError, match=match):
-        GPTConfig(**{**SMALL, **kw})
+        GPTConfig(**SMALL, moe=kw)
 
 
 def test_bad_upcycling_leaves_the_model_untouched():
@@ -211,12 +213,60 @@ def test_bad_upcycling_leaves_the_model_untouched():
 
     dense = GPT(GPTConfig(**SMALL))
     before = copy.deepcopy(dense.state_dict())
-    with pytest.raises(ValueError, match="moe_top_k 5"):
+    with pytest.raises(ValueError, match="moe.top_k 5"):
         upcycle(dense, num_experts=4, top_k=5)
     with pytest.raises(ValueError, match="unknown MoE option"):
         upcycle(dense, num_experts=4, capacity=1.0)
     lora = apply_lora(copy.deepcopy(dense), LoRAConfig(r=2, target_modules=["c_fc"]))
     with pytest.raises(ValueError, match="plain MLP"):
         upcycle(lora, num_experts=2, top_k=1)
-    assert dense.config.moe_experts == 0 and list(dense.state_dict()) == list(before)
-    assert dataclasses.asdict(dense.config)["moe_experts"] == 0
+    assert dense.config.moe.experts == 0 and list(dense.state_dict()) == list(before)
+    assert dataclasses.asdict(dense.config)["moe"]["experts"] == 0
+
+
+def router_grad(**moe) -> torch.Tensor:
+    """The router weights' gradient from the task loss alone (auxiliary losses off)."""
+    torch.manual_seed(0)
+    model = GPT(moe_config(aux_weight=0.0, z_weight=0.0, **moe)).train()
+    idx = torch.randint(0, 61, (4, 24))
+    model(idx, idx).loss.backward()
+    return model.transformer.h[0].mlp.router.weight.grad
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_the_router_learns_from_the_task_loss(top_k):
+    """Top-1 routing renormalised over the one chosen expert has g = p / p = 1: the task
+    loss would send the router nothing. The default renormalises only for top_k > 1."""
+    assert MoEConfig(top_k=top_k).renormalize == (top_k > 1)
+    assert router_grad(top_k=top_k).abs().max() > 1e-4
+    with pytest.warns(UserWarning, match="no gradient"):
+        stuck = router_grad(top_k=1, norm_topk=True)
+    assert stuck.abs().max() < 1e-6
+
+
+def routed_to_the_right_expert(**moe) -> tuple[float, float]:
+    """Two experts; tokens with x_0 >= 0 want expert 0's output, the others expert 1's.
+    The share of tokens routed to their expert before and after 30 SGD steps on the task
+    loss alone (only the router trains; no auxiliary loss)."""
+    torch.manual_seed(0)
+    layer = MoEMLP(moe_config(experts=2, top_k=1, **moe))
+    x = torch.randn(256, 16)
+    right = (x[:, 0] < 0).long()
+    with torch.no_grad():
+        target = torch.where(right[:, None] == 0, layer.experts[0](x), layer.experts[1](x))
+    opt = torch.optim.SGD(layer.router.parameters(), lr=30.0)
+    share = []
+    for _ in range(31):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(layer(x), target).backward()
+        share.append((layer.route(x)[0][:, 0] == right).float().mean().item())
+        opt.step()
+    return share[0], share[-1]
+
+
+def test_a_top1_router_learns_to_pick_the_better_expert():
+    before, after = routed_to_the_right_expert()
+    assert before < 0.6 and after > 0.95
+    with pytest.warns(UserWarning):
+        stuck = routed_to_the_right_expert(norm_topk=True)
+    assert stuck == (before, before)  # g = p / p = 1: the router never moves

@@ -10,26 +10,27 @@ import torch
 from minift.kernels.layouts import make_layout
 
 from minift.longctx.context import extend_context, set_attention_pattern
-from minift.model import GPT, GPTConfig
+from minift.model import GPT, GPTConfig, SparseConfig
 from minift.model.sparse import SparsePattern, masked_sparse_attention, sparse_mask
 from minift.model.sparse_efficient import efficient_sparse_attention
 
 PATTERNS = {
-    "sliding_window": {"attn_window": 2},
-    "dilated": {"attn_window": 2, "attn_dilation": 2},
-    "strided": {"attn_stride": 2},
-    "fixed": {"attn_stride": 3, "attn_summary": 1},
-    "global": {"attn_global": 1},
-    "longformer": {"attn_window": 2, "attn_global": 1},
-    "bigbird": {"attn_window": 2, "attn_global": 1, "attn_random": 2},
+    "sliding_window": {"window": 2},
+    "dilated": {"window": 2, "dilation": 2},
+    "strided": {"stride": 2},
+    "fixed": {"stride": 3, "summary": 1},
+    "global": {"n_global": 1},
+    "longformer": {"window": 2, "n_global": 1},
+    "bigbird": {"window": 2, "n_global": 1, "n_random": 2},
 }
 
 
-def config_for(name: str, **kw) -> GPTConfig:
-    opts = dict(PATTERNS[name])
+def config_for(name: str, causal: bool = True, **kw) -> GPTConfig:
+    """kw: SparseConfig options (impl=..., block_size=...) over the pattern's."""
     pattern = {"dilated": "sliding_window", "longformer": "sliding_window"}.get(name, name)
-    base = dict(vocab_size=61, block_size=96, n_layer=2, n_head=2, n_embd=16, attn_block_size=4)
-    return GPTConfig(attn_pattern=pattern, **{**base, **opts, **kw})
+    sparse = SparseConfig(pattern=pattern, **{"block_size": 4, **PATTERNS[name], **kw})
+    base = dict(vocab_size=61, block_size=96, n_layer=2, n_head=2, n_embd=16, causal=causal)
+    return GPTConfig(**base, sparse=sparse)
 
 
 def rows(*lines: str) -> torch.Tensor:
@@ -38,37 +39,37 @@ def rows(*lines: str) -> torch.Tensor:
 
 def token_mask(config: GPTConfig, T: int) -> torch.Tensor:
     layout = SparsePattern(config).layout(T)
-    return sparse_mask(layout, config.attn_block_size, T, T, config.causal)[0]
+    return sparse_mask(layout, config.sparse.block_size, T, T, config.causal)[0]
 
 
 # --------------------------------------------------------------------- definitions
 HAND = {
     # 8 tokens in 4 blocks of 2; row t lists the keys query t may see.
-    ("sliding_window", True, (("attn_window", 2),)): rows(
+    ("sliding_window", True, (("window", 2),)): rows(
         "10000000", "11000000", "11100000", "11110000",
         "00111000", "00111100", "00001110", "00001111",
     ),  # own block and the one before, causal inside the diagonal block
-    ("sliding_window", True, (("attn_window", 2), ("attn_dilation", 2))): rows(
+    ("sliding_window", True, (("window", 2), ("dilation", 2))): rows(
         "10000000", "11000000", "00100000", "00110000",
         "11001000", "11001100", "00110010", "00110011",
     ),  # blocks i and i - 2 (Longformer's dilation)
-    ("sliding_window", False, (("attn_window", 2),)): rows(
+    ("sliding_window", False, (("window", 2),)): rows(
         "11110000", "11110000", "11111100", "11111100",
         "00111111", "00111111", "00001111", "00001111",
     ),  # one block on each side
-    ("strided", True, (("attn_stride", 2),)): rows(
+    ("strided", True, (("stride", 2),)): rows(
         "10000000", "11000000", "11100000", "11110000",
         "11111000", "11111100", "00111110", "00111111",
     ),  # |i - j| < 2 blocks, or i - j even
-    ("fixed", True, (("attn_stride", 2), ("attn_summary", 1))): rows(
+    ("fixed", True, (("stride", 2), ("summary", 1))): rows(
         "10000000", "11000000", "11100000", "11110000",
         "00111000", "00111100", "00111110", "00111111",
     ),  # own chunk of 2 blocks, plus block 1 (the summary of chunk 0) and 3
-    ("global", True, (("attn_global", 1),)): rows(
+    ("global", True, (("n_global", 1),)): rows(
         "10000000", "11000000", "11000000", "11000000",
         "11000000", "11000000", "11000000", "11000000",
     ),  # everyone sees block 0; block 0 sees only itself (causal)
-    ("global", False, (("attn_global", 1),)): rows(
+    ("global", False, (("n_global", 1),)): rows(
         "11111111", "11111111", "11000000", "11000000",
         "11000000", "11000000", "11000000", "11000000",
     ),  # block 0 sees and is seen by all
@@ -79,16 +80,16 @@ HAND = {
 def test_pattern_masks_match_their_definition(key):
     pattern, causal, opts = key
     config = GPTConfig(
-        vocab_size=11, block_size=8, n_layer=1, n_head=1, n_embd=8, attn_block_size=2,
-        attn_pattern=pattern, causal=causal, **dict(opts),
+        vocab_size=11, block_size=8, n_layer=1, n_head=1, n_embd=8, causal=causal,
+        sparse=SparseConfig(pattern=pattern, block_size=2, **dict(opts)),
     )  # fmt: skip
     assert torch.equal(token_mask(config, 8)[0], HAND[key])
 
 
 def test_bigbird_is_window_plus_global_plus_random_blocks_per_head():
     config = GPTConfig(
-        vocab_size=11, block_size=64, n_layer=1, n_head=2, n_embd=8, attn_block_size=4,
-        attn_pattern="bigbird", attn_window=2, attn_global=1, attn_random=2, attn_seed=3,
+        vocab_size=11, block_size=64, n_layer=1, n_head=2, n_embd=8,
+        sparse=SparseConfig("bigbird", block_size=4, window=2, n_global=1, n_random=2, seed=3),
     )  # fmt: skip
     layout = SparsePattern(config).layout(64)  # 16 blocks
     assert layout.shape == (2, 16, 16)
@@ -129,7 +130,7 @@ def check_efficient_matches_reference(
     k = torch.randn(B, H, P + Tk, D, dtype=torch.float64, requires_grad=True)
     v = torch.randn(B, H, P + Tk, D, dtype=torch.float64, requires_grad=True)
     layout = pattern.layout(Tk)
-    bs = config.attn_block_size
+    bs = config.sparse.block_size
     mask = sparse_mask(layout, bs, Tq, Tk, config.causal, padding, segments, P)
     ref, _ = masked_sparse_attention(q, k, v, mask)
     out = efficient_sparse_attention(
@@ -188,7 +189,7 @@ def test_efficient_path_keeps_memory_linear_by_gathering_only_listed_blocks(monk
 # ----------------------------------------------------------------- through the model
 @pytest.mark.parametrize("impl", ["masked", "efficient"])
 def test_kv_cache_generation_equals_uncached_with_a_pattern(impl):
-    model = GPT(config_for("bigbird", attn_impl=impl)).eval()
+    model = GPT(config_for("bigbird", impl=impl)).eval()
     idx = torch.randint(0, 61, (2, 13))
     cached = model.generate(idx, 40, temperature=0, use_cache=True)
     plain = model.generate(idx, 40, temperature=0, use_cache=False)
@@ -200,8 +201,7 @@ def test_model_paths_agree_and_right_padding_leaves_real_tokens_alone(name):
     efficient = GPT(config_for(name)).eval()
     masked = copy.deepcopy(efficient)
     set_attention_pattern(
-        masked, efficient.config.attn_pattern, impl="masked",
-        **{k.removeprefix("attn_"): v for k, v in PATTERNS[name].items()}, block_size=4,
+        masked, efficient.config.sparse.pattern, impl="masked", **PATTERNS[name], block_size=4,
     )  # fmt: skip
     idx = torch.randint(0, 61, (2, 50))
     mask = torch.ones(2, 50, dtype=torch.long)
@@ -241,7 +241,7 @@ def test_packed_segments_and_prefix_tuning_with_a_pattern():
     model = GPT(config_for("bigbird")).eval()
     masked = copy.deepcopy(model)
     set_attention_pattern(
-        masked, "bigbird", impl="masked", window=2, block_size=4, random=2, **{"global": 1}
+        masked, "bigbird", impl="masked", window=2, block_size=4, n_random=2, n_global=1
     )
     idx = torch.randint(0, 61, (2, 30))
     seg = torch.tensor([0] * 12 + [1] * 18).expand(2, 30)
@@ -267,7 +267,7 @@ def test_model_dispatches_to_the_block_sparse_kernel(monkeypatch):
 
     if not (torch.cuda.is_available() or dispatch.interpreting()):
         pytest.skip("needs CUDA or TRITON_INTERPRET=1")
-    config = dataclasses.replace(config_for("longformer"), attn_block_size=16, n_embd=32)
+    config = dataclasses.replace(config_for("longformer", block_size=16), n_embd=32)
     model = GPT(config).eval()
     idx = torch.randint(0, 61, (1, 40))
     expected = model(idx).logits
@@ -295,7 +295,7 @@ def test_switching_a_pattern_on_a_dense_model_changes_no_parameter(tmp_path):
     torch.testing.assert_close(sparse(idx).logits[:, :24], dense(idx).logits[:, :24])
     sparse.save(tmp_path)
     loaded = GPT.load(tmp_path).eval()
-    assert loaded.config.attn_pattern == "strided"
+    assert loaded.config.sparse.pattern == "strided"
     torch.testing.assert_close(loaded(idx).logits, sparse(idx).logits)
     set_attention_pattern(sparse, "dense")
     torch.testing.assert_close(sparse(idx).logits, dense(idx).logits)
@@ -317,18 +317,18 @@ def test_extend_context_tiles_positions_and_keeps_short_inputs_exact():
 @pytest.mark.parametrize(
     "kw, match",
     [
-        ({"attn_pattern": "longnet"}, "unknown attn_pattern 'longnet'"),
-        ({"attn_pattern": "sliding_window", "attn_window": 0}, "attn_window must be at least 1"),
-        ({"attn_pattern": "strided", "attn_block_size": 48}, "does not divide block_size 128"),
-        ({"attn_pattern": "strided", "attn_random": 1}, "attn_random applies to bigbird only"),
-        ({"attn_pattern": "global"}, "needs attn_global >= 1"),
-        ({"attn_pattern": "fixed", "attn_stride": 2, "attn_summary": 3}, "attn_summary"),
-        ({"attn_pattern": "bigbird", "attn_impl": "fast"}, "attn_impl must be"),
+        ({"pattern": "longnet"}, "unknown sparse.pattern 'longnet'"),
+        ({"pattern": "sliding_window", "window": 0}, "sparse.window must be at least 1"),
+        ({"pattern": "strided", "block_size": 48}, "does not divide block_size 128"),
+        ({"pattern": "strided", "n_random": 1}, "sparse.n_random applies to bigbird only"),
+        ({"pattern": "global"}, "needs sparse.n_global >= 1"),
+        ({"pattern": "fixed", "stride": 2, "summary": 3}, "sparse.summary"),
+        ({"pattern": "bigbird", "impl": "fast"}, "sparse.impl must be"),
     ],
 )
 def test_bad_pattern_configs_are_clear_errors(kw, match):
     with pytest.raises(ValueError, match=match):
-        GPTConfig(vocab_size=11, block_size=128, n_layer=1, n_head=1, n_embd=8, **kw)
+        GPTConfig(vocab_size=11, block_size=128, n_layer=1, n_head=1, n_embd=8, sparse=kw)
 
 
 def test_bad_switch_leaves_the_model_untouched():
@@ -337,6 +337,6 @@ def test_bad_switch_leaves_the_model_untouched():
         set_attention_pattern(model, "sliding_window", widow=2)
     with pytest.raises(ValueError, match="does not divide"):
         set_attention_pattern(model, "sliding_window", block_size=48)
-    assert model.config.attn_pattern == "dense" and model.transformer.h[0].attn.pattern is None
+    assert model.config.sparse.pattern == "dense" and model.transformer.h[0].attn.pattern is None
     with pytest.raises(ValueError, match="only grows"):
         extend_context(model, 32)

@@ -58,7 +58,7 @@ def _norm_params(norm, C: int) -> tuple[torch.Tensor, torch.Tensor]:
 def calibrate(teacher: GPT, batches) -> Calibration:
     """Statistics of the teacher on calibration batches of (idx, attention_mask or None)."""
     cfg = teacher.config
-    if getattr(cfg, "moe_experts", 0):
+    if cfg.moe.experts:
         raise ValueError("the teacher's MLPs are mixtures of experts; slicing handles dense MLPs")
     C, H, D = cfg.n_embd, cfg.n_head, cfg.head_dim
     second = torch.zeros(C, C, dtype=torch.float64)
@@ -150,7 +150,7 @@ def slice_teacher(
         problems.append(f"n_inner {n_inner} must be in 1..{tc.inner_dim}")
     if any(not 0 <= b < tc.n_layer for b in blocks):
         problems.append(f"blocks {blocks} must be in 0..{tc.n_layer - 1}")
-    if getattr(tc, "moe_experts", 0):
+    if tc.moe.experts:
         problems.append("the teacher's MLPs are mixtures of experts; slicing handles dense MLPs")
     if problems:
         raise ValueError("cannot slice the teacher: " + "; ".join(problems))

@@ -19,33 +19,28 @@ import dataclasses
 import torch
 import torch.nn as nn
 
-from minift.model.config import GPTConfig
+from minift.model.config import SparseConfig
 from minift.model.layers import Rotary
 from minift.model.params import find_gpt
 from minift.model.sparse import SparsePattern
 
-PATTERN_FIELDS = tuple(f.name for f in dataclasses.fields(GPTConfig) if f.name.startswith("attn_"))
+PATTERN_OPTIONS = tuple(f.name for f in dataclasses.fields(SparseConfig) if f.name != "pattern")
 
 
 def set_attention_pattern(model: nn.Module, pattern: str = "dense", **options) -> nn.Module:
     """Switch every attention layer of a GPT (or a model holding one) to ``pattern``, with
-    GPTConfig's attn_* options given without the prefix (window=4, block_size=32, ...).
-    ``pattern="dense"`` switches back. Options not given take GPTConfig's defaults (the
+    SparseConfig's other fields as options (window=4, block_size=32, n_global=1, ...).
+    ``pattern="dense"`` switches back. Options not given take SparseConfig's defaults (the
     call describes the whole pattern). The config is validated first: a bad option raises
     ValueError and leaves the model as it was. Returns the model."""
     gpt = find_gpt(model)
-    fields = {f"attn_{k}": v for k, v in options.items()}
-    unknown = sorted(set(fields) - set(PATTERN_FIELDS))
+    unknown = sorted(set(options) - set(PATTERN_OPTIONS))
     if unknown:
-        known = [f.removeprefix("attn_") for f in PATTERN_FIELDS if f != "attn_pattern"]
-        raise ValueError(f"unknown attention option(s) {unknown}; known: {known}")
-    defaults = {
-        f.name: f.default for f in dataclasses.fields(GPTConfig) if f.name in PATTERN_FIELDS
-    }
-    config = dataclasses.replace(gpt.config, **{**defaults, **fields, "attn_pattern": pattern})
+        raise ValueError(f"unknown attention option(s) {unknown}; known: {list(PATTERN_OPTIONS)}")
+    config = dataclasses.replace(gpt.config, sparse=SparseConfig(pattern=pattern, **options))
     gpt.config = config
     for block in gpt.transformer.h:
-        block.attn.pattern = SparsePattern(config) if config.sparse else None
+        block.attn.pattern = SparsePattern(config) if config.is_sparse else None
     return model
 
 

@@ -10,13 +10,16 @@ M is 0 where a query may look and -inf elsewhere. Three things decide M here:
 - a query always sees its own key, so a fully padded row still has a finite softmax
   (its output is garbage that the loss and the pooling ignore).
 
-Two code paths compute the same function: PyTorch's fused scaled_dot_product_attention
-(fast, never materialises the T x T matrix) and an explicit one that returns the
-attention probabilities, for lessons and for attention-transfer distillation.
+Dense attention has three paths that compute the same function: minift's Triton flash
+kernel (CUDA), PyTorch's fused scaled_dot_product_attention (neither materialises the
+T x T matrix) and an explicit one that returns the attention probabilities, for lessons
+and for attention-transfer distillation.
 
-With a sparse ``attn_pattern`` (minift.model.sparse) query i sees only the keys its block
-layout allows; the padding and packing rules above still apply, and no T x T mask is
-built unless the masked reference path (or the attention probabilities) is asked for.
+With a sparse pattern (``GPTConfig.sparse``, minift.model.sparse) query i sees only the
+keys its block layout allows; the padding and packing rules above still apply, and no
+T x T mask is built unless the masked reference path (or the probabilities) is asked for.
+Its three paths: that masked reference, the block-sparse Triton kernel and the
+linear-memory gather path. ``SelfAttention.choose_path`` picks one of the six per call.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
@@ -32,6 +36,10 @@ import torch.nn.functional as F
 from minift.model.config import GPTConfig
 from minift.model.layers import Rotary
 from minift.model.sparse import SparsePattern, masked_sparse_attention, sparse_mask
+from minift.model.sparse_efficient import efficient_sparse_attention
+
+if TYPE_CHECKING:
+    from minift.model.kv_cache import LayerKV
 
 
 @dataclass
@@ -119,8 +127,26 @@ def _use_block_sparse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_s
     return use_triton(q, k, v)
 
 
+def explicit_attention(q, k, v, inputs: AttentionInputs, dropout: float, training: bool):
+    """The readable path: the (B, H, Tq, Tk) probabilities are materialised and returned."""
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
+    mask = inputs.mask
+    if inputs.causal_no_mask:
+        T = q.size(-2)
+        mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    probs = scores.float().softmax(dim=-1).to(q.dtype)
+    return F.dropout(probs, dropout, training) @ v, probs
+
+
 class SelfAttention(nn.Module):
-    """GPT-2's attention layer: one fused projection c_attn to q, k, v, then c_proj."""
+    """GPT-2's attention layer: one fused projection c_attn to q, k, v, then c_proj.
+
+    Six paths compute the same function; :meth:`choose_path` picks one per call:
+    dense attention through minift's Triton flash kernel, PyTorch's SDPA, or the explicit
+    path that returns the probabilities; a sparse pattern through the masked reference,
+    the block-sparse Triton kernel, or the linear-memory gather path."""
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -139,7 +165,7 @@ class SelfAttention(nn.Module):
         # (minift.peft.prefix) sets it; None leaves attention exactly as it was.
         self.prefix: nn.Module | None = None
         # A sparse attention pattern (no parameters); None: dense attention.
-        self.pattern: SparsePattern | None = SparsePattern(config) if config.sparse else None
+        self.pattern: SparsePattern | None = SparsePattern(config) if config.is_sparse else None
 
     def split_heads(self, t: torch.Tensor) -> torch.Tensor:
         B, T, _ = t.shape
@@ -151,80 +177,6 @@ class SelfAttention(nn.Module):
         if self.rotary is not None:
             q, k = self.rotary(q, positions), self.rotary(k, positions)
         return q, k, v
-
-    def attend(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        inputs: AttentionInputs,
-        need_weights: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """softmax(q k^T / sqrt(d) + mask) v for (B, H, T, D) tensors."""
-        dropout = self.attn_dropout if self.training else 0.0
-        if not need_weights and dropout == 0.0 and inputs.mask is None and _use_flash(q, k, v):
-            # minift's Triton flash attention (CUDA): no mask tensor, the causal rule (or
-            # none, e.g. one decoding query over its cache) is applied inside the kernel.
-            from minift.kernels import attention as flash_attention
-
-            return flash_attention(q, k, v, causal=inputs.causal_no_mask), None
-        if not need_weights:
-            y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=inputs.mask, dropout_p=dropout, is_causal=inputs.causal_no_mask
-            )
-            return y, None
-        scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
-        mask = inputs.mask
-        if inputs.causal_no_mask:
-            T = q.size(-2)
-            mask = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-        if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
-        probs = scores.float().softmax(dim=-1).to(q.dtype)
-        y = F.dropout(probs, dropout, self.training) @ v
-        return y, probs
-
-    def attend_sparse(
-        self,
-        q: torch.Tensor,
-        k: torch.Tensor,
-        v: torch.Tensor,
-        inputs: AttentionInputs,
-        n_prefix: int,
-        need_weights: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Attention under the sparse pattern: the block-sparse Triton kernel (CUDA), the
-        linear-memory gather path, or (attn_impl "masked", or probabilities wanted) the
-        dense reference under the full mask. k, v hold n_prefix prefix keys first."""
-        if inputs.mask is not None:
-            raise ValueError(
-                "a sparse attention pattern builds its own mask from key_padding and "
-                "segment_ids; got AttentionInputs with a dense mask (build them with GPT.forward)"
-            )
-        pattern, dropout = self.pattern, (self.attn_dropout if self.training else 0.0)
-        n_keys = k.size(2) - n_prefix
-        layout = pattern.layout(n_keys, q.device)
-        padding, segments = inputs.key_padding, inputs.segment_ids
-        if pattern.impl == "masked" or need_weights:
-            mask = sparse_mask(
-                layout, pattern.block_size, q.size(2), n_keys, pattern.causal, padding,
-                segments, n_prefix,
-            )  # fmt: skip
-            return masked_sparse_attention(q, k, v, mask, dropout, need_weights)
-        if _use_block_sparse(q, k, v, pattern.block_size) and not (
-            n_prefix or dropout or padding is not None or segments is not None
-        ):
-            # The Triton kernel skips the blocks the layout leaves out (causal inside).
-            from minift.kernels import block_sparse_attention
-
-            return block_sparse_attention(q, k, v, layout, pattern.block_size, pattern.causal), None
-        from minift.model.sparse_efficient import efficient_sparse_attention
-
-        y = efficient_sparse_attention(
-            q, k, v, layout, pattern.block_size, pattern.causal, n_prefix, padding, segments,
-            dropout,
-        )  # fmt: skip
-        return y, None
 
     def forward(
         self,
@@ -243,50 +195,75 @@ class SelfAttention(nn.Module):
             k, v = torch.cat([pk.to(k.dtype), k], dim=2), torch.cat([pv.to(v.dtype), v], dim=2)
             n_prefix = pk.size(2)
             inputs = with_visible_prefix(inputs, n_prefix, q.size(2), k.size(2))
-        if self.pattern is not None:
-            y, probs = self.attend_sparse(q, k, v, inputs, n_prefix, need_weights)
-        else:
-            y, probs = self.attend(q, k, v, inputs, need_weights)
+        y, probs = self.attend(q, k, v, inputs, n_prefix, need_weights)
         B, H, T, D = y.shape
         y = y.transpose(1, 2).reshape(B, T, H * D)
         return self.resid_dropout(self.c_proj(y)), probs
 
+    def choose_path(self, q, k, v, inputs: AttentionInputs, n_prefix: int, dropout: float,
+                    need_weights: bool) -> str:  # fmt: skip
+        """Which implementation computes this call (all compute the same attention)."""
+        if self.pattern is None:
+            if need_weights:
+                return "explicit"
+            if dropout == 0.0 and inputs.mask is None and _use_flash(q, k, v):
+                return "flash"
+            return "sdpa"
+        if inputs.mask is not None:
+            raise ValueError(
+                "a sparse attention pattern builds its own mask from key_padding and "
+                "segment_ids; got AttentionInputs with a dense mask (build them with GPT.forward)"
+            )
+        if self.pattern.impl == "masked" or need_weights:
+            return "sparse_masked"
+        extras = n_prefix or dropout or inputs.key_padding is not None
+        if not (extras or inputs.segment_ids is not None) and _use_block_sparse(
+            q, k, v, self.pattern.block_size
+        ):
+            return "block_sparse"
+        return "sparse_gather"
 
-class LayerKV:
-    """One layer's cached keys and values, preallocated to the maximum length."""
+    def attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        inputs: AttentionInputs,
+        n_prefix: int = 0,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """softmax(q k^T / sqrt(d) + mask) v for (B, H, T, D) tensors; k, v hold n_prefix
+        prefix keys first. Returns the output and (when asked) the probabilities."""
+        dropout = self.attn_dropout if self.training else 0.0
+        path = self.choose_path(q, k, v, inputs, n_prefix, dropout, need_weights)
+        if path == "flash":
+            # minift's Triton flash attention (CUDA): no mask tensor, the causal rule (or
+            # none, e.g. one decoding query over its cache) is applied inside the kernel.
+            from minift.kernels import attention as flash_attention
 
-    def __init__(self, batch: int, n_head: int, max_len: int, head_dim: int, like: torch.Tensor):
-        shape = (batch, n_head, max_len, head_dim)
-        self.k = torch.empty(shape, dtype=like.dtype, device=like.device)
-        self.v = torch.empty(shape, dtype=like.dtype, device=like.device)
-        self.length = 0
+            return flash_attention(q, k, v, causal=inputs.causal_no_mask), None
+        if path == "sdpa":
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=inputs.mask, dropout_p=dropout, is_causal=inputs.causal_no_mask
+            )
+            return y, None
+        if path == "explicit":
+            return explicit_attention(q, k, v, inputs, dropout, self.training)
+        pattern, padding, segments = self.pattern, inputs.key_padding, inputs.segment_ids
+        layout = pattern.layout(k.size(2) - n_prefix, q.device)
+        if path == "sparse_masked":
+            mask = sparse_mask(
+                layout, pattern.block_size, q.size(2), k.size(2) - n_prefix, pattern.causal,
+                padding, segments, n_prefix,
+            )  # fmt: skip
+            return masked_sparse_attention(q, k, v, mask, dropout, need_weights)
+        if path == "block_sparse":
+            # The Triton kernel skips the blocks the layout leaves out (causal inside).
+            from minift.kernels import block_sparse_attention
 
-    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        end = self.length + k.size(2)
-        if end > self.k.size(2):
-            raise ValueError(f"KV cache holds {self.k.size(2)} positions; {end} requested")
-        self.k[:, :, self.length : end] = k
-        self.v[:, :, self.length : end] = v
-        self.length = end
-        return self.k[:, :, :end], self.v[:, :, :end]
-
-    def truncate(self, length: int) -> None:
-        self.length = length
-
-
-class KVCache:
-    """Keys and values of every layer for incremental decoding, plus the padding mask of
-    everything seen so far (needed for left-padded batches)."""
-
-    def __init__(self, config: GPTConfig, batch: int, max_len: int, like: torch.Tensor) -> None:
-        self.max_len = max_len
-        self.layers = [
-            LayerKV(batch, config.n_head, max_len, config.head_dim, like)
-            for _ in range(config.n_layer)
-        ]
-        self.key_padding: torch.Tensor | None = None  # (B, length)
-        self.next_position: torch.Tensor | None = None  # (B,) position of the next token
-
-    @property
-    def length(self) -> int:
-        return self.layers[0].length
+            return block_sparse_attention(q, k, v, layout, pattern.block_size, pattern.causal), None
+        y = efficient_sparse_attention(
+            q, k, v, layout, pattern.block_size, pattern.causal, n_prefix, padding, segments,
+            dropout,
+        )  # fmt: skip
+        return y, None

@@ -23,13 +23,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minift.model.attention import AttentionInputs, KVCache, SelfAttention, build_attention_mask
+from minift.model.attention import AttentionInputs, SelfAttention
 from minift.model.checkpoint import check_shapes, read_model_folder, save_model
 from minift.model.config import GPTConfig
 from minift.model.hf_gpt2 import read_hf_gpt2
+from minift.model.kv_cache import KVCache
 from minift.model.layers import MLP, init_weights, make_norm, residual_init_std
+from minift.model.masks import attention_inputs
 from minift.model.moe import MoEMLP, RouterStats, moe_layers
-from minift.model.sparse import check_right_padded, density
+from minift.model.sparse import density
 
 IGNORE_INDEX = -100  # targets with this value add nothing to the loss (PyTorch's default)
 
@@ -46,6 +48,21 @@ class ModelOutput:
     # loss while training) and each MoE layer's RouterStats. None without MoE layers.
     aux_loss: torch.Tensor | None = None
     router_stats: list[RouterStats] | None = None
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the targets that are not IGNORE_INDEX (in float32)."""
+    return F.cross_entropy(
+        logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX
+    )
+
+
+def _drop_prompt(P: int, x, targets, hidden, attentions):
+    """The outputs without the first P (soft prompt) positions."""
+    targets = targets[:, P:] if targets is not None else None
+    hidden = [h[:, P:] for h in hidden] if hidden is not None else None
+    attentions = [a[:, :, P:] for a in attentions] if attentions is not None else None
+    return x[:, P:], targets, hidden, attentions
 
 
 class Block(nn.Module):
@@ -127,12 +144,6 @@ class GPT(nn.Module):
             x = x + self.transformer.wpe(positions)
         return x
 
-    def _check_length(self, total: int) -> None:
-        if total > self.config.block_size:
-            raise ValueError(
-                f"sequence of {total} tokens exceeds block_size {self.config.block_size}"
-            )
-
     def forward(
         self,
         idx: torch.Tensor,
@@ -156,66 +167,25 @@ class GPT(nn.Module):
         (heads that read last_hidden need no vocabulary projection)."""
         if idx.dim() != 2:
             raise ValueError(f"idx must be (batch, time), got shape {tuple(idx.shape)}")
-        past = cache.length if cache is not None else 0
-        n_prompt = 0
-        if self.soft_prompt is not None and past == 0:
-            if segment_ids is not None:
-                raise ValueError("a soft prompt cannot be combined with packed segment_ids")
+        n_prompt = self._soft_prompt_length(cache, segment_ids)
+        if n_prompt:
             idx, targets, attention_mask, position_ids, inputs_embeds = self._prepend_prompt(
                 idx, targets, attention_mask, position_ids, inputs_embeds
             )
-            n_prompt = self.soft_prompt.num_tokens
-        B, T = idx.shape
-        self._check_length(past + T)
-        key_padding = self._key_padding(attention_mask, cache, B, T, past, idx.device)
-        if position_ids is None:
-            position_ids = self.default_positions(B, T, past, key_padding, cache, idx.device)
-        if self.config.sparse:
-            # The pattern builds its masks per block from these; no (T, T) mask here.
-            check_right_padded(key_padding)
-            if segment_ids is not None and past:
-                raise ValueError(
-                    "segment_ids (packed sequences) cannot be combined with a KV cache"
-                )
-            inputs = AttentionInputs(
-                positions=position_ids, mask=None, causal_no_mask=False,
-                key_padding=key_padding, segment_ids=segment_ids,
-            )  # fmt: skip
-        else:
-            mask, causal_fast = build_attention_mask(
-                self.config.causal, T, past, key_padding, idx.device, segment_ids
-            )
-            inputs = AttentionInputs(positions=position_ids, mask=mask, causal_no_mask=causal_fast)
-
-        x = self.transformer.drop(self.embed(idx, position_ids, inputs_embeds))
-        hidden = [x] if output_hidden_states else None
-        attentions = [] if output_attentions else None
-        for i, block in enumerate(self.transformer.h):
-            layer_cache = cache.layers[i] if cache is not None else None
-            x, probs = block(x, inputs, layer_cache, need_weights=output_attentions)
-            if hidden is not None:
-                hidden.append(x)
-            if attentions is not None:
-                attentions.append(probs)
+        inputs = attention_inputs(
+            self.config, idx, attention_mask, position_ids, cache, segment_ids
+        )
+        x = self.transformer.drop(self.embed(idx, inputs.positions, inputs_embeds))
+        x, hidden, attentions = self._blocks(
+            x, inputs, cache, output_hidden_states, output_attentions
+        )
         x = self.transformer.ln_f(x)
         if n_prompt:  # report only the caller's positions; the prompt is internal
-            x = x[:, n_prompt:]
-            targets = targets[:, n_prompt:] if targets is not None else None
-            hidden = [h[:, n_prompt:] for h in hidden] if hidden is not None else None
-            attentions = (
-                [a[:, :, n_prompt:] for a in attentions] if attentions is not None else None
-            )
+            x, targets, hidden, attentions = _drop_prompt(n_prompt, x, targets, hidden, attentions)
         if cache is not None:
-            cache.key_padding = key_padding
-            cache.next_position = position_ids[:, -1] + 1
+            cache.advance(inputs.key_padding, inputs.positions)
         logits = self.lm_head(x) if compute_logits or targets is not None else None
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(
-                logits.float().view(-1, logits.size(-1)),
-                targets.reshape(-1),
-                ignore_index=IGNORE_INDEX,
-            )
+        loss = lm_loss(logits, targets) if targets is not None else None
         aux_loss, router_stats = self.router_losses()
         if loss is not None and aux_loss is not None and self.training:
             loss = loss + aux_loss
@@ -230,16 +200,39 @@ class GPT(nn.Module):
             router_stats=router_stats,
         )
 
+    def _blocks(self, x, inputs, cache, output_hidden_states: bool, output_attentions: bool):
+        """Run the blocks; also return every block's output (after the embeddings) and
+        attention probabilities when asked, else None."""
+        hidden = [x] if output_hidden_states else None
+        attentions = [] if output_attentions else None
+        for i, block in enumerate(self.transformer.h):
+            layer_cache = cache.layers[i] if cache is not None else None
+            x, probs = block(x, inputs, layer_cache, need_weights=output_attentions)
+            if hidden is not None:
+                hidden.append(x)
+            if attentions is not None:
+                attentions.append(probs)
+        return x, hidden, attentions
+
     def router_losses(self) -> tuple[torch.Tensor | None, list[RouterStats] | None]:
         """The mean weighted auxiliary loss of the MoE layers' last forward pass and their
         RouterStats, or (None, None) for a model without MoE layers."""
-        if not self.config.moe_experts:
+        if not self.config.moe.experts:
             return None, None
         layers = moe_layers(self.transformer.h)
         losses = [m.aux_loss for m in layers if m.stats is not None]
         if not losses:
             return None, None
         return torch.stack(losses).mean(), [m.stats for m in layers]
+
+    def _soft_prompt_length(self, cache: KVCache | None, segment_ids) -> int:
+        """P when a soft prompt goes in front of this call's tokens (not on cached steps,
+        which already hold it), else 0."""
+        if self.soft_prompt is None or (cache is not None and cache.length):
+            return 0
+        if segment_ids is not None:
+            raise ValueError("a soft prompt cannot be combined with packed segment_ids")
+        return self.soft_prompt.num_tokens
 
     def _prepend_prompt(self, idx, targets, attention_mask, position_ids, inputs_embeds):
         """Soft prompt tuning: P trained embeddings go in front of the tokens' embeddings,
@@ -258,38 +251,6 @@ class GPT(nn.Module):
             front = torch.arange(P, device=idx.device).expand(B, P)
             position_ids = torch.cat([front, position_ids + P], dim=1)
         return idx, targets, attention_mask, position_ids, inputs_embeds
-
-    @staticmethod
-    def _key_padding(attention_mask, cache, B, T, past, device) -> torch.Tensor | None:
-        """The padding mask over all keys (cached ones first), or None when nothing is padded."""
-        prev = cache.key_padding if cache is not None else None
-        if attention_mask is None:
-            if prev is None:
-                return None
-            attention_mask = torch.ones(B, T, dtype=prev.dtype, device=device)
-        if attention_mask.shape == (B, past + T):
-            return attention_mask
-        if attention_mask.shape != (B, T):
-            raise ValueError(
-                f"attention_mask has shape {tuple(attention_mask.shape)}; expected ({B}, {T})"
-                + (f" or ({B}, {past + T}) with {past} cached positions" if past else "")
-            )
-        if past == 0:
-            return attention_mask
-        if prev is None:
-            prev = torch.ones(B, past, dtype=attention_mask.dtype, device=device)
-        return torch.cat([prev.to(attention_mask.dtype), attention_mask], dim=1)
-
-    @staticmethod
-    def default_positions(B, T, past, key_padding, cache, device) -> torch.Tensor:
-        if key_padding is None:
-            start = past
-            if cache is not None and cache.next_position is not None:
-                return cache.next_position[:, None] + torch.arange(T, device=device)[None]
-            return (start + torch.arange(T, device=device)).unsqueeze(0).expand(B, T)
-        # Count real tokens before each position: left padding does not shift positions.
-        pos = key_padding.long().cumsum(dim=1) - 1
-        return pos[:, -T:].clamp(min=0)
 
     # ---------------------------------------------------------------- helpers
     def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:

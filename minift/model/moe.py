@@ -5,8 +5,12 @@ choices, which bf16 rounding would flip; Fedus et al. 2021 call this selective p
 
     p(x) = softmax(W_r x),      chosen = top-k of p(x),
     y(x) = sum_{e in chosen} g_e(x) MLP_e(x),
-    g_e  = p_e / sum_{e' in chosen} p_e'  (moe_norm_topk: the gates sum to one, as in
+    g_e  = p_e / sum_{e' in chosen} p_e'  (norm_topk: the gates sum to one, as in
            Mixtral), or g_e = p_e (Switch, top-1: the router's gradient comes from g).
+
+With top-1 routing the renormalised gate is p_e / p_e = 1 whatever the router says, so
+the task loss sends the router no gradient (only the auxiliary losses train it); that is
+why norm_topk defaults to renormalising for top_k > 1 only.
 
 Top-1 is the Switch Transformer (Fedus et al. 2021), top-2 GShard (Lepikhin et al. 2021)
 and Mixtral (Jiang et al. 2024). A token costs k experts' FLOPs, whatever E is.
@@ -27,7 +31,7 @@ Capacity (Lepikhin et al. 2021; Fedus et al. 2021): each expert takes at most
 C = ceil(capacity_factor * k N / E) assignments, first choices of all tokens before
 second choices, in token order. An assignment beyond C is dropped; a token whose every
 assignment is dropped gets y = 0 and so passes through the block's residual unchanged.
-moe_capacity_factor=None keeps every assignment (dropless, as Mixtral).
+capacity_factor=None keeps every assignment (dropless, as Mixtral).
 
 Sparse upcycling (Komatsuzaki et al. 2022): :func:`upcycle` turns each dense MLP of a
 pretrained model into an MoE whose experts all start as copies of it, with a fresh router.
@@ -104,13 +108,14 @@ class MoEMLP(nn.Module):
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        if config.moe_experts < 1:
-            raise ValueError(f"MoEMLP needs moe_experts >= 1, got {config.moe_experts}")
-        self.n_experts = config.moe_experts
-        self.top_k = config.moe_top_k
-        self.capacity_factor = config.moe_capacity_factor
-        self.aux_weight, self.z_weight = config.moe_aux_weight, config.moe_z_weight
-        self.norm_topk = config.moe_norm_topk
+        moe = config.moe
+        if moe.experts < 1:
+            raise ValueError(f"MoEMLP needs moe.experts >= 1, got {moe.experts}")
+        self.n_experts = moe.experts
+        self.top_k = moe.top_k
+        self.capacity_factor = moe.capacity_factor
+        self.aux_weight, self.z_weight = moe.aux_weight, moe.z_weight
+        self.norm_topk = moe.renormalize
         self.router = nn.Linear(config.n_embd, self.n_experts, bias=False)
         self.experts = nn.ModuleList(MLP(config) for _ in range(self.n_experts))
         self._last = _LastStats()
@@ -160,7 +165,7 @@ class MoEMLP(nn.Module):
 
     @property
     def aux_loss(self) -> torch.Tensor | None:
-        """moe_aux_weight * L_balance + moe_z_weight * L_z of the last forward pass."""
+        """aux_weight * L_balance + z_weight * L_z of the last forward pass."""
         if self.stats is None:
             return None
         return self.aux_weight * self.stats.balance_loss + self.z_weight * self.stats.z_loss

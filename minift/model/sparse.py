@@ -7,7 +7,7 @@ in a few layers:
     Attn(Q, K, V)_i = sum_{j in S(i)} softmax_j(q_i . k_j / sqrt(d)) v_j
 
 The patterns are the block layouts of minift.kernels.layouts (one definition, shared with
-the Triton kernel): the sequence is cut into blocks of ``attn_block_size`` tokens and
+the Triton kernel): the sequence is cut into blocks of ``sparse.block_size`` tokens and
 ``layout[h, I, J]`` says whether the queries of block I may see the keys of block J.
 
 - sliding window with dilation (Beltagy et al. 2020, Longformer),
@@ -48,33 +48,32 @@ from minift.model.config import GPTConfig
 
 def pattern_layout(config: GPTConfig, seq_len: int | None = None) -> torch.Tensor:
     """The block layout (1 or n_head, nb, nb) of ``config``'s pattern over ``seq_len``
-    tokens (default block_size; must be a multiple of attn_block_size)."""
+    tokens (default block_size; must be a multiple of sparse.block_size)."""
     seq_len = seq_len or config.block_size
-    bs, causal, pattern = config.attn_block_size, config.causal, config.attn_pattern
+    sp, causal = config.sparse, config.causal
+    bs, pattern = sp.block_size, sp.pattern
     if pattern == "dense":
         return make_layout("dense", seq_len, bs, causal=causal)
     if pattern == "sliding_window":
         layout = make_layout(
-            pattern, seq_len, bs, window=config.attn_window, dilation=config.attn_dilation,
+            pattern, seq_len, bs, window=sp.window, dilation=sp.dilation,
             causal=causal,
         )  # fmt: skip
     elif pattern in ("strided", "fixed"):
-        extra = {"n_summary": config.attn_summary} if pattern == "fixed" else {}
-        layout = make_layout(
-            pattern, seq_len, bs, stride=config.attn_stride, causal=causal, **extra
-        )
+        extra = {"n_summary": sp.summary} if pattern == "fixed" else {}
+        layout = make_layout(pattern, seq_len, bs, stride=sp.stride, causal=causal, **extra)
     elif pattern == "global":
-        return make_layout(pattern, seq_len, bs, n_global=config.attn_global, causal=causal)
+        return make_layout(pattern, seq_len, bs, n_global=sp.n_global, causal=causal)
     elif pattern == "bigbird":
         return make_layout(
-            pattern, seq_len, bs, window=config.attn_window, n_global=config.attn_global,
-            n_random=config.attn_random, seed=config.attn_seed, causal=causal,
+            pattern, seq_len, bs, window=sp.window, n_global=sp.n_global, n_random=sp.n_random,
+            seed=sp.seed, causal=causal,
             n_heads=config.n_head,
         )  # fmt: skip
     else:
-        raise ValueError(f"unknown attn_pattern {pattern!r}")
-    if config.attn_global:  # Longformer: a local pattern plus a few global blocks
-        layout = layout | global_layout(seq_len, bs, config.attn_global, causal=causal)
+        raise ValueError(f"unknown sparse.pattern {pattern!r}")
+    if sp.n_global:  # Longformer: a local pattern plus a few global blocks
+        layout = layout | global_layout(seq_len, bs, sp.n_global, causal=causal)
     return layout
 
 
@@ -86,16 +85,16 @@ class SparsePattern:
     """
 
     def __init__(self, config: GPTConfig) -> None:
-        if not config.sparse:
-            raise ValueError("SparsePattern needs a sparse attn_pattern, got 'dense'")
+        if not config.is_sparse:
+            raise ValueError("SparsePattern needs a sparse pattern, got 'dense'")
         self.config = config
-        self.block_size = config.attn_block_size
+        self.block_size = config.sparse.block_size
         self.causal = config.causal
-        self.impl = config.attn_impl
+        self.impl = config.sparse.impl
         self._layouts: dict[torch.device, torch.Tensor] = {}
 
     def layout(self, n_keys: int, device: torch.device | str = "cpu") -> torch.Tensor:
-        """The layout cropped to the ceil(n_keys / attn_block_size) blocks n_keys cover."""
+        """The layout cropped to the ceil(n_keys / sparse.block_size) blocks n_keys cover."""
         device = torch.device(device)
         if device not in self._layouts:
             self._layouts[device] = pattern_layout(self.config).to(device)
@@ -108,10 +107,10 @@ class SparsePattern:
         return full[:, :nb, :nb]
 
     def __repr__(self) -> str:
-        c = self.config
+        c = self.config.sparse
         return (
-            f"SparsePattern({c.attn_pattern!r}, block={c.attn_block_size}, window={c.attn_window}, "
-            f"stride={c.attn_stride}, global={c.attn_global}, random={c.attn_random}, impl={c.attn_impl!r})"
+            f"SparsePattern({c.pattern!r}, block={c.block_size}, window={c.window}, "
+            f"stride={c.stride}, global={c.n_global}, random={c.n_random}, impl={c.impl!r})"
         )
 
 
@@ -171,16 +170,16 @@ def check_right_padded(key_padding: torch.Tensor | None) -> None:
         raise ValueError(
             "sparse attention patterns need right padding (real tokens first): a pad "
             "before a real token shifts the block layout; pad on the right, or use "
-            "attn_pattern='dense' for left-padded batched generation"
+            "the dense pattern for left-padded batched generation"
         )
 
 
 def density(config: GPTConfig, seq_len: int | None = None) -> float:
     """Fraction of the attended query-key pairs (causal pairs in a causal model) that the
     pattern keeps, over seq_len rounded up to whole blocks (default block_size)."""
-    if not config.sparse:
+    if not config.is_sparse:
         return 1.0
-    bs = config.attn_block_size
+    bs = config.sparse.block_size
     nb = math.ceil((seq_len or config.block_size) / bs)
     layout = SparsePattern(config).layout(nb * bs).float()
     if not config.causal:

@@ -8,7 +8,7 @@ import dataclasses
 import torch
 import torch.nn as nn
 
-from minift.model.config import GPTConfig
+from minift.model.config import MoEConfig
 from minift.model.layers import MLP
 from minift.model.moe import MoEMLP
 from minift.model.params import find_gpt
@@ -17,20 +17,21 @@ from minift.model.params import find_gpt
 @torch.no_grad()
 def upcycle(model: nn.Module, num_experts: int, top_k: int = 2, **moe_options) -> nn.Module:
     """Sparse upcycling (Komatsuzaki et al. 2022): replace the dense MLP of every MoE layer
-    (every ``moe_every``-th block) of a GPT with an MoE whose ``num_experts`` experts are
-    copies of it, with a fresh router N(0, 0.02). ``moe_options``: the other moe_* fields of
-    GPTConfig without the prefix (capacity_factor, aux_weight, z_weight, norm_topk, every).
-    Changes the model in place (and its config) and returns it; on bad options nothing
-    changes."""
+    (every ``every``-th block) of a GPT with an MoE whose ``num_experts`` experts are copies
+    of it, with a fresh router N(0, 0.02). ``moe_options``: the other MoEConfig fields
+    (capacity_factor, aux_weight, z_weight, norm_topk, every); those not given take
+    MoEConfig's defaults. With gates that sum to one (top_k > 1, or norm_topk=True) the
+    upcycled model computes exactly the dense model at first. Changes the model in place
+    (and its config) and returns it; on bad options nothing changes."""
     gpt = find_gpt(model)
-    if gpt.config.moe_experts:
+    if gpt.config.moe.experts:
         raise ValueError("the model already has MoE layers; upcycle a dense model")
-    fields = {f"moe_{k}": v for k, v in moe_options.items()}
-    known = {f.name for f in dataclasses.fields(GPTConfig) if f.name.startswith("moe_")}
-    unknown = sorted(set(fields) - known)
+    known = {f.name for f in dataclasses.fields(MoEConfig)} - {"experts", "top_k"}
+    unknown = sorted(set(moe_options) - known)
     if unknown:
         raise ValueError(f"unknown MoE option(s) {unknown}; known: {sorted(known)}")
-    config = dataclasses.replace(gpt.config, moe_experts=num_experts, moe_top_k=top_k, **fields)
+    moe_config = MoEConfig(experts=num_experts, top_k=top_k, **moe_options)
+    config = dataclasses.replace(gpt.config, moe=moe_config)
     blocks = [(i, b) for i, b in enumerate(gpt.transformer.h) if config.is_moe_layer(i)]
     for i, block in blocks:
         mlp = block.mlp
