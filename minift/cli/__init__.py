@@ -7,6 +7,8 @@ import argparse
 import importlib
 import sys
 
+from minift.errors import UserError
+
 # Modules with a register(subparsers) function that adds their subcommands; each command
 # is a short function that parses nothing itself and calls a recipe.
 CLI_MODULES: tuple[str, ...] = (
@@ -26,12 +28,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A user's mistake (UserError, a ValueError raised by minift's own
+    checks, a missing file, a run that diverged) is one line on stderr and exit status 2;
+    Ctrl-C is one line and 130; anything else is a bug and keeps its traceback."""
+    from minift.train import NonFiniteLossError
+
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (UserError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
         print(f"minift: error: {err}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as err:
+        print(f"minift: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("minift: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -64,6 +64,19 @@ class TrainConfig:
             raise ValueError(
                 f"steps must be >= 0 and grad_accum >= 1, got {self.steps}, {self.grad_accum}"
             )
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
+        if self.warmup_steps < 0 or self.eval_every < 0 or self.ckpt_every < 0:
+            raise ValueError(
+                "warmup_steps, eval_every and ckpt_every must be >= 0, got "
+                f"{self.warmup_steps}, {self.eval_every}, {self.ckpt_every}"
+            )
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(
+                f"grad_clip must be > 0 (or None for no clipping), got {self.grad_clip}"
+            )
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")
         if self.mode not in ("min", "max"):
@@ -185,7 +198,8 @@ class Trainer:
                     loss, extra = self.loss_fn(self.ddp, batch)
                 if not torch.isfinite(loss):
                     raise NonFiniteLossError(
-                        f"loss became {loss.item()} at step {step}"
+                        f"loss became {loss.item()} at step {step}: the run diverged "
+                        f"(learning rate {self.scheduler.get_last_lr()[0]:.3g}); try a lower lr"
                         + (f"; the last good checkpoint is in {self.out}" if cfg.ckpt_every else "")
                     )
                 self.scaler.scale(loss / cfg.grad_accum).backward()
