@@ -299,7 +299,7 @@ def test_bad_input_is_a_clear_error_and_changes_nothing():
     model = tiny()
     snapshot = str(model)
     with pytest.raises(
-        ValueError, match=r"reduction_factor 5 does not divide the hidden width \[24\]"
+        ValueError, match=r"attn.c_proj: reduction_factor 5 does not divide the hidden width 24"
     ):
         apply_adapters(model, AdapterConfig("houlsby", 5))
     with pytest.raises(ValueError, match=r"\['ffn'\] match no module"):

@@ -282,3 +282,85 @@ def test_lora_layer_through_the_fused_triton_kernel(monkeypatch):
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
     for got, want in zip([x.grad, layer.lora_A.grad, layer.lora_B.grad], grads):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_a_rank_above_the_layer_width_is_refused_and_changes_nothing():
+    """B A (out x in) has rank at most min(in, out): a larger r only adds parameters."""
+    model = tiny()  # width 24: c_attn 24 -> 72, so r <= 24 (and <= 24 per q/k/v part)
+    snapshot = str(model)
+    for options in (dict(r=25), dict(r=25, qkv_parts=["q", "v"])):
+        with pytest.raises(
+            ValueError,
+            match=r"cannot wrap transformer.h.0.attn.c_attn: LoRA rank r=25 exceeds "
+            r"min\(in_features, out_features.*\) = 24.*choose r <= 24",
+        ):
+            apply_lora(model, LoRAConfig(target_modules=["c_attn"], **options))
+    assert str(model) == snapshot and all(p.requires_grad for p in model.parameters())
+    # the bound is per layer: c_fc (24 -> 16) refuses r = 20 after c_attn accepted it
+    narrow = tiny(n_inner=16)
+    with pytest.raises(ValueError, match=r"h.0.mlp.c_fc: LoRA rank r=20 exceeds .* = 16"):
+        apply_lora(narrow, LoRAConfig(r=20, target_modules=["c_attn", "c_fc"]))
+    assert not any(isinstance(m, LoRALinear) for m in narrow.modules())
+    apply_lora(model, LoRAConfig(r=24, target_modules=["c_attn"]))  # full rank is allowed
+    for bad in (dict(r=2.5), dict(r=True), dict(alpha=float("nan")), dict(alpha=float("inf"))):
+        with pytest.raises(ValueError, match="must be a positive"):
+            LoRAConfig(**bad)
+
+
+@pytest.mark.parametrize("dora_first", [True, False])
+def test_dora_refuses_to_share_a_layer_with_another_lora_adapter(dora_first):
+    """DoRA's norm ||W + s B A|| is of the layer's own W: stacked under or over another
+    LoRA adapter, merging would be wrong (before: errors up to 1.0 and a base weight that
+    merge-then-unmerge moved). Refused in both orders, the model left as it was."""
+    model = tiny()
+    apply_lora(model, LoRAConfig(r=2, use_dora=dora_first, adapter_name="a"))
+    randomise_lora(model)
+    before, snapshot = copy.deepcopy(model.state_dict()), str(model)
+    with pytest.raises(ValueError, match="cannot wrap .*c_attn: DoRA cannot share a layer.*'a'"):
+        apply_lora(model, LoRAConfig(r=2, use_dora=not dora_first, adapter_name="b"))
+    assert str(model) == snapshot and model.peft_config.keys() == {"a"}
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    # DoRA over any other wrapper is refused as well; on its own layer it is fine
+    ia3 = apply_ia3(tiny(), IA3Config(target_modules=["c_attn"], feedforward_modules=[]))
+    with pytest.raises(ValueError, match="DoRA cannot share a layer .*IA3Linear"):
+        apply_lora(ia3, LoRAConfig(r=2, use_dora=True))
+    apply_lora(model, LoRAConfig(r=2, use_dora=True, target_modules=["c_fc"], adapter_name="b"))
+
+
+def test_stacked_lora_adapters_merge_unmerge_disable_and_unload_exactly():
+    """Two plain LoRA adapters on one layer add up, so they merge in any order; switched
+    off while merged, the stack gives the base output (before: the outer layer computed
+    with the inner one's update still merged in)."""
+    torch.manual_seed(0)
+    base = tiny()
+    model = copy.deepcopy(base)
+    for name in ("a", "b"):
+        randomise_lora(apply_lora(model, LoRAConfig(r=2, target_modules="all-linear", adapter_name=name)))  # fmt: skip
+    idx = torch.randint(0, 71, (2, 12))
+    weight = model.transformer.h[0].attn.c_attn.base_layer.base_layer.weight
+    w0 = weight.detach().clone()
+    with torch.no_grad():
+        adapted = model(idx).logits
+        merge_lora(model)
+        torch.testing.assert_close(model(idx).logits, adapted, rtol=1e-4, atol=1e-5)
+        with disable_adapters(model):
+            torch.testing.assert_close(model(idx).logits, base(idx).logits, rtol=1e-4, atol=1e-5)
+        set_adapter(model, "a")  # "b" (outside) off, "a" (inside) on: base + a
+        only_a = model(idx).logits
+        unmerge_lora(model)
+        torch.testing.assert_close(weight, w0, rtol=0, atol=1e-6)
+        torch.testing.assert_close(only_a, model(idx).logits, rtol=1e-4, atol=1e-5)
+        set_adapter(model, ["a", "b"])
+        merge_and_unload(model)
+    assert not any(isinstance(m, LoRALinear) for m in model.modules())
+    torch.testing.assert_close(model(idx).logits, adapted, rtol=1e-4, atol=1e-5)
+
+
+def test_apply_lora_checks_the_trainable_extras_before_changing_anything():
+    """apply_lora used to wrap every layer, then fail on an unknown trainable extra."""
+    model = tiny()
+    snapshot = str(model)
+    with pytest.raises(ValueError, match=r"\['transformer.h.9'\] match no module"):
+        apply_lora(model, LoRAConfig(r=2, trainable_extra=["head", "transformer.h.9"]))
+    assert str(model) == snapshot and not hasattr(model, "peft_config")

@@ -11,11 +11,13 @@ from test_adapters import randomise, tiny, toy_base, toy_finetune
 from minift.model.heads import SequenceClassifier
 from minift.peft import (
     LoRAConfig,
+    LoRALinear,
     apply_lora,
     disable_adapters,
     load_adapter,
     merge_lora,
     save_adapter,
+    unmerge_lora,
 )
 from minift.peft.adapters import AdapterConfig, apply_adapters
 from minift.peft.ia3 import IA3Config, apply_ia3
@@ -175,3 +177,58 @@ def test_bad_input_is_a_clear_error_and_changes_nothing():
     with pytest.raises(ValueError, match="already has a prefix adapter named 'default'"):
         apply_unipelt(model, UniPELTConfig(reduction_factor=4))
     assert str(model) == snapshot
+
+
+def test_merging_a_lora_over_unipelt_is_refused_before_any_weight_changes():
+    """merge_lora reaches the gated layer under a plain LoRA one: it must say no up front
+    (before: the outer layer merged, then the gated one raised, half-merged)."""
+    torch.manual_seed(0)
+    base = tiny()
+    model = unipelt(base)
+    randomise(apply_lora(model, LoRAConfig(r=2, target_modules=["c_attn"], adapter_name="x")))
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(RuntimeError, match="cannot be merged: its gate depends on the input"):
+        merge_lora(model)
+    assert not any(getattr(m, "merged", False) for m in model.modules())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    # the plain LoRA alone may merge: the gated layer below adds to W x, so W + s B A folds
+    idx = torch.randint(0, 71, (2, 9))
+    with torch.no_grad():
+        adapted = model(idx).logits
+        merge_lora(model, "x")
+        torch.testing.assert_close(model(idx).logits, adapted, rtol=1e-4, atol=1e-5)
+        with disable_adapters(model):
+            torch.testing.assert_close(model(idx).logits, base(idx).logits, rtol=1e-4, atol=1e-5)
+        unmerge_lora(model, "x")
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=1e-6)
+
+
+def test_lora_gate_scales_plain_lora_per_token():
+    """The documented choice: G_L multiplies LoRA's own s B A x (a gate at 1 is plain
+    LoRA with the same r and alpha; alpha = r is the authors' G_L B A x), and it is
+    computed per token, so no position's output depends on a later token."""
+    torch.manual_seed(0)
+    base = tiny()
+    layer = unipelt(base, r=3, alpha=3.0).transformer.h[0].attn.c_attn
+    x = torch.randn(2, 6, 24)
+    with torch.no_grad():
+        gate = torch.sigmoid(layer.lora_gate(x))
+        authors = layer.base_layer(x) + gate * (x @ layer.lora_A.T @ layer.effective_B().T)
+        torch.testing.assert_close(layer(x), authors)
+        later = x.clone()
+        later[:, 3:] = torch.randn(2, 3, 24)
+        assert torch.equal(layer(later)[:, :3], layer(x)[:, :3])
+        assert not torch.allclose(layer(later)[:, 3:], layer(x)[:, 3:])
+        plain = LoRALinear(layer.base_layer, 3, 3.0, parts=[0, 2], n_parts=3)
+        plain.lora_A.copy_(layer.lora_A)
+        plain.lora_B.copy_(layer.lora_B)
+        layer.lora_gate.weight.zero_()
+        layer.lora_gate.bias.fill_(50.0)  # sigmoid(50) rounds to 1 in float32
+        assert torch.equal(layer(x), plain(x))
+    adapter = unipelt(base).transformer.h[0].mlp.c_proj
+    z = torch.randn(2, 6, 96)
+    later = z.clone()
+    later[:, 3:] = torch.randn(2, 3, 96)
+    assert torch.equal(adapter(later)[:, :3], adapter(z)[:, :3])

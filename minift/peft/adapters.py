@@ -31,11 +31,8 @@ from minift.peft.core import (
     DEFAULT_ADAPTER,
     AdapterLayer,
     base_linear,
-    check_extra,
     freeze_base,
-    match_modules,
-    match_targets,
-    replace_module,
+    wrap_targets,
 )
 from minift.peft.registry import remember_config
 
@@ -58,6 +55,8 @@ class AdapterConfig:
     adapter_name: str = DEFAULT_ADAPTER
 
     def __post_init__(self) -> None:
+        if isinstance(self.target_modules, str):
+            self.target_modules = [self.target_modules]
         if self.layout not in LAYOUTS:
             raise ValueError(f"unknown adapter layout {self.layout!r}; choose from {list(LAYOUTS)}")
         rf = self.reduction_factor
@@ -78,6 +77,11 @@ class Bottleneck(nn.Module):
 
     def __init__(self, dim: int, reduction_factor: int, non_linearity: str, like: torch.Tensor):
         super().__init__()
+        if dim % reduction_factor:
+            raise ValueError(
+                f"reduction_factor {reduction_factor} does not divide the hidden width {dim}: "
+                "the bottleneck width is width / reduction_factor, so choose a divisor of it"
+            )
         width = dim // reduction_factor
         kw = dict(dtype=like.dtype, device=like.device)
         self.down = nn.Linear(dim, width, **kw)  # PyTorch's default (Kaiming-uniform) init
@@ -141,6 +145,10 @@ class ParallelAdapter(nn.Module):
         like = next(base_layer.parameters())
         self.branch = ParallelBranch(dim, config, like)
 
+    @property
+    def adapter_name(self) -> str:
+        return self.branch.adapter_name
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base_layer(x)
         if not self.branch.active:
@@ -164,25 +172,16 @@ def apply_adapters(model: nn.Module, config: AdapterConfig | None = None) -> nn.
     config leaves it untouched.
     """
     config = config or AdapterConfig()
-    check_extra(model, config.trainable_extra)
-    if config.layout == "parallel":
-        names = match_modules(model, config.targets)
-        dims = [_sublayer_width(model.get_submodule(n)) for n in names]
-    else:
-        names = match_targets(model, config.targets)
-        dims = [base_linear(model.get_submodule(n)).out_features for n in names]
-    bad = sorted({d for d in dims if d % config.reduction_factor})
-    if bad:
-        raise ValueError(
-            f"reduction_factor {config.reduction_factor} does not divide the hidden width "
-            f"{bad}: the bottleneck width is width / reduction_factor, so choose a divisor of it"
-        )
-    for name, dim in zip(names, dims):
-        module = model.get_submodule(name)
-        if config.layout == "parallel":
-            replace_module(model, name, ParallelAdapter(module, dim, config))
-        else:
-            replace_module(model, name, SerialAdapter(module, config))
+    parallel = config.layout == "parallel"
+
+    def make(name: str, module: nn.Module) -> nn.Module:
+        if parallel:
+            return ParallelAdapter(module, _sublayer_width(module), config)
+        return SerialAdapter(module, config)
+
+    wrap_targets(
+        model, config.targets, make, trainable_extra=config.trainable_extra, modules=parallel
+    )
     freeze_base(model, config.trainable_extra)
     remember_config(model, config.adapter_name, "adapter", asdict(config))
     return model

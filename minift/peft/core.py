@@ -8,12 +8,17 @@ is set on a hook of the model. Several named adapters may sit on one model (wrap
 nest); set_adapter chooses which are active, and an inactive adapter layer computes
 exactly what its base layer computes. The base weights are never trained: a PEFT model's
 trainable parameters are its adapters' (plus the task head).
+
+Every wrapping method applies itself through one skeleton, ``wrap_targets``: check the
+trainable extras, resolve the targets, build every wrapper (each constructor checks its
+layer and options), and only then put them into the model, so that an error of any kind
+leaves the model exactly as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch.nn as nn
@@ -179,12 +184,97 @@ def match_modules(model: nn.Module, targets: Iterable[str]) -> list[str]:
     return chosen
 
 
-def check_extra(model: nn.Module, trainable_extra: Iterable[str]) -> None:
-    """Raise (before any change) if a dotted trainable_extra name selects no module."""
-    match_modules(model, [t for t in trainable_extra if "." in t])
+def _names(names: str | Iterable[str]) -> list[str]:
+    return [names] if isinstance(names, str) else list(names)
 
 
-def freeze_base(model: nn.Module, trainable_extra: Iterable[str] = ("head",)) -> None:
+def check_extra(model: nn.Module, trainable_extra: str | Iterable[str]) -> None:
+    """Raise (before any change) if a trainable_extra name selects no module."""
+    match_modules(model, [t for t in _names(trainable_extra) if "." in t])
+
+
+MakeLayer = Callable[[str, nn.Module], nn.Module]
+
+
+def plan_wraps(
+    model: nn.Module,
+    targets: str | Iterable[str],
+    make_layer: MakeLayer,
+    *,
+    modules: bool = False,
+    check: Callable[[list[str]], None] | None = None,
+) -> list[tuple[str, nn.Module]]:
+    """(name, wrapper) for every module ``targets`` select, built but not yet in the model.
+
+    Targets follow PEFT's suffix rule over the linear layers (``modules=True``: over any
+    module); ``check(names)`` vets the selection as a whole; ``make_layer(name, module)``
+    builds one wrapper and raises if that layer cannot take it (its error then names the
+    layer). Nothing in the model changes here, whatever is raised.
+    """
+    names = match_modules(model, _names(targets)) if modules else match_targets(model, targets)
+    nested = [(a, b) for a in names for b in names if b.startswith(a + ".")]
+    if nested:
+        raise ValueError(
+            f"the targets select both {nested[0][0]} and {nested[0][1]} inside it; "
+            "a call wraps each module once, so choose one of them"
+        )
+    if check is not None:
+        check(names)
+    plan = []
+    for name in names:
+        module = model.get_submodule(name)
+        try:
+            layer = make_layer(name, module)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"cannot wrap {name}: {err}") from err
+        _check_not_there(name, module, layer)
+        plan.append((name, layer))
+    return plan
+
+
+def _check_not_there(name: str, module: nn.Module, new: nn.Module) -> None:
+    """Refuse a second adapter of the same kind and name on one layer: their parameters
+    would have the same names, and a saved adapter could not tell them apart."""
+    while module is not None:
+        same_kind = isinstance(module, type(new)) or isinstance(new, type(module))
+        if same_kind and getattr(module, "adapter_name", None) == new.adapter_name:
+            raise ValueError(
+                f"{name} already has a {type(module).__name__} adapter named "
+                f"{new.adapter_name!r}; give the new one another adapter_name"
+            )
+        module = getattr(module, "base_layer", None)
+
+
+def install(model: nn.Module, plan: list[tuple[str, nn.Module]]) -> None:
+    """Put planned wrappers into the model (the only step that changes it)."""
+    for name, layer in plan:
+        replace_module(model, name, layer)
+
+
+def wrap_targets(
+    model: nn.Module,
+    targets: str | Iterable[str],
+    make_layer: MakeLayer,
+    *,
+    trainable_extra: str | Iterable[str] = (),
+    modules: bool = False,
+    check: Callable[[list[str]], None] | None = None,
+) -> list[str]:
+    """The skeleton of every wrapping method: validate everything, then change the model.
+
+    1. every trainable extra exists; 2. every target matches (an unknown one is a
+    ValueError listing the names that exist); 3. ``check(names)`` passes; 4. a wrapper is
+    built for each selected layer (its constructor checks the layer and the options);
+    5. only then are the wrappers put in place. Returns the wrapped names; the caller then
+    freezes the base and records its config.
+    """
+    check_extra(model, trainable_extra)
+    plan = plan_wraps(model, targets, make_layer, modules=modules, check=check)
+    install(model, plan)
+    return [name for name, _ in plan]
+
+
+def freeze_base(model: nn.Module, trainable_extra: str | Iterable[str] = ("head",)) -> None:
     """Train only the active adapters' parameters, plus the modules in trainable_extra: a
     plain name is a child of the model (e.g. the task "head"); a dotted name selects by the
     suffix rule (e.g. "transformer.h.3", an unfrozen last block: a hybrid)."""
@@ -193,7 +283,7 @@ def freeze_base(model: nn.Module, trainable_extra: Iterable[str] = ("head",)) ->
     for _, layer in adapter_layers(model):
         for p in adapter_parameters(layer):
             p.requires_grad_(layer.active)
-    extra = list(trainable_extra)
+    extra = _names(trainable_extra)
     for name, module in model.named_children():
         if name in extra:
             module.requires_grad_(True)

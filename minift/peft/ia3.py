@@ -31,12 +31,10 @@ from minift.peft.core import (
     AdapterLayer,
     adapter_layers,
     base_linear,
-    check_extra,
     freeze_base,
-    match_targets,
     merge_layers,
-    replace_module,
     unmerge_layers,
+    wrap_targets,
 )
 from minift.peft.registry import remember_config
 
@@ -59,6 +57,8 @@ class IA3Config:
             )
         if isinstance(self.target_modules, str):
             self.target_modules = [self.target_modules]
+        if isinstance(self.feedforward_modules, str):
+            self.feedforward_modules = [self.feedforward_modules]
 
 
 class IA3Linear(AdapterLayer):
@@ -166,22 +166,24 @@ def apply_ia3(model: nn.Module, config: IA3Config | None = None) -> nn.Module:
     Feedforward targets must be among the targets (PEFT's rule); everything is checked
     before the model changes."""
     config = config or IA3Config()
-    check_extra(model, config.trainable_extra)
-    names = match_targets(model, config.target_modules)
-    stray = [t for t in config.feedforward_modules if not any(_matches(n, [t]) for n in names)]
-    if stray:
-        raise ValueError(
-            f"feedforward_modules {stray} are not among the layers target_modules "
-            f"{config.target_modules} select ({names[:4]} ...)"
-        )
-    for name in names:
+
+    def check(names: list[str]) -> None:
+        stray = [t for t in config.feedforward_modules if not any(_matches(n, [t]) for n in names)]
+        if stray:
+            raise ValueError(
+                f"feedforward_modules {stray} are not among the layers target_modules "
+                f"{config.target_modules} select ({names[:4]} ...)"
+            )
+
+    def make(name: str, module: nn.Module) -> IA3Linear:
         feedforward = _matches(name, config.feedforward_modules)
         fused = name.endswith("c_attn") and not feedforward
         parts = [QKV.index(p) for p in config.attn_parts] if fused else None
-        layer = IA3Linear(
-            model.get_submodule(name), feedforward, parts, 3 if fused else 1, config.adapter_name
-        )
-        replace_module(model, name, layer)
+        return IA3Linear(module, feedforward, parts, 3 if fused else 1, config.adapter_name)
+
+    wrap_targets(
+        model, config.target_modules, make, trainable_extra=config.trainable_extra, check=check
+    )
     freeze_base(model, config.trainable_extra)
     remember_config(model, config.adapter_name, "ia3", asdict(config))
     return model

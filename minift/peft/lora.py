@@ -13,7 +13,11 @@ added into W (merge) and inference costs nothing extra.
 - DoRA (Liu et al. 2024) splits the adapted weight into a direction and a magnitude:
       W' = m * (W + s B A) / ||W + s B A||,   the norm taken per output row,
   with m (out) trainable and initialised to ||W||; like the paper (sec. 4.3) the norm is
-  treated as a constant in the backward pass, which saves memory at little cost.
+  treated as a constant in the backward pass, which saves memory at little cost. W must
+  be the layer's own weight: DoRA wraps a plain linear layer, and no other LoRA adapter
+  may sit over it (the norm would miss that adapter's update, and merging would not fold).
+- r is at most min(in_features, out_features): B A cannot have a higher rank, so a larger
+  r only adds parameters that cannot change anything (refused).
 - GPT-2's fused c_attn (q, k and v in one matrix) can be adapted on some of its parts
   only: each chosen part gets its own rank-r pair, stored as one A (r * parts x in) and a
   block-structured B (out x r * parts) whose other blocks are held at zero by a fixed mask.
@@ -35,10 +39,10 @@ from minift.peft.core import (
     adapter_layers,
     base_linear,
     freeze_base,
-    match_targets,
     merge_layers,
     replace_module,
     unmerge_layers,
+    wrap_targets,
 )
 from minift.peft.registry import remember_config
 
@@ -58,10 +62,10 @@ class LoRAConfig:
     adapter_name: str = DEFAULT_ADAPTER
 
     def __post_init__(self) -> None:
-        if self.r <= 0:
-            raise ValueError(f"LoRA rank r must be a positive integer, got {self.r}")
-        if self.alpha <= 0:
-            raise ValueError(f"LoRA alpha must be positive, got {self.alpha}")
+        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r <= 0:
+            raise ValueError(f"LoRA rank r must be a positive integer, got {self.r!r}")
+        if not (isinstance(self.alpha, (int, float)) and 0 < self.alpha < math.inf):
+            raise ValueError(f"LoRA alpha must be a positive number, got {self.alpha!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
         if self.qkv_parts is not None:
@@ -97,6 +101,8 @@ class LoRALinear(AdapterLayer):
         linear = base_linear(base_layer)
         if linear is None:
             raise TypeError(f"LoRA adapts linear layers, got {type(base_layer).__name__}")
+        _check_rank(r, linear, n_parts)
+        _check_dora_alone(base_layer, use_dora)
         self.base_layer = base_layer
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.r = r
@@ -120,12 +126,11 @@ class LoRALinear(AdapterLayer):
             self.register_buffer("lora_B_mask", mask)
         else:
             self.lora_B_mask = None
-        if use_dora:
-            self.lora_magnitude = nn.Parameter(
-                self.weight_norm(torch.zeros_like(w)).detach().clone()
-            )
-        else:
-            self.lora_magnitude = None
+        self.lora_magnitude = (  # DoRA's m, initialised to ||W||
+            nn.Parameter(self.weight_norm(torch.zeros_like(w)).detach().clone())
+            if use_dora
+            else None
+        )
         self.merged = False
 
     # ------------------------------------------------------------------ pieces
@@ -176,9 +181,15 @@ class LoRALinear(AdapterLayer):
 
     def _unmerged_base(self, x: torch.Tensor) -> torch.Tensor:
         """Base output while the adapter is merged but switched off."""
+        linear = base_linear(self.base_layer)
+        if self.base_layer is not linear:
+            # Layers below (LoRA or UniPELT's, additive in W) computed with our s B A
+            # merged in; take it back out. (DoRA never sits in a stack.)
+            A, B = self.lora_A.detach(), self.effective_B().detach()
+            return self.base_layer(x) - self.scaling * F.linear(F.linear(x, A), B)
         with torch.no_grad():
-            weight = self._unmerged_weight(base_linear(self.base_layer).weight)
-        return F.linear(x, weight, base_linear(self.base_layer).bias)
+            weight = self._unmerged_weight(linear.weight)
+        return F.linear(x, weight, linear.bias)
 
     def _unmerged_weight(self, merged: torch.Tensor) -> torch.Tensor:
         if self.lora_magnitude is not None:
@@ -224,6 +235,29 @@ class LoRALinear(AdapterLayer):
         return f"r={self.r}, scaling={self.scaling:g}, dora={self.lora_magnitude is not None}, adapter={self.adapter_name!r}"
 
 
+def _check_rank(r: int, linear: nn.Linear, n_parts: int) -> None:
+    bound = min(linear.in_features, linear.out_features // n_parts)  # per part of a fused layer
+    if r > bound:
+        raise ValueError(
+            f"LoRA rank r={r} exceeds min(in_features, out_features{' / parts' * (n_parts > 1)}) "
+            f"= {bound}, the highest rank B A can have; choose r <= {bound}"
+        )
+
+
+def _check_dora_alone(base_layer: nn.Module, use_dora: bool) -> None:
+    """DoRA normalises the layer's own W: it wraps a plain linear layer and no LoRA wraps it."""
+    others = [base_layer] if use_dora and base_layer is not base_linear(base_layer) else []
+    while isinstance(base_layer, AdapterLayer):
+        others += [base_layer] if getattr(base_layer, "lora_magnitude", None) is not None else []
+        base_layer = base_layer.base_layer
+    if others:
+        raise ValueError(
+            f"DoRA cannot share a layer with another adapter (here {type(others[0]).__name__} "
+            f"{others[0].adapter_name!r}): its norm ||W + s B A|| would miss the other's update "
+            "and merging would not fold; merge_and_unload the other first, or use plain LoRA"
+        )
+
+
 def _fused_path(layer: LoRALinear, x: torch.Tensor) -> torch.Tensor | None:
     """On CUDA (or when MINIFT_KERNELS forces it) run the fused Triton kernel:
     one pass over x for x W^T and x A^T, the low-rank term added in the epilogue."""
@@ -248,22 +282,27 @@ def _parts_for(name: str, config: LoRAConfig) -> tuple[list[int] | None, int]:
 def apply_lora(model: nn.Module, config: LoRAConfig | None = None) -> nn.Module:
     """Wrap every targeted linear layer of ``model`` in LoRALinear, in place; freeze the rest.
 
-    Targets are resolved (and every error raised) before anything changes, so a bad
-    config leaves the model untouched.
+    Everything is checked (targets, trainable extras, each layer's rank and stacking)
+    before anything changes, so a bad config leaves the model untouched.
     """
     config = config or LoRAConfig()
-    names = match_targets(model, config.target_modules)
-    if config.qkv_parts is not None and not any(n.endswith("c_attn") for n in names):
-        raise ValueError(
-            "qkv_parts applies to GPT-2's fused c_attn, which the targets do not include"
-        )
-    for name in names:
+
+    def check(names: list[str]) -> None:
+        if config.qkv_parts is not None and not any(n.endswith("c_attn") for n in names):
+            raise ValueError(
+                "qkv_parts applies to GPT-2's fused c_attn, which the targets do not include"
+            )
+
+    def make(name: str, module: nn.Module) -> LoRALinear:
         parts, n_parts = _parts_for(name, config)
-        layer = LoRALinear(
-            model.get_submodule(name), config.r, config.alpha, config.dropout,
-            config.use_rslora, config.use_dora, parts, n_parts, config.adapter_name,
+        return LoRALinear(
+            module, config.r, config.alpha, config.dropout, config.use_rslora,
+            config.use_dora, parts, n_parts, config.adapter_name,
         )  # fmt: skip
-        replace_module(model, name, layer)
+
+    wrap_targets(
+        model, config.target_modules, make, trainable_extra=config.trainable_extra, check=check
+    )
     freeze_base(model, config.trainable_extra)
     remember_config(model, config.adapter_name, "lora", asdict(config))
     return model
@@ -285,10 +324,11 @@ def unmerge_lora(model: nn.Module, adapter_name: str | None = None) -> nn.Module
 
 
 def merge_and_unload(model: nn.Module) -> nn.Module:
-    """Merge every LoRA layer and put the plain linear layers back: a model with no LoRA."""
-    for name, module in list(model.named_modules()):
-        if isinstance(module, LoRALinear):
-            if not module.merged:
-                module.merge()
-            replace_module(model, name, module.base_layer)
+    """Merge every LoRA layer (all or, on an error, none) and put the plain linear layers
+    back: a model with no LoRA left, stacked adapters included."""
+    merge_layers([layer for layer in lora_layers(model) if not layer.merged], "LoRA")
+    while found := next(
+        ((n, m) for n, m in model.named_modules() if isinstance(m, LoRALinear)), None
+    ):
+        replace_module(model, found[0], found[1].base_layer)
     return model

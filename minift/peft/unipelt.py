@@ -4,19 +4,30 @@ Language Model Tuning").
 
 Which method works best depends on the task and the amount of data, so UniPELT uses all
 three and lets the model learn, per input, how much of each to use. Each submodule's
-contribution is scaled by a gate G = sigmoid(W_G x) in (0, 1), computed from the input x
+output is multiplied by a gate G = sigmoid(W_G x) in (0, 1), computed from the input x
 of the place it adapts:
 
-    LoRA (on q and v of c_attn):  y = W x + b + G_L(x) s B A x,      G_L = sigmoid(W_GL x)
-    adapter (after the MLP):      h <- h + G_A(h) A(h),              G_A = sigmoid(W_GA h)
-    prefix (every layer):         [G_P P_K ; K],  [G_P P_V ; V],     G_P = mean_t sigmoid(W_GP x_t)
+    LoRA (on q and v of c_attn):  y = W x + b + G_L(x) s B A x,   G_L = sigmoid(W_GL x)
+    adapter (after the MLP):      h <- h + G_A(h) A(h),           G_A = sigmoid(W_GA h)
+    prefix (every layer):         [G_P P_K ; K],  [G_P P_V ; V],  G_P = mean_t sigmoid(W_GP x_t)
 
-The LoRA and adapter gates are computed per token. The prefix gate scales the keys and
-values that every query shares, so it is one number per example: as in the authors' code,
-the mean over the positions of the attention layer's input. That mean looks at the whole
-sequence, which is what sequence classification (the paper's setting) wants; a language
-model trained with it would let a position's gate see later tokens. In cached generation
-the gate of the prompt is kept for the generated tokens.
+Scales: a gate multiplies exactly what its submodule adds on its own: LoRA's s B A x with
+minift's usual s = alpha / r, the adapter's A(h), the prefix. A gate at 1 therefore gives
+back plain LoRA (r and alpha mean what they mean in LoRAConfig), the plain Pfeiffer
+adapter and plain prefix tuning. The authors' LoRA gate replaces s instead: their
+G_L B A x is alpha = r here.
+
+Where the gates look, minift departs from the authors' code on purpose. There every gate
+is one number per example, the mean over the sequence of sigmoid(W_G x_t). Here the LoRA
+and adapter gates are per token, so a position's output never depends on later tokens:
+a causal language model can be trained with UniPELT, padding moves no gate, and cached
+generation computes what a full forward pass does. The prefix gate cannot be per token:
+it scales the keys and values that every query shares, so it is the authors' mean over
+the positions of the attention layer's input. That mean sees the whole sequence, which
+suits sequence classification (the paper's setting); a language model trained with it
+lets a position's gate see later tokens. In cached generation the gate of the prompt is
+kept for the generated tokens. (The authors, on BERT's separate query and value layers,
+have a LoRA gate for each; the fused c_attn has one for both.)
 
 The pieces are the other modules' own: LoRALinear (minift.peft.lora), SerialAdapter
 (minift.peft.adapters) and PrefixTuning (minift.peft.prefix), each extended by its gate.
@@ -38,8 +49,8 @@ from minift.peft.core import (
     check_extra,
     find_gpt,
     freeze_base,
-    match_targets,
-    replace_module,
+    install,
+    plan_wraps,
 )
 from minift.peft.lora import QKV, LoRAConfig, LoRALinear
 from minift.peft.prefix import PrefixConfig, PrefixTuning, add_prefix_adapter, prefix_hooks
@@ -104,7 +115,8 @@ class GatedLoRALinear(LoRALinear):
         low_rank = F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.effective_B())
         return base + torch.sigmoid(self.lora_gate(x)) * self.scaling * low_rank
 
-    def merge(self) -> None:
+    def check_mergeable(self) -> None:
+        """Refused up front, so that merging a model that holds this layer changes nothing."""
         raise RuntimeError(
             f"UniPELT's LoRA ({self.adapter_name!r}) cannot be merged: its gate depends on the input"
         )
@@ -167,27 +179,19 @@ class GatedPrefix(PrefixTuning):
 
 def apply_unipelt(model: nn.Module, config: UniPELTConfig | None = None) -> nn.Module:
     """Gated LoRA on q, v of every c_attn, a gated adapter after every MLP and gated
-    prefixes in every attention layer, in place; freeze the rest. Everything is resolved
-    and checked before the model changes."""
+    prefixes in every attention layer, in place; freeze the rest. Everything is resolved,
+    built and checked before the model changes."""
     config = config or UniPELTConfig()
     check_extra(model, config.trainable_extra)
-    lora_names = match_targets(model, ["c_attn"])
-    adapter_names = match_targets(model, ["mlp.c_proj"])
     gpt = find_gpt(model)
-    width = gpt.config.n_embd
-    if width % config.reduction_factor:
-        raise ValueError(
-            f"reduction_factor {config.reduction_factor} does not divide the hidden width {width}"
-        )
     if config.adapter_name in getattr(gpt, "prefix_tuning", {}):
         raise ValueError(f"the model already has a prefix adapter named {config.adapter_name!r}")
     prefix_hooks(gpt)  # checks that no foreign prefix is in the way
     prefix = GatedPrefix(gpt, config.prefix_config())
-    for name in lora_names:
-        replace_module(model, name, GatedLoRALinear(model.get_submodule(name), config))
     adapter_config = config.adapter_config()
-    for name in adapter_names:
-        replace_module(model, name, GatedAdapter(model.get_submodule(name), adapter_config))
+    plan = plan_wraps(model, ["c_attn"], lambda _, m: GatedLoRALinear(m, config))
+    plan += plan_wraps(model, ["mlp.c_proj"], lambda _, m: GatedAdapter(m, adapter_config))
+    install(model, plan)
     add_prefix_adapter(gpt, prefix)
     for i, block in enumerate(gpt.transformer.h):
         block.attn.register_forward_pre_hook(_GateTap(prefix, i), with_kwargs=True)
