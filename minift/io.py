@@ -26,11 +26,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[pathlib.Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
-    # mkstemp creates the file 0600; give it the mode a plain open() would (0666 - umask).
-    os.chmod(tmp, 0o666 & ~_umask())
     tmp_path = pathlib.Path(tmp)
     try:
         yield tmp_path
+        # mkstemp creates the file 0600, and some writers (safetensors) replace it with
+        # another 0600 file: give it the mode a plain open() would (0666 - umask), last.
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

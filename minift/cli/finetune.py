@@ -1,29 +1,48 @@
-"""`minift finetune` and `minift demo`: fine-tune the base on a task, compare strategies."""
+"""`minift finetune`, `minift eval` and `minift demo`: fine-tune the base on a task (and
+save the result), evaluate a saved model, compare strategies.
+
+`minift finetune --method M --help` lists M's own options, generated from its config
+dataclass (minift.cli.options): e.g. `--method lora --r 16 --target-modules c_attn,c_fc`.
+"""
 
 from __future__ import annotations
 
 from minift.cli.model import load_model_and_encoding
+from minift.cli.options import method_options_parser
 
 
 def register(sub) -> None:
     from minift.data.tasks import DEFAULT_TASK
     from minift.peft.methods import METHODS
+    from minift.recipes.finetune import FinetuneConfig
 
-    s = sub.add_parser("finetune", help="fine-tune on a registered task or a JSONL file")
+    defaults = FinetuneConfig()  # one default per setting: the recipe's
+    s = method_options_parser(
+        sub, "finetune", METHODS, help="fine-tune on a registered task or a JSONL file"
+    )
     s.add_argument(
         "--task", default=DEFAULT_TASK, help="task name (see `minift tasks`) or a .jsonl path"
     )
-    s.add_argument("--method", default="full", choices=sorted(METHODS))
+    s.add_argument("--method", default=defaults.method, choices=sorted(METHODS))
     s.add_argument("--model", help="base model folder (default: the embedded base)")
-    s.add_argument("--steps", type=int, default=60)
-    s.add_argument("--batch-size", type=int, default=32)
-    s.add_argument("--lr", type=float, default=None)
-    s.add_argument("--max-len", type=int, default=64)
-    s.add_argument("--eval-every", type=int, default=20)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--steps", type=int, default=defaults.train.steps)
+    s.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    s.add_argument("--lr", type=float, default=None, help="default: the method's own")
+    s.add_argument("--max-len", type=int, default=defaults.max_len, help="tokens per example")
+    s.add_argument("--eval-every", type=int, default=defaults.train.eval_every)
+    s.add_argument("--seed", type=int, default=defaults.train.seed)
     s.add_argument("--out", help="folder for metrics.jsonl and loss.png")
-    s.add_argument("--save", help="save the fine-tuned model here")
+    s.add_argument("--save", help="save the fine-tuned model in this (new or empty) folder")
+    s.add_argument("--merge", action="store_true", help="save LoRA/DoRA/IA3 merged into the weights")  # fmt: skip
+    s.add_argument("--overwrite", action="store_true", help="replace what --save/--out hold")
     s.set_defaults(func=cmd_finetune)
+
+    s = sub.add_parser("eval", help="evaluate a model saved by `minift finetune --save`")
+    s.add_argument("--model", required=True, help="the folder written by --save")
+    s.add_argument("--task", help="a registered task (default: the one it was trained on)")
+    s.add_argument("--data", help="a JSONL file of the kind it was trained on (every row)")
+    s.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser(
         "demo", help="the main job: compare fine-tuning strategies on the default task"
@@ -37,30 +56,41 @@ def register(sub) -> None:
 
 
 def cmd_finetune(args) -> None:
+    from minift.peft.methods import METHODS
     from minift.recipes.demo import format_table
-    from minift.recipes.finetune import FinetuneConfig, finetune
+    from minift.recipes.finetune import FinetuneConfig, finetune, train_config
+    from minift.recipes.saved import base_reference, check_destination, check_merge, save_finetuned
     from minift.recipes.tasks import get_task
 
+    METHODS[args.method].make_config(args.options)  # bad options fail before any work
+    if args.save:  # so is a destination that could not take the model
+        check_destination(args.save, args.overwrite)
+        if args.merge:
+            check_merge(args.method)
+    elif args.merge:
+        raise ValueError("--merge applies to what --save writes; give --save DIR")
+    train = train_config(
+        steps=args.steps, lr=args.lr, eval_every=args.eval_every, seed=args.seed,
+        out_dir=args.out, overwrite=args.overwrite,
+    )  # fmt: skip
+    config = FinetuneConfig(args.method, args.options, args.batch_size, args.max_len, train=train)
     base, enc = load_model_and_encoding(args.model)
     task = get_task(args.task, seed=args.seed)
     print(task.summary())
-    config = FinetuneConfig(
-        method=args.method,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        max_len=args.max_len,
-        seed=args.seed,
-        out_dir=args.out,
-        eval_every=args.eval_every,
-    )
     result = finetune(task, base, enc, config, keep_model=args.save is not None)
     print(format_table([result]))
     if args.save:
-        model = result.model
-        backbone = getattr(model, "backbone", model)
-        backbone.save(args.save)
-        print(f"saved the fine-tuned backbone to {args.save}")
+        ref = base_reference(args.model, base)
+        path = save_finetuned(args.save, result, task, enc, ref, args.merge, args.overwrite)
+        print(f"saved the fine-tuned model ({args.method}) in {path}")
+
+
+def cmd_eval(args) -> None:
+    from minift.recipes.evaluate import evaluate_saved
+
+    metrics, meta, task = evaluate_saved(args.model, args.task, args.data, args.batch_size)
+    shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+    print(f"{args.model} ({meta['method']}) on {task.name}, {len(task.val)} rows: {shown}")
 
 
 def cmd_demo(args) -> None:

@@ -71,6 +71,7 @@ class FinetuneResult:
     history: list[dict]
     options: dict[str, Any] = field(default_factory=dict)  # the method's options, all of them
     max_len: int = 24  # the tokens per example it trained with
+    train: TrainConfig | None = None  # as the trainer ran it (the method's lr filled in)
     model: torch.nn.Module | None = None
 
     @property
@@ -79,8 +80,8 @@ class FinetuneResult:
 
     def row(self) -> dict[str, Any]:
         d = asdict(self)
-        d.pop("model")
-        d.pop("history")
+        for key in ("model", "history", "train"):
+            d.pop(key)
         d["trainable_percent"] = self.trainable_percent
         return d
 
@@ -151,5 +152,6 @@ def finetune(
         history=result.history,
         options=asdict(options),
         max_len=max_len,
+        train=train,
         model=model.eval() if keep_model else None,
     )
