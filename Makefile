@@ -27,3 +27,9 @@ format: $(STAMP)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
+
+# On a lent CUDA machine with no network: install into its python (no deps), run the GPU
+# tests and every benchmark's CUDA section, write results.md/json under OUT (< 5 minutes).
+.PHONY: gpu-check
+gpu-check:
+	$(PY) scripts/gpu_check.py --out $(if $(OUT),$(OUT),runs/gpu-check)

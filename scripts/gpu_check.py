@@ -1,0 +1,580 @@
+"""Prove the kernels on a lent GPU in one command: install, environment, GPU tests, benchmarks.
+
+    make gpu-check OUT=dir                          # = python3 scripts/gpu_check.py --out dir
+    python3 scripts/gpu_check.py --dry-run --out d  # on the CPU: is every step wired?
+
+For a machine with a CUDA GPU and no network, lent for a few minutes. Steps, in order of
+importance, each a subprocess with its own timeout inside one overall budget (default
+285 s, so the whole check ends within 5 minutes on one H100):
+
+1. install: ``python3 -m pip install --no-deps --no-build-isolation -e .`` into this python
+   (skipped when minift is already importable from this checkout);
+2. environment: GPU, capability, memory, shared memory, driver, torch, Triton, CUDA;
+3. GPU tests: tests/test_kernels_*.py and the tests elsewhere that need CUDA or exercise the
+   Triton paths (selected by a pytest plugin in this file), without TRITON_INTERPRET;
+4. bench_kernels --quick: fused LoRA, flash attention, block-sparse against their baselines,
+   checked against float32 references before timing;
+5. the CUDA sections of bench_train, bench_long_context and bench_peft (--quick; they run
+   their CPU rows first, so they get what time is left).
+
+A step that fails or times out is recorded and the next one runs; a step that would start
+with under 10 s left is recorded as skipped. ``results.md`` (markdown tables, device named)
+and ``results.json`` are rewritten after every step, each step's log is kept beside them,
+and the last thing printed is a compact summary. ``--dry-run`` runs each step in its
+quickest CPU form (pip --version, pytest --collect-only, bench_kernels --smoke on one
+section, the other benchmarks' --help) to check the wiring without a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import xml.etree.ElementTree as ET
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "scripts"
+MIN_STEP_S = 10.0  # a step is not started with less time than this left
+OTHER_BENCHES = ("bench_train", "bench_long_context", "bench_peft")  # CPU rows, then CUDA rows
+SELECT_ENV = "MINIFT_GPU_CHECK_SELECT"  # switches the test-selection plugin below on
+GPU_WORDS = re.compile(r"cuda|gpu|triton|kernel", re.IGNORECASE)
+
+ENV_PROBE = r"""
+import json, os, platform, subprocess, sys
+info = {"python": platform.python_version(), "executable": sys.executable,
+        "cpus": os.cpu_count()}
+try:
+    import torch
+    info.update(torch=torch.__version__, cuda_runtime=torch.version.cuda,
+                cudnn=torch.backends.cudnn.version(), cuda_available=torch.cuda.is_available())
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        info.update(gpu=torch.cuda.get_device_name(0), gpu_count=torch.cuda.device_count(),
+                    capability=".".join(map(str, torch.cuda.get_device_capability(0))),
+                    gpu_memory_gib=round(p.total_memory / 2**30, 1),
+                    sm_count=p.multi_processor_count)
+except Exception as err:
+    info["torch_error"] = repr(err)
+try:
+    import triton
+    info["triton"] = triton.__version__
+except Exception as err:
+    info["triton_error"] = repr(err)
+try:
+    from minift.kernels import launch
+    if info.get("cuda_available"):
+        smem, _ = launch.device_limits(0)
+        info["shared_memory_per_block"] = smem
+    info["minift"] = __import__("minift").__file__
+except Exception as err:
+    info["minift_error"] = repr(err)
+try:
+    out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version,name,clocks.max.sm,power.limit",
+                          "--format=csv,noheader"], capture_output=True, text=True, timeout=10)
+    info["nvidia_smi"] = out.stdout.strip() or out.stderr.strip()[:200]
+except Exception as err:
+    info["nvidia_smi"] = repr(err)[:200]
+print(json.dumps(info))
+"""
+
+
+# --------------------------------------------------------------------- pytest plugin
+def pytest_collection_modifyitems(config, items):  # pragma: no cover - runs inside pytest
+    """Keep the kernel tests and the tests elsewhere that need CUDA or the Triton paths.
+
+    Active only with MINIFT_GPU_CHECK_SELECT=1 (loaded by ``-p gpu_check``). Outside
+    tests/test_kernels_*.py a test is kept when a skipif mark's reason names CUDA or a GPU,
+    or its name says cuda, gpu, triton or kernel.
+    """
+    if os.environ.get(SELECT_ENV) != "1":
+        return
+    keep, drop = [], []
+    for item in items:
+        path = pathlib.Path(str(getattr(item, "path", item.fspath)))
+        reasons = " ".join(
+            str(mark.kwargs.get("reason", "")) for mark in item.iter_markers(name="skipif")
+        )
+        wanted = (
+            path.name.startswith("test_kernels_")
+            or re.search(r"cuda|gpu", reasons, re.IGNORECASE)
+            or GPU_WORDS.search(item.name)
+        )
+        (keep if wanted else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def test_files() -> list[str]:
+    """tests/test_kernels_*.py, and the other test files that mention CUDA or the kernels
+    (their tests are then filtered by the plugin); never this check's own test."""
+    out = []
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        if path.name == "test_gpu_check.py":
+            continue
+        text = path.read_text(errors="replace")
+        if path.name.startswith("test_kernels_") or re.search(r"cuda|MINIFT_KERNELS", text):
+            out.append(str(path.relative_to(ROOT)))
+    return out
+
+
+# ------------------------------------------------------------------------- running
+_running: set[subprocess.Popen] = set()  # steps in flight, ended on an interrupt
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """End a step's whole process group (pytest workers, benchmark children)."""
+    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run_step(
+    name: str, cmd: list[str], timeout: float, log: pathlib.Path, env: dict | None = None
+) -> dict:
+    """Run ``cmd`` with its output in ``log``; never longer than ``timeout`` seconds."""
+    start = time.time()
+    step = dict(name=name, cmd=" ".join(cmd), timeout_s=round(timeout), log=log.name)
+    with open(log, "w") as out:
+        out.write(f"$ {step['cmd']}\n(timeout {timeout:.0f} s)\n\n")
+        out.flush()
+        try:
+            proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+        except OSError as err:
+            return {**step, "status": "failed", "rc": None, "seconds": 0.0, "error": repr(err)}
+        _running.add(proc)
+        try:
+            rc = proc.wait(timeout=max(1.0, timeout))
+            status = "ok" if rc == 0 else "failed"
+        except subprocess.TimeoutExpired:
+            _kill(proc)
+            rc, status = None, "timeout"
+        except BaseException:
+            _kill(proc)
+            raise
+        finally:
+            _running.discard(proc)
+    return {**step, "status": status, "rc": rc, "seconds": round(time.time() - start, 1)}
+
+
+def log_tail(path: pathlib.Path, lines: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def child_env(dry_run: bool) -> dict:
+    env = dict(os.environ)
+    env.pop("MINIFT_KERNELS", None)  # the default dispatch: Triton on CUDA tensors
+    if not dry_run:
+        env.pop("TRITON_INTERPRET", None)  # the real compiler on the GPU
+    env.update(PYTHONUNBUFFERED="1", PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
+    return env
+
+
+def importable_here(env: dict) -> str | None:
+    """Where ``minift.kernels`` is found from outside the checkout, if that is this
+    checkout's kernels/ (an install of another copy does not count); else None."""
+    probe = "import importlib.util as u; print(u.find_spec('minift.kernels').origin)"
+    try:
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                              timeout=60, cwd="/", env=env)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return None
+    path = done.stdout.strip().splitlines()[-1] if done.returncode == 0 and done.stdout else ""
+    here = ROOT / "kernels" / "__init__.py"
+    return path if path and pathlib.Path(path).resolve() == here.resolve() else None
+
+
+def make_shim(out: pathlib.Path) -> pathlib.Path:
+    """A folder that, on PYTHONPATH, makes this checkout importable as an install would
+    (minift from minift/, minift.kernels from kernels/): the fallback when pip cannot
+    install (no setuptools in this python, a read-only site-packages)."""
+    shim = out / "_pythonpath"
+    package = shim / "minift"
+    package.mkdir(parents=True, exist_ok=True)
+    init = ROOT / "minift" / "__init__.py"
+    (package / "__init__.py").write_text(
+        f"__path__.append({str(ROOT / 'minift')!r})\n"
+        f"exec(compile(open({str(init)!r}).read(), {str(init)!r}, 'exec'))\n"
+    )
+    link = package / "kernels"
+    if not link.exists():
+        link.symlink_to(ROOT / "kernels", target_is_directory=True)
+    return shim
+
+
+def junit_counts(path: pathlib.Path) -> dict | None:
+    """passed / failed / errors / skipped and the failing test ids, from pytest's junit XML."""
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return None
+    counts = dict(passed=0, failed=0, errors=0, skipped=0, failures=[])
+    for case in root.iter("testcase"):
+        test_id = f"{case.get('classname', '')}::{case.get('name', '')}"
+        kinds = {child.tag for child in case}
+        if "failure" in kinds:
+            counts["failed"] += 1
+            counts["failures"].append(test_id)
+        elif "error" in kinds:
+            counts["errors"] += 1
+            counts["failures"].append(test_id + " (error)")
+        elif "skipped" in kinds:
+            counts["skipped"] += 1
+        else:
+            counts["passed"] += 1
+    return counts
+
+
+def summary_counts(text: str) -> dict:
+    """Counts from pytest's last summary line ("3 failed, 90 passed, 2 skipped in 5.1s")."""
+    counts = dict(passed=0, failed=0, errors=0, skipped=0, deselected=0, selected=0)
+    lines = [line for line in text.splitlines() if re.search(r"\d+ (passed|failed|skipped|"
+             r"errors?|deselected|selected|tests? collected)", line)]  # fmt: skip
+    if not lines:
+        return counts
+    line = lines[-1]
+    some = re.search(r"(\d+)/\d+ tests? collected", line)  # "115/223 tests collected (..)"
+    if some:
+        counts["selected"] = int(some.group(1))
+        line = line.replace(some.group(0), "")
+    for number, word in re.findall(r"(\d+) (\w+)", line):
+        key = {"error": "errors", "test": "selected", "tests": "selected"}.get(word, word)
+        if key in counts:
+            counts[key] += int(number)
+    return counts
+
+
+# ------------------------------------------------------------------------ reporting
+def fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "/")
+
+
+def md_table(rows: list[dict], columns: list[str] | None = None) -> str:
+    if not rows:
+        return "(no rows)\n"
+    columns = columns or list(dict.fromkeys(k for row in rows for k in row))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def goal_rows(kernels: dict | None) -> list[dict]:
+    rows = []
+    for g in (kernels or {}).get("goals", []):
+        state = {True: "met", False: "NOT met", None: "not measured"}[g.get("met")]
+        rows.append(dict(goal=g["goal"], value=g.get("value"), target=g["target"], state=state))
+    return rows
+
+
+_report_lock = threading.Lock()
+
+
+def write_report(out: pathlib.Path, report: dict) -> None:
+    """results.json and results.md, each written whole and renamed into place."""
+    with _report_lock:  # the dry run's --help steps finish concurrently
+        _write_report(out, report)
+
+
+def _write_report(out: pathlib.Path, report: dict) -> None:
+    env = report.get("environment", {})
+    device = env.get("gpu") or ("CPU (dry run)" if report["dry_run"] else "no CUDA device")
+    md = [f"# minift GPU check: {device}", ""]
+    md.append(f"{report['started']}, {report.get('total_s', 0):.0f} s in all"
+              f"{' (dry run: wiring only, no measurement)' if report['dry_run'] else ''}; "
+              f"command `{report['command']}`.")  # fmt: skip
+    md += ["", "## Environment", ""]
+    keys = ["gpu", "capability", "gpu_memory_gib", "sm_count", "shared_memory_per_block",
+            "nvidia_smi", "torch", "triton", "cuda_runtime", "cudnn", "python", "cpus"]  # fmt: skip
+    md.append(md_table([{"item": k, "value": env.get(k)} for k in keys if k in env]))
+    md += ["## Steps", ""]
+    md.append(md_table([{k: s.get(k) for k in ("name", "status", "seconds", "timeout_s", "summary",
+                                                 "log")} for s in report["steps"]]))  # fmt: skip
+    tests = report.get("tests")
+    if tests:
+        md += ["## GPU tests", ""]
+        md.append(md_table([{k: tests.get(k) for k in ("passed", "failed", "errors", "skipped",
+                                                        "deselected", "selected")}]))  # fmt: skip
+        for test_id in tests.get("failures", [])[:30]:
+            md.append(f"- failed: `{test_id}`")
+        md.append("")
+    kernels = report.get("bench_kernels")
+    if kernels:
+        md += ["## Kernels (scripts/bench_kernels.py)", "",
+               f"{kernels.get('device')}, torch {kernels.get('torch')}, triton "
+               f"{kernels.get('triton')}, {kernels.get('dtype')}.", ""]  # fmt: skip
+        if kernels.get("goals"):
+            md += ["### Goals", "", md_table(goal_rows(kernels))]
+        for key, title in (("lora", "Fused LoRA linear (ms; base = the frozen layer alone)"),
+                           ("attention", "Flash attention (TFLOP/s)"),
+                           ("block_sparse", "Block-sparse attention (ms)"),
+                           ("checks", "Checks against float32 references (relative error)"),
+                           ("launches", "Launches (stages, shared memory from the compiler)")):  # fmt: skip
+            if kernels.get(key):
+                md += [f"### {title}", "", md_table(kernels[key])]
+        if kernels.get("errors"):
+            md += ["### Section errors", ""]
+            md += [f"- {k}: {v}" for k, v in kernels["errors"].items()] + [""]
+        if kernels.get("skipped"):
+            md += [f"Skipped for time: {', '.join(kernels['skipped'])}.", ""]
+    for name in OTHER_BENCHES:
+        step = next((s for s in report["steps"] if s["name"] == name), None)
+        if step and step.get("tail"):
+            md += [f"## {name} ({step['status']}, {step.get('seconds')} s)", "",
+                   f"Last lines of `{step['log']}`:", "", "```", step["tail"], "```", ""]  # fmt: skip
+    report = {k: v for k, v in report.items()}
+    for path, text in (("results.json", json.dumps(report, indent=1, default=str) + "\n"),
+                       ("results.md", "\n".join(md) + "\n")):  # fmt: skip
+        tmp = out / (path + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out / path)
+
+
+def print_summary(report: dict, out: pathlib.Path) -> None:
+    """The compact table that ends the output (the last lines are what a caller sees)."""
+    env = report.get("environment", {})
+    print("\n" + "=" * 78)
+    print(f"GPU CHECK SUMMARY{' (dry run)' if report['dry_run'] else ''}: "
+          f"{env.get('gpu') or 'no CUDA device'}; torch {env.get('torch')}, triton "
+          f"{env.get('triton')}, CUDA {env.get('cuda_runtime')}; {report.get('total_s', 0):.0f} s")  # fmt: skip
+    print(f"{'step':<20} {'status':<9} {'s':>6}  summary")
+    for s in report["steps"]:
+        print(
+            f"{s['name']:<20} {s['status']:<9} {fmt(s.get('seconds')):>6}  {s.get('summary', '')}"[
+                :150
+            ]
+        )
+    rows = goal_rows(report.get("bench_kernels"))
+    if rows:
+        print(f"\n{'kernel goal':<64} {'value':>8}  {'target':<8} state")
+        for r in rows:
+            print(f"{r['goal'][:64]:<64} {fmt(r['value']):>8}  {r['target']:<8} {r['state']}")
+    failures = (report.get("tests") or {}).get("failures", [])
+    for test_id in failures[:10]:
+        print(f"failed test: {test_id}"[:150])
+    print(f"results: {out / 'results.md'} and results.json (logs beside them)")
+
+
+# ---------------------------------------------------------------------------- steps
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="runs/gpu-check", help="folder for results.md/json and logs")
+    p.add_argument("--dry-run", action="store_true", help="check the wiring on the CPU")
+    p.add_argument("--budget-s", type=float, default=285.0, help="overall time budget")
+    p.add_argument("--skip-benches", action="store_true", help="install, environment, tests only")
+    args = p.parse_args(argv)
+    out = pathlib.Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    deadline = start + args.budget_s
+    env = child_env(args.dry_run)
+    py = sys.executable
+    report: dict = dict(
+        dry_run=args.dry_run, command=" ".join([pathlib.Path(py).name, *sys.argv]),
+        started=datetime.datetime.now().isoformat(timespec="seconds"), steps=[], environment={},
+    )  # fmt: skip
+
+    def left() -> float:
+        return deadline - time.time()
+
+    def step(name: str, cmd: list[str], cap: float, summary=None) -> dict | None:
+        """Run one step (at most ``cap`` s, never past the deadline), record it, save the
+        report; ``summary(step, log_text)`` fills in the step's one-line summary."""
+        budget = min(cap, left() - 3)
+        if budget < MIN_STEP_S:
+            s = dict(name=name, status="skipped", seconds=0.0, summary="no time left", log="-")
+            report["steps"].append(s)
+            write_report(out, report)
+            print(f"[{time.time() - start:5.0f}s] {name}: skipped (no time left)", flush=True)
+            return None
+        print(f"[{time.time() - start:5.0f}s] {name}: {' '.join(cmd)[:110]} (<= {budget:.0f} s)",
+              flush=True)  # fmt: skip
+        s = run_step(name, cmd, budget, out / f"{name}.log", env)
+        text = (out / f"{name}.log").read_text(errors="replace")
+        s["summary"] = summary(s, text) if summary else f"rc {s['rc']}"
+        if s["status"] == "timeout":
+            s["summary"] = f"timed out after {s['seconds']:.0f} s; " + s["summary"]
+        report["steps"].append(s)
+        report["total_s"] = round(time.time() - start, 1)
+        write_report(out, report)
+        print(f"[{time.time() - start:5.0f}s] {name}: {s['status']} in {s['seconds']:.0f} s: "
+              f"{s['summary']}"[:200], flush=True)  # fmt: skip
+        if s["status"] != "ok":
+            tail = log_tail(out / f"{name}.log", 6)
+            print("    " + tail.replace("\n", "\n    ")[-900:], flush=True)
+        return s
+
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupted)
+    rc = 0
+    try:
+        # 1. install
+        found = importable_here(env)
+        if found:
+            report["steps"].append(dict(name="install", status="ok", seconds=0.0, log="-",
+                                        summary=f"already importable ({found})"))  # fmt: skip
+            print(f"[{time.time() - start:5.0f}s] install: already importable from {found}")
+        elif args.dry_run:
+            step("install", [py, "-m", "pip", "--version"], 30,
+                 lambda s, t: "dry run: pip present; would run pip install --no-deps "
+                              "--no-build-isolation -e .")  # fmt: skip
+        else:
+            pip = [py, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
+                   "-e", "."]  # fmt: skip
+            s = step("install", pip, 90)
+            if (
+                s
+                and s["status"] == "failed"
+                and "externally-managed" in log_tail(out / "install.log", 40)
+            ):
+                report["steps"].pop()
+                s = step("install", [*pip, "--break-system-packages"], 90)
+            if s and s["status"] != "ok":  # go on from the checkout itself
+                shim = make_shim(out)
+                paths = [str(shim), env.get("PYTHONPATH")]
+                env["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
+                s["summary"] += f"; pip failed: importing from the checkout via {shim.name}/"
+                write_report(out, report)
+
+        # 2. environment
+        def env_summary(s, text):
+            try:
+                report["environment"] = json.loads(text.strip().splitlines()[-1])
+            except (ValueError, IndexError):
+                return "could not read the probe's output"
+            e = report["environment"]
+            return (f"{e.get('gpu', 'no CUDA')} sm_{e.get('capability', '-')}, torch "
+                    f"{e.get('torch')}, triton {e.get('triton')}, CUDA {e.get('cuda_runtime')}")  # fmt: skip
+
+        step("environment", [py, "-c", ENV_PROBE], 60, env_summary)
+        gpu = bool(report["environment"].get("cuda_available"))
+        if not gpu and not args.dry_run:
+            print("no CUDA device: the GPU tests and benchmarks will fail or skip")
+
+        # 3. GPU tests
+        files = test_files()
+        junit = out / "tests.xml"
+        junit.unlink(missing_ok=True)
+        pytest = [py, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", "-p", "gpu_check",
+                  "-o", "addopts=", f"--junitxml={junit}"]  # fmt: skip
+        if args.dry_run:
+            pytest.append("--collect-only")
+        elif importlib.util.find_spec("xdist") is not None:
+            pytest += ["-n", str(max(2, min(8, (os.cpu_count() or 2) // 2)))]
+        env[SELECT_ENV] = "1"
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SCRIPTS), env.get("PYTHONPATH")]))
+
+        def test_summary(s, text):
+            counts = summary_counts(text)
+            parsed = None if args.dry_run else junit_counts(junit)
+            if parsed:
+                counts.update(parsed)
+            report["tests"] = counts
+            if args.dry_run:
+                return f"{counts['selected']} tests selected from {len(files)} files (collect only)"
+            return (f"{counts['passed']} passed, {counts['failed']} failed, {counts['errors']} "
+                    f"errors, {counts['skipped']} skipped")  # fmt: skip
+
+        step("gpu_tests", [*pytest, *files], 90 if args.dry_run else 110, test_summary)
+        env.pop(SELECT_ENV)
+
+        # 4. kernel benchmark
+        if not args.skip_benches:
+            kernels_out = out / "bench_kernels"
+
+            def kernels_summary(s, text):
+                try:
+                    report["bench_kernels"] = json.loads((kernels_out / "results.json").read_text())
+                except (OSError, ValueError):
+                    return "no results.json"
+                k = report["bench_kernels"]
+                goals = k.get("goals", [])
+                met = sum(1 for g in goals if g.get("met"))
+                checks = k.get("checks", [])
+                bad = [c["name"] for c in checks if not c.get("ok")]
+                text = f"{len(checks)} checks" + (f" ({len(bad)} FAILED)" if bad else " ok")
+                if goals:
+                    text += f"; goals met {met}/{len(goals)}"
+                if k.get("errors"):
+                    text += f"; errors in {', '.join(k['errors'])}"
+                return text
+
+            cmd = [py, str(SCRIPTS / "bench_kernels.py"), "--out", str(kernels_out)]
+            if args.dry_run:  # its --smoke run is tests/test_kernels_scripts.py's
+                step("bench_kernels", [*cmd, "--quick", "--help"], 30,
+                     lambda s, t: "--help ok, has --quick" if "--quick" in t else "no --quick")  # fmt: skip
+            else:
+                cap = 130.0
+                budget = max(20.0, min(cap, left() - 3) - 30)  # compiles and checks beyond it
+                step("bench_kernels", [*cmd, "--quick", "--budget-s", f"{budget:.0f}"], cap,
+                     kernels_summary)  # fmt: skip
+
+            # 5. the other benchmarks' CUDA sections (after their CPU rows)
+            def bench_summary(s, text):
+                s["tail"] = log_tail(out / f"{s['name']}.log", 30)
+                if args.dry_run:
+                    return "--help ok, has --quick" if "--quick" in text else "no --quick option"
+                cuda_rows = len(re.findall(r"\bcuda\b", text, re.IGNORECASE))
+                return f"rc {s['rc']}; {cuda_rows} lines mention CUDA"
+
+            caps = {"bench_train": 60.0, "bench_long_context": 50.0, "bench_peft": 50.0}
+            names = [n for n in OTHER_BENCHES if (SCRIPTS / f"{n}.py").exists()]
+            if args.dry_run:  # --help only: all at once (the wiring, not the timings)
+                from concurrent.futures import ThreadPoolExecutor
+
+                cmds = {n: [py, str(SCRIPTS / f"{n}.py"), "--help"] for n in names}
+                with ThreadPoolExecutor(len(names) or 1) as pool:
+                    for _ in pool.map(lambda n: step(n, cmds[n], 30, bench_summary), names):
+                        pass
+            for name in names if not args.dry_run else ():
+                cmd = [py, str(SCRIPTS / f"{name}.py"), "--quick", "--out", str(out / name)]
+                step(name, cmd, caps[name], bench_summary)
+    except KeyboardInterrupt as err:
+        report["steps"].append(dict(name="interrupted", status="failed", seconds=0.0,
+                                    summary=str(err) or "interrupted", log="-"))  # fmt: skip
+        rc = 130
+    finally:
+        for proc in list(_running):
+            _kill(proc)
+        report["total_s"] = round(time.time() - start, 1)
+        write_report(out, report)
+        print_summary(report, out)
+    failed = [s for s in report["steps"] if s["status"] not in ("ok", "skipped")]
+    if args.dry_run:
+        tests = report.get("tests") or {}
+        if not tests.get("selected"):
+            failed.append({"name": "gpu_tests (no test selected)"})
+    return rc or (1 if failed else 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
