@@ -1,4 +1,5 @@
-"""`minift pretrain`, `minift generate` and `minift tasks`: the base model and the task list."""
+"""`minift pretrain`, `minift generate`, `minift export` and `minift tasks`: the base
+model, sampling and exporting a model, and the task list."""
 
 from __future__ import annotations
 
@@ -20,6 +21,16 @@ def register(sub) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_generate)
 
+    s = sub.add_parser(
+        "export", help="write a saved model as a Hugging Face GPT-2 folder (transformers loads it)"
+    )
+    s.add_argument(
+        "--hf", nargs=2, metavar=("DIR", "OUT"), required=True,
+        help="DIR: a minift model folder or a fine-tuned folder (--save); OUT: the new folder",
+    )  # fmt: skip
+    s.add_argument("--overwrite", action="store_true", help="replace what OUT holds")
+    s.set_defaults(func=cmd_export)
+
     s = sub.add_parser("tasks", help="list the registered tasks")
     s.set_defaults(func=cmd_tasks)
 
@@ -36,22 +47,88 @@ def cmd_pretrain(args) -> None:
 
 
 def load_model_and_encoding(path: str | None):
+    """The language model and tokenizer of ``path``: the embedded base (None), a folder
+    saved by `minift finetune --save` (its backbone), a Hugging Face GPT-2 folder (with its
+    own tokenizer files, read offline), or a minift model folder (its encoding.json, or
+    the default tokenizer)."""
+    import pathlib
+
     from minift.model import GPT
     from minift.recipes.pretrain import load_base
 
     if path is None:
         return load_base()
-    import pathlib
-
     folder = pathlib.Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--model {folder}: no such folder")
+    if (folder / "finetune.json").is_file():
+        from minift.recipes.saved import load_language_model
+
+        return load_language_model(folder)
     config = (folder / "config.json").read_text() if (folder / "config.json").exists() else ""
     if '"model_type"' in config:  # a Hugging Face GPT-2 folder
-        from minift.tokenizer import gpt2_encoding
+        from minift.model.hf_tokenizer import encoding_from_hf_folder
 
-        return GPT.from_pretrained(folder).eval(), gpt2_encoding()
-    from minift.data.encoding import default_encoding
+        enc = encoding_from_hf_folder(folder)  # first: a missing tokenizer is a one-line error
+        return _checked(GPT.from_pretrained(folder).eval(), enc, folder)
+    from minift.tokenizer import load_encoding
 
-    return GPT.load(folder).eval(), default_encoding()
+    if (folder / "encoding.json").is_file():
+        enc = load_encoding(folder / "encoding.json")
+    else:
+        from minift.data.encoding import default_encoding
+
+        enc = default_encoding()
+    return _checked(GPT.load(folder).eval(), enc, folder)
+
+
+def _checked(model, enc, folder):
+    if enc.n_vocab > model.config.vocab_size:
+        raise ValueError(
+            f"{folder}: the tokenizer has {enc.n_vocab} tokens but the model embeds only "
+            f"{model.config.vocab_size}; they do not belong together"
+        )
+    return model, enc
+
+
+def load_for_export(path: str):
+    """(model, tokenizer) of a folder to export: a fine-tuned folder with its adapters
+    merged into the weights (its task head, if any, still attached), or a model folder."""
+    import pathlib
+
+    if not (pathlib.Path(path) / "finetune.json").is_file():
+        return load_model_and_encoding(path)
+    from minift.peft.methods import get_method
+    from minift.recipes.saved import load_finetuned, merged
+
+    model, enc, meta = load_finetuned(path)
+    if meta["weights"] == "adapter":
+        if get_method(meta["method"]).merge is None:
+            raise ValueError(
+                f"{path}: method {meta['method']!r} cannot be folded into the weights, so it "
+                "has no GPT-2 form (LoRA, DoRA and IA3 can be exported)"
+            )
+        model = merged(model, meta["method"])
+    return model, enc
+
+
+def cmd_export(args) -> None:
+    from minift.model.hf_export import export_hf
+    from minift.model.params import find_gpt
+
+    src, out = args.hf
+    model, enc = load_for_export(src)
+    gpt = find_gpt(model)
+    if model is not gpt:
+        print(
+            f"note: the task head of {src} ({type(model).__name__}) is not part of GPT-2's "
+            "format and is left out; the folder holds the language model"
+        )
+    export_hf(gpt, enc, out, overwrite=args.overwrite)
+    print(
+        f"wrote {out}: config.json, model.safetensors, vocab.json, merges.txt "
+        "(transformers.GPT2LMHeadModel.from_pretrained and GPT2TokenizerFast load it)"
+    )
 
 
 def cmd_generate(args) -> None:
