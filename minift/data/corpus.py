@@ -16,8 +16,9 @@ each goes to ``val`` if it still fits in 10% of the corpus's characters; the res
 ``train``. Filling by characters rather than by module count keeps val at ~10% of the
 text even though module sizes vary by a factor of a thousand.
 
-The result is cached as JSON under ``$MINIFT_HOME/corpora``, keyed by the Python version
-(the stdlib differs between versions) and a format version.
+The result is cached as JSON under ``$MINIFT_HOME/corpora`` (built once, by
+:func:`minift.cache.build_once`), keyed by the Python version (the stdlib differs between
+versions) and a format version.
 """
 
 from __future__ import annotations
@@ -35,10 +36,9 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from minift.cache import file_lock
+from minift.cache import build_once
 from minift.data.clean import clean_text, is_useful
 from minift.data.dedup import exact_dedup, near_dedup
-from minift.io import atomic_path
 from minift.utils import minift_home
 
 CORPORA = ("pydocs", "pycode")
@@ -222,19 +222,19 @@ def _load_all(name: str) -> tuple[tuple[Document, ...], dict, frozenset[str]]:
     key = str(path)
     if key in _MEMO and path.exists():
         return _MEMO[key]
-    with file_lock(path):
-        if not path.exists():
-            docs, counts = build(name)
-            obj = {
-                "corpus": name,
-                "python": sys.version,
-                "format": FORMAT_VERSION,
-                "pipeline": counts,
-                "documents": [[d.module, d.name, d.text] for d in docs],
-            }
-            with atomic_path(path) as tmp:
-                tmp.write_text(json.dumps(obj, ensure_ascii=False), encoding="utf-8")
-    obj = json.loads(path.read_text(encoding="utf-8"))
+
+    def write(tmp: pathlib.Path) -> None:
+        docs, counts = build(name)
+        obj = {
+            "corpus": name,
+            "python": sys.version,
+            "format": FORMAT_VERSION,
+            "pipeline": counts,
+            "documents": [[d.module, d.name, d.text] for d in docs],
+        }
+        tmp.write_text(json.dumps(obj, ensure_ascii=False), encoding="utf-8")
+
+    obj = json.loads(build_once(path, write).read_text(encoding="utf-8"))
     docs = tuple(Document(*d) for d in obj["documents"])
     result = (docs, obj["pipeline"], val_modules(docs))
     _MEMO[key] = result

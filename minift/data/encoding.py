@@ -11,7 +11,7 @@ import sys
 
 import tiktoken
 
-from minift.cache import file_lock
+from minift.cache import build_once
 from minift.data import corpus
 from minift.tokenizer import FORMAT_VERSION as TOKENIZER_FORMAT
 from minift.tokenizer import load_encoding, save_encoding, train_bpe
@@ -39,7 +39,8 @@ def default_encoding(fast: bool | None = None) -> tiktoken.Encoding:
     4096 tokens normally; in fast mode (``MINIFT_FAST=1``, how tests run) 512 tokens
     trained on the first ~300 kB, built in a few seconds. The cache file is keyed by the
     vocabulary size, the Python version (the corpus is that version's stdlib) and the
-    corpus and file format versions; a file lock makes parallel processes build it once.
+    corpus and file format versions; :func:`minift.cache.build_once` makes parallel
+    processes build it once.
     """
     fast = fast_mode() if fast is None else fast
     vocab = FAST_VOCAB if fast else DEFAULT_VOCAB
@@ -47,14 +48,14 @@ def default_encoding(fast: bool | None = None) -> tiktoken.Encoding:
     key = str(path)
     if key in _DEFAULT_CACHE and path.exists():
         return _DEFAULT_CACHE[key]
-    with file_lock(path):
-        if not path.exists():
-            texts = [d.text for d in corpus.load_corpus("pydocs", "train")]
-            if fast:
-                texts = _take_chars(texts, FAST_CHARS)
-            enc = train_bpe(texts, vocab, name="minift-pydocs")
-            save_encoding(enc, path)
-    enc = load_encoding(path)
+
+    def build(tmp: pathlib.Path) -> None:
+        texts = [d.text for d in corpus.load_corpus("pydocs", "train")]
+        if fast:
+            texts = _take_chars(texts, FAST_CHARS)
+        save_encoding(train_bpe(texts, vocab, name="minift-pydocs"), tmp)
+
+    enc = load_encoding(build_once(path, build))
     _DEFAULT_CACHE[key] = enc
     return enc
 

@@ -5,7 +5,8 @@ Pretraining reads random windows from a single stream ``doc_1 EOT doc_2 EOT ...`
 an unrelated one starts. Token ids fit in ``uint16`` when ``n_vocab <= 65536`` (GPT-2's
 50257 does), which halves memory against ``int32``.
 
-The cache lives in ``$MINIFT_HOME/tokens/<enc.name>-<n_vocab>/`` and its file name also
+The cache (built once, by :func:`minift.cache.build_once`) lives in
+``$MINIFT_HOME/tokens/<enc.name>-<n_vocab>/`` and its file name also
 carries a fingerprint of the encoding's vocabulary, so two different encodings that share a
 name and size never read each other's tokens.
 """
@@ -18,10 +19,9 @@ import sys
 import numpy as np
 import tiktoken
 
-from minift.cache import file_lock
+from minift.cache import build_once
 from minift.data.corpus import FORMAT_VERSION as CORPUS_VERSION
 from minift.data.corpus import load_corpus
-from minift.io import atomic_path
 from minift.tokenizer import encoding_fingerprint, eot_id
 from minift.utils import minift_home
 
@@ -57,11 +57,10 @@ def encode_documents(texts: list[str], enc: tiktoken.Encoding) -> np.ndarray:
 
 def corpus_tokens(name: str, split: str, enc: tiktoken.Encoding) -> np.ndarray:
     """The token stream of ``load_corpus(name, split)`` under ``enc``, cached on disk."""
-    path = cache_path(name, split, enc)
-    with file_lock(path):
-        if not path.exists():
-            tokens = encode_documents([d.text for d in load_corpus(name, split)], enc)
-            with atomic_path(path) as tmp:
-                with open(tmp, "wb") as f:  # a file object: np.save would append ".npy"
-                    np.save(f, tokens)
-    return np.load(path)
+
+    def build(tmp: pathlib.Path) -> None:
+        tokens = encode_documents([d.text for d in load_corpus(name, split)], enc)
+        with open(tmp, "wb") as f:  # a file object: np.save would append ".npy"
+            np.save(f, tokens)
+
+    return np.load(build_once(cache_path(name, split, enc), build))

@@ -1,8 +1,9 @@
 """The embedded default base model: a small GPT pretrained by minift on ``pydocs``.
 
-Built on first use, then cached under $MINIFT_HOME/base/, keyed by everything that
-decides its weights (tokenizer, architecture, training recipe, Python version), so a
-second call is instant and the same seed gives the same model. Fine-tuning lessons and
+Built on first use, then cached under $MINIFT_HOME/base/ (by minift.cache.build_once:
+complete or absent), keyed by everything that decides its weights (tokenizer,
+architecture, training recipe, Python version), so a second call is instant and the same
+seed gives the same model. Fine-tuning lessons and
 the demo start from it, which makes transfer real: the pretrained base must beat the same
 architecture trained from scratch on a downstream task.
 
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from minift.cache import file_lock
+from minift.cache import build_once
 from minift.data.batching import window_batches
 from minift.data.encoding import default_encoding
 from minift.data.tokens import corpus_tokens
@@ -34,6 +35,7 @@ from minift.train import TrainConfig, Trainer
 from minift.utils import fast_mode, minift_home
 
 FORMAT_VERSION = 1
+BASE_FILES = ("config.json", "model.safetensors", "report.json")  # a complete base folder
 
 
 @dataclass
@@ -57,6 +59,22 @@ class PretrainRecipe:
             n_layer=self.n_layer,
             n_head=self.n_head,
             n_embd=self.n_embd,
+        )
+
+    def train_config(self, out_dir: str | None = None, progress: bool = True) -> TrainConfig:
+        """How the recipe trains, as the Trainer reads it (six evaluations in a run). The
+        recipe keeps its settings flat: they are also the record of a built base (its
+        cache key and report), which stays the same for every base built before."""
+        return TrainConfig(
+            steps=self.steps,
+            lr=self.lr,
+            warmup_steps=self.warmup_steps,
+            weight_decay=self.weight_decay,
+            eval_every=max(1, self.steps // 6),
+            out_dir=out_dir,
+            seed=self.seed,
+            progress=progress,
+            desc="pretrain base",
         )
 
 
@@ -103,17 +121,7 @@ def pretrain(
     val_tokens = corpus_tokens("pydocs", "val", enc)
     torch.manual_seed(recipe.seed)
     model = GPT(recipe.config(enc.n_vocab)).to(device)
-    config = TrainConfig(
-        steps=recipe.steps,
-        lr=recipe.lr,
-        warmup_steps=recipe.warmup_steps,
-        weight_decay=recipe.weight_decay,
-        eval_every=max(1, recipe.steps // 6),
-        out_dir=str(out_dir) if out_dir else None,
-        seed=recipe.seed,
-        progress=progress,
-        desc="pretrain base",
-    )
+    config = recipe.train_config(str(out_dir) if out_dir else None, progress)
     trainer = Trainer(
         model,
         config,
@@ -160,22 +168,21 @@ def load_base(
     recipe = default_recipe(fast)
     enc = default_encoding(fast)
     path = cache_dir(recipe, enc)
-    with file_lock(path):
-        if not (path / "model.safetensors").exists():
-            if verbose:
-                print(
-                    f"pretraining the base model ({recipe.steps} steps) into {path} ...", flush=True
-                )
-            model, report = pretrain(recipe, enc, out_dir=path / "run", progress=progress)
-            model.save(path)
-            write_json(path / "report.json", report)
-            if verbose:
-                print(
-                    f"base model: {report['params']:,} parameters, val loss {report['val_loss']:.3f}, "
-                    f"{report['seconds']:.0f} s",
-                    flush=True,
-                )
-    return GPT.load(path).eval(), enc
+
+    def build(tmp: pathlib.Path) -> None:
+        if verbose:
+            print(f"pretraining the base model ({recipe.steps} steps) into {path} ...", flush=True)
+        model, report = pretrain(recipe, enc, out_dir=tmp / "run", progress=progress)
+        model.save(tmp)
+        write_json(tmp / "report.json", report)
+        if verbose:
+            print(
+                f"base model: {report['params']:,} parameters, val loss {report['val_loss']:.3f}, "
+                f"{report['seconds']:.0f} s",
+                flush=True,
+            )
+
+    return GPT.load(build_once(path, build, BASE_FILES)).eval(), enc
 
 
 def base_report(fast: bool | None = None) -> dict:

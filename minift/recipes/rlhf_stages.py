@@ -20,11 +20,12 @@ import hashlib
 import json
 import pathlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from minift.cache import file_lock
+from minift.cache import build_once
 from minift.data.batching import sft_example, sft_padded_batch
 from minift.data.encoding import default_encoding
 from minift.io import write_json
@@ -34,6 +35,7 @@ from minift.recipes.pretrain import default_recipe, load_base
 from minift.recipes.tasks import get_task
 from minift.rlhf.preference import encode_prompt
 from minift.rlhf.reward import RewardConfig, RewardModel, train_reward_model
+from minift.rlhf.reward import train_config as reward_train_config
 from minift.rlhf.rollout import sample_responses
 from minift.seeding import sample_rows
 from minift.tokenizer import eot_id, pad_id
@@ -43,15 +45,18 @@ from minift.utils import fast_mode, minift_home
 DEFAULT_TASK = "file-words"
 
 
+def sft_train_config(**changes: Any) -> TrainConfig:
+    """The TrainConfig of SFT: 150 steps at lr 1e-3 with 10 warm-up steps, no weight decay;
+    ``changes`` override any of them."""
+    defaults = dict(steps=150, lr=1e-3, warmup_steps=10, weight_decay=0.0, progress=False)
+    return TrainConfig(**{**defaults, "desc": "sft", **changes})
+
+
 @dataclass
 class SFTConfig:
-    steps: int = 150
     batch_size: int = 32
-    lr: float = 1e-3
     max_len: int = 48
-    warmup_steps: int = 10
-    seed: int = 0
-    progress: bool = False
+    train: TrainConfig = field(default_factory=sft_train_config)
 
 
 def sft(base: GPT, enc, rows: Sequence[dict], config: SFTConfig | None = None) -> GPT:
@@ -73,28 +78,28 @@ def sft(base: GPT, enc, rows: Sequence[dict], config: SFTConfig | None = None) -
     model.requires_grad_(True)
 
     def batch_fn(step: int, micro: int):
-        idx = sample_rows(len(examples), config.batch_size, config.seed, step, micro).tolist()
+        idx = sample_rows(len(examples), config.batch_size, config.train.seed, step, micro).tolist()
         return sft_padded_batch([examples[i] for i in idx], pad_id(enc))
 
     def loss_fn(m, b):
         return m(b["idx"], b["targets"], attention_mask=b["attention_mask"]).loss, {}
 
-    train_config = TrainConfig(
-        steps=config.steps, lr=config.lr, warmup_steps=config.warmup_steps, weight_decay=0.0,
-        seed=config.seed, progress=config.progress, desc="sft",
-    )  # fmt: skip
-    Trainer(model, train_config, batch_fn, loss_fn).fit()
+    Trainer(model, config.train, batch_fn, loss_fn).fit()
     return model.eval()
 
 
 def default_sft_config(fast: bool | None = None) -> SFTConfig:
-    return SFTConfig(steps=40, lr=3e-3) if (fast_mode() if fast is None else fast) else SFTConfig()
+    if fast_mode() if fast is None else fast:
+        return SFTConfig(train=sft_train_config(steps=40, lr=3e-3))
+    return SFTConfig()
 
 
 def default_reward_config(fast: bool | None = None) -> RewardConfig:
     if fast_mode() if fast is None else fast:
-        return RewardConfig(steps=40, batch_size=16, lr=3e-3, eval_every=20)
-    return RewardConfig(steps=150, batch_size=32, lr=3e-4, eval_every=50)
+        return RewardConfig(
+            batch_size=16, train=reward_train_config(steps=40, lr=3e-3, eval_every=20)
+        )
+    return RewardConfig(batch_size=32, train=reward_train_config(steps=150, lr=3e-4, eval_every=50))
 
 
 def task_prompts(split: str = "train", seed: int = 0) -> list[str]:
@@ -122,12 +127,13 @@ def default_policy(fast: bool | None = None, verbose: bool = True) -> tuple[GPT,
     base, enc = load_base(fast, verbose=verbose)
     config = default_sft_config(fast)
     path = _stage_dir("sft", fast, {"config": dataclasses.asdict(config), "task": DEFAULT_TASK})
-    with file_lock(path):
-        if not (path / "model.safetensors").exists():
-            if verbose:
-                print(f"SFT of the base on {DEFAULT_TASK} demonstrations ({config.steps} steps)")
-            policy = sft(base, enc, get_task(f"{DEFAULT_TASK}-sft").train, config)
-            policy.save(path)
+
+    def build(tmp: pathlib.Path) -> None:
+        if verbose:
+            print(f"SFT of the base on {DEFAULT_TASK} demonstrations ({config.train.steps} steps)")
+        sft(base, enc, get_task(f"{DEFAULT_TASK}-sft").train, config).save(tmp)
+
+    build_once(path, build, ("config.json", "model.safetensors"))
     return GPT.load(path).eval(), enc
 
 
@@ -159,18 +165,18 @@ def default_reward_model(
     policy, enc = default_policy(fast, verbose)
     config = default_reward_config(fast)
     path = _stage_dir("reward", fast, {"config": dataclasses.asdict(config), "task": DEFAULT_TASK})
-    with file_lock(path):
-        if not (path / "reward_head.safetensors").exists():
-            task = get_task(DEFAULT_TASK)
-            if verbose:
-                print(
-                    f"training the reward model on {len(task.train)} pairs ({config.steps} steps)"
-                )
-            result = train_reward_model(policy, enc, task.train, task.val, config)
-            samples = reference_samples(policy, enc, task_prompts("train"), 256, 24, 1.0, seed=1)
-            norm = result.model.normalize(samples.sequences, samples.attention_mask)
-            report = {"val_accuracy": result.accuracy, "seconds": result.seconds, **norm}
-            report["history"] = result.history
-            result.model.save(path)
-            write_json(path / "report.json", report)
+
+    def build(tmp: pathlib.Path) -> None:
+        task = get_task(DEFAULT_TASK)
+        if verbose:
+            print(f"training the reward model on {len(task.train)} pairs ({config.train.steps} steps)")  # fmt: skip
+        result = train_reward_model(policy, enc, task.train, task.val, config)
+        samples = reference_samples(policy, enc, task_prompts("train"), 256, 24, 1.0, seed=1)
+        norm = result.model.normalize(samples.sequences, samples.attention_mask)
+        report = {"val_accuracy": result.accuracy, "seconds": result.seconds, **norm}
+        report["history"] = result.history
+        result.model.save(tmp)
+        write_json(tmp / "report.json", report)
+
+    build_once(path, build, ("model.safetensors", "reward_head.safetensors", "report.json"))
     return RewardModel.load(path), json.loads((path / "report.json").read_text())
