@@ -28,7 +28,8 @@ import time
 import torch
 
 from minift.data.tasks import DEFAULT_TASK
-from minift.distill.loop import DistillConfig, distill, forward
+from minift.distill.config import DistillConfig, train_config
+from minift.distill.loop import distill, forward
 from minift.distill.losses import forward_kl, reverse_kl, soft_target_loss
 from minift.distill.objectives import (
     lm_objective,
@@ -38,15 +39,10 @@ from minift.distill.objectives import (
 )
 from minift.distill.onpolicy import OnPolicyBatches, sequence_batches, teacher_sequences
 from minift.distill.report import format_speed_table, plot_validation_curves, speed_table
+from minift.distill.shape import lm_calibration, make_student, student_shape
 from minift.distill.slicing import calibrate
 from minift.distill.students import every_kth_student, narrow_student
-from minift.recipes.distill import (
-    finetune_teacher,
-    lm_calibration,
-    make_student,
-    student_shape,
-    task_calibration,
-)
+from minift.recipes.distill import finetune_teacher, task_calibration
 from minift.recipes.pretrain import load_base
 from minift.recipes.tasks import get_task
 from minift.utils import fast_mode, output_dir
@@ -161,7 +157,7 @@ sliced, sinfo = inits["sliced, first blocks"]
 scratch, _ = inits["scratch"]
 texts = pydocs_summaries({r["text"] for r in task.train + task.val})
 transfer = transfer_objective(task, enc, texts, unlabeled_per_batch=32, seed=0)
-base_cfg = DistillConfig(steps=STEPS, eval_every=EVAL, progress=False, alpha=0.5, temperature=2.0)
+base_cfg = DistillConfig(alpha=0.5, temperature=2.0, train=train_config(steps=STEPS, eval_every=EVAL, progress=False))  # fmt: skip
 plain = dataclasses.replace(base_cfg, alpha=0.0)
 RUNS = {
     "scratch, labels only (baseline)": (scratch, plain, objective),
@@ -258,35 +254,22 @@ def own_sample_reverse_kl(model) -> float:
 
 
 print(f"teacher val loss {lm.eval_fn(base)['val_loss']:.3f}; sliced student before training {lm.eval_fn(lm_student)['val_loss']:.3f}")  # fmt: skip
+LM_TRAIN = train_config(steps=LM_STEPS, eval_every=0, progress=False)
 lm_runs = {
     "labels only": (
-        DistillConfig(steps=LM_STEPS, alpha=0.0, eval_every=0, progress=False),
+        DistillConfig(alpha=0.0, train=LM_TRAIN),
         lm.batch_fn,
     ),
     "forward KD (T=1)": (
-        DistillConfig(steps=LM_STEPS, alpha=1.0, temperature=1.0, eval_every=0, progress=False),
+        DistillConfig(alpha=1.0, temperature=1.0, train=LM_TRAIN),
         lm.batch_fn,
     ),  # fmt: skip
     "on-policy reverse KL": (
-        DistillConfig(
-            steps=LM_STEPS,
-            alpha=1.0,
-            temperature=1.0,
-            divergence="reverse",
-            eval_every=0,
-            progress=False,
-        ),
+        DistillConfig(alpha=1.0, temperature=1.0, divergence="reverse", train=LM_TRAIN),
         "on-policy",
     ),  # fmt: skip
     "on-policy JSD(0.5)": (
-        DistillConfig(
-            steps=LM_STEPS,
-            alpha=1.0,
-            temperature=1.0,
-            divergence="jsd",
-            eval_every=0,
-            progress=False,
-        ),
+        DistillConfig(alpha=1.0, temperature=1.0, divergence="jsd", train=LM_TRAIN),
         "on-policy",
     ),  # fmt: skip
 }
@@ -309,7 +292,7 @@ def greedy_agreement(model) -> float:
 
 
 before = greedy_agreement(s)
-distill(base, s, seq_obj, DistillConfig(steps=LM_STEPS, alpha=0.0, eval_every=0, progress=False))
+distill(base, s, seq_obj, DistillConfig(alpha=0.0, train=LM_TRAIN))
 print(f"sequence-level KD: the student's greedy tokens match the teacher's {before:.2f} -> {greedy_agreement(s):.2f}")  # fmt: skip
 
 # %%

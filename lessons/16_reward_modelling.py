@@ -133,7 +133,7 @@ print(f"alone:         {[f'{x:.4f}' for x in alone]}  (an untrained head: these 
 config = default_reward_config()
 t0 = time.perf_counter()
 result = train_reward_model(policy, enc, task.train, task.val, config)
-print(f"{config.steps} steps of {config.batch_size} pairs in {time.perf_counter() - t0:.1f}s")
+print(f"{config.train.steps} steps of {config.batch_size} pairs in {time.perf_counter() - t0:.1f}s")
 evals = [h for h in result.history if "val_accuracy" in h]
 for h in evals:
     print(f"step {h['step']:4d}: held-out pairwise accuracy {h['val_accuracy']:.3f}, loss {h['val_loss']:.3f}")  # fmt: skip

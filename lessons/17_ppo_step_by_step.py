@@ -23,7 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from minift.recipes.rlhf import run_ppo
+from minift.recipes.rlhf_methods import run_ppo
 from minift.recipes.rlhf_stages import default_policy, default_reward_model, task_prompts
 from minift.rlhf import ppo
 from minift.rlhf.evaluate import evaluate_policy

@@ -24,11 +24,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from minift.recipes.rlhf import evaluate_best_of_n, run_ppo
+from minift.recipes.rlhf_methods import run_ppo
 from minift.recipes.rlhf_stages import default_policy, default_reward_model, task_prompts
 from minift.recipes.tasks import get_task
-from minift.rlhf.dpo import DPOConfig, train_dpo
-from minift.rlhf.evaluate import evaluate_policy
+from minift.rlhf.dpo import DPOConfig, train_config, train_dpo
+from minift.rlhf.evaluate import evaluate_best_of_n, evaluate_policy
 from minift.rlhf.plots import plot_ppo
 from minift.rlhf.tasks import truth_score
 from minift.rlhf.trainer import PPOConfig
@@ -82,12 +82,15 @@ for n in [2, 4] if FAST else [2, 4, 8, 16]:
 
 # %%
 t0 = time.perf_counter()
-dpo_config = DPOConfig(steps=15 if FAST else 150, batch_size=16 if FAST else 32, lr=3e-3 if FAST else 3e-4, beta=0.1, eval_every=5 if FAST else 50)  # fmt: skip
+dpo_train = (
+    train_config(steps=15, lr=3e-3, eval_every=5) if FAST else train_config()
+)  # 150 steps, lr 3e-4
+dpo_config = DPOConfig(batch_size=16 if FAST else 32, beta=0.1, train=dpo_train)
 dpo = train_dpo(policy, enc, task.train[:256] if FAST else task.train, task.val[:64] if FAST else task.val, dpo_config)  # fmt: skip
 for h in dpo.history:
     if "val_margin" in h:
         print(f"DPO step {h['step']:4d}: held-out margin {h['val_margin']:+.2f}, implicit reward accuracy {h['val_reward_accuracy']:.3f}")  # fmt: skip
-print(f"DPO: {dpo_config.steps} steps in {time.perf_counter() - t0:.1f}s")
+print(f"DPO: {dpo_config.train.steps} steps in {time.perf_counter() - t0:.1f}s")
 evaluate(dpo.model, "DPO (beta 0.1)")
 
 # %% [markdown]

@@ -12,7 +12,7 @@ Three parts, one run:
    the task's batch and on a large batch, and for the language models (teacher = the base)
    on pydocs windows. CPU, and CUDA when present.
 2. The task (stdlib-package): the teacher is the base fully fine-tuned for
-   --teacher-steps; every student has the shape minift.recipes.distill.student_shape gives
+   --teacher-steps; every student has the shape minift.distill.shape.student_shape gives
    (at most a quarter of the teacher's parameters) and trains --steps on the same
    batches, over --seeds seeds: without distillation (labels only; from scratch and sliced
    from the teacher), with soft targets, with each feature loss, and with a transfer set.
@@ -39,7 +39,8 @@ import time
 import torch
 
 from minift.data.tasks import DEFAULT_TASK
-from minift.distill.loop import DistillConfig, distill
+from minift.distill.config import DistillConfig, train_config
+from minift.distill.loop import distill
 from minift.distill.objectives import (
     lm_objective,
     pydocs_summaries,
@@ -48,13 +49,8 @@ from minift.distill.objectives import (
 )
 from minift.distill.onpolicy import OnPolicyBatches, sequence_batches, teacher_sequences
 from minift.distill.report import format_speed_table, plot_validation_curves, speed_table
-from minift.recipes.distill import (
-    finetune_teacher,
-    lm_calibration,
-    make_student,
-    student_shape,
-    task_calibration,
-)
+from minift.distill.shape import lm_calibration, make_student, student_shape
+from minift.recipes.distill import finetune_teacher, task_calibration
 from minift.recipes.pretrain import load_base
 from minift.recipes.tasks import get_task
 
@@ -130,10 +126,8 @@ def task_part(args, base, enc, out: pathlib.Path) -> dict:
     shape = student_shape(teacher, budget=0.25)
     calibration = task_calibration(task, enc)
     texts = pydocs_summaries({r["text"] for r in task.train + task.val})
-    base_cfg = DistillConfig(
-        steps=args.steps, eval_every=max(1, args.steps // 12), progress=False,
-        alpha=0.5, temperature=2.0,
-    )  # fmt: skip
+    train = train_config(steps=args.steps, eval_every=max(1, args.steps // 12), progress=False)
+    base_cfg = DistillConfig(alpha=0.5, temperature=2.0, train=train)
     runs = task_runs(base_cfg)
     if args.runs:
         runs = {k: v for k, v in runs.items() if any(w in k for w in args.runs.split(","))}
@@ -195,7 +189,8 @@ def lm_part(args, base, enc, out: pathlib.Path) -> dict:
     shape = student_shape(base)
     student, info = make_student(base, "slice", shape, lm_calibration(lm.batch_fn, 8))
     steps = args.lm_steps
-    cfg = DistillConfig(steps=steps, eval_every=max(1, steps // 8), progress=False, temperature=1.0)
+    train = train_config(steps=steps, eval_every=max(1, steps // 8), progress=False)
+    cfg = DistillConfig(temperature=1.0, train=train)
     r = dataclasses.replace
     prompts = torch.stack([lm.batch_fn(900 + i, 0)["idx"][0, :16] for i in range(256)])
     seqs = teacher_sequences(base, prompts, 48, temperature=0.0)

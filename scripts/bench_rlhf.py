@@ -34,10 +34,10 @@ import time
 import torch
 
 from minift.io import write_json
-from minift.recipes.rlhf import evaluate_best_of_n, run_ppo
+from minift.recipes.rlhf_methods import run_ppo
 from minift.recipes.rlhf_stages import default_policy, default_reward_model, task_prompts
-from minift.rlhf.dpo import DPOConfig, train_dpo
-from minift.rlhf.evaluate import evaluate_policy
+from minift.rlhf.dpo import DPOConfig, train_config, train_dpo
+from minift.rlhf.evaluate import evaluate_best_of_n, evaluate_policy
 from minift.rlhf.plots import plot_ppo
 from minift.rlhf.tasks import truth_score
 from minift.rlhf.trainer import PPOConfig
@@ -126,10 +126,10 @@ def goals(args, out: pathlib.Path) -> dict:
     from minift.recipes.tasks import get_task
 
     task = get_task("file-words")
-    dpo_config = DPOConfig(
-        steps=15 if fast else 150, batch_size=16 if fast else 32, lr=3e-3 if fast else 3e-4,
-        beta=0.1, eval_every=0, seed=args.seed,
-    )  # fmt: skip
+    train = (
+        train_config(steps=15, lr=3e-3, seed=args.seed) if fast else train_config(seed=args.seed)
+    )
+    dpo_config = DPOConfig(batch_size=16 if fast else 32, beta=0.1, train=train)
     t0 = time.perf_counter()
     dpo = train_dpo(policy, enc, task.train[:256] if fast else task.train, None, dpo_config)
     seconds["DPO beta=0.1"] = time.perf_counter() - t0

@@ -8,14 +8,15 @@ import json
 import pytest
 import torch
 
+from minift.distill.config import train_config
 from minift.distill.loop import DistillConfig, distill, forward
 from minift.distill.objectives import Objective, lm_objective
 from minift.distill.onpolicy import OnPolicyBatches, sequence_batches, teacher_sequences
+from minift.distill.shape import make_student, student_shape
 from minift.distill.students import narrow_student
 from minift.model import GPT, GPTConfig
 from minift.model.gpt import IGNORE_INDEX
 from minift.model.heads import SequenceClassifier
-from minift.recipes.distill import make_student, student_shape
 from minift.recipes.pretrain import load_base
 
 ALL_LOSSES = dict(alpha=0.5, hidden=1.0, cosine=1.0, attention=1.0, attention_kl=1.0, value_kl=1.0)
@@ -76,7 +77,8 @@ def test_teacher_gets_no_gradient_is_run_once_per_batch_and_is_unchanged(kind):
     calls = []
     gpt = teacher.backbone if kind == "classifier" else teacher
     hook = gpt.register_forward_pre_hook(lambda m, a: calls.append(m.training))
-    config = DistillConfig(steps=3, eval_every=0, eval_at_start=False, progress=False, **ALL_LOSSES)
+    train = train_config(steps=3, eval_every=0, eval_at_start=False, progress=False)
+    config = DistillConfig(**ALL_LOSSES, train=train)
     result = distill(teacher, student, objective, config, init=info)
     hook.remove()
     assert calls == [False, False, False]  # once per batch, in eval mode
@@ -96,7 +98,9 @@ def test_undistilled_baseline_never_runs_the_teacher():
     teacher, student = tiny_gpt(0), tiny_gpt(1, n_layer=1)
     calls = []
     teacher.register_forward_pre_hook(lambda m, a: calls.append(1))
-    config = DistillConfig(steps=2, alpha=0.0, eval_at_start=False, progress=False)
+    config = DistillConfig(
+        alpha=0.0, train=train_config(steps=2, eval_at_start=False, progress=False)
+    )
     distill(teacher, student, random_lm_objective(), config)
     assert calls == []
 
@@ -112,10 +116,8 @@ def test_distilled_student_beats_the_undistilled_one():
     student, _ = make_student(base, "scratch", shape, seed=0)
     losses = {}
     for name, alpha in (("labels only", 0.0), ("distilled", 1.0)):
-        config = DistillConfig(
-            steps=30, lr=3e-3, alpha=alpha, temperature=1.0, eval_every=30,
-            eval_at_start=False, progress=False,
-        )  # fmt: skip
+        train = train_config(steps=30, lr=3e-3, eval_every=30, eval_at_start=False, progress=False)
+        config = DistillConfig(alpha=alpha, temperature=1.0, train=train)
         losses[name] = distill(base, copy.deepcopy(student), objective, config).val_loss
     assert losses["distilled"] < losses["labels only"] - 0.02, losses
 
@@ -155,10 +157,8 @@ def test_on_policy_reverse_kl_lowers_the_divergence_on_student_samples():
     before = reverse_kl_on_own_samples(student)
     batches = OnPolicyBatches(student, data, 3, fraction=1.0, seed=0)
     objective = Objective("on-policy", batches, lambda m: {}, "val_loss", "min")
-    config = DistillConfig(
-        steps=25, lr=3e-3, alpha=1.0, divergence="reverse", temperature=1.0,
-        eval_every=0, eval_at_start=False, progress=False,
-    )  # fmt: skip
+    train = train_config(steps=25, lr=3e-3, eval_every=0, eval_at_start=False, progress=False)
+    config = DistillConfig(alpha=1.0, divergence="reverse", temperature=1.0, train=train)
     distill(teacher, student, objective, config)
     after = reverse_kl_on_own_samples(student)
     assert after < 0.7 * before, (before, after)
@@ -186,11 +186,14 @@ def test_bad_input_is_refused_before_anything_trains():
     objective = random_lm_objective()
     with pytest.raises(ValueError, match="layers that do not exist"):
         distill(
-            teacher, student, objective, DistillConfig(steps=2, layer_map=[0, 3], progress=False)
+            teacher,
+            student,
+            objective,
+            DistillConfig(layer_map=[0, 3], train=train_config(steps=2, progress=False)),
         )
     other = GPT(GPTConfig(vocab_size=60, block_size=24, n_layer=1, n_head=2, n_embd=32))
     with pytest.raises(ValueError, match="different vocabularies"):
-        distill(teacher, other, objective, DistillConfig(steps=2, progress=False))
+        distill(teacher, other, objective, DistillConfig(train=train_config(steps=2)))
     for T in (0.0, -2.0):
         with pytest.raises(ValueError, match="temperature must be > 0"):
             DistillConfig(temperature=T)

@@ -71,7 +71,7 @@ def test_reading_the_whole_document_beats_a_truncated_dense_model():
     appears with the marker). The truncated model sees the marker in ~25% of documents,
     so it cannot exceed ~0.25 + 0.75 / 4 = 0.44; the gated ensemble over segments reads
     every segment. Same reader, base, seed and steps for both."""
-    from minift.recipes.long_finetune import LongConfig, finetune_long
+    from minift.recipes.long_finetune import LongConfig, finetune_long, train_config
     from minift.recipes.pretrain import load_base
 
     base, enc = load_base(progress=False, verbose=False)
@@ -82,7 +82,8 @@ def test_reading_the_whole_document_beats_a_truncated_dense_model():
     )  # fmt: skip
     results = {}
     for kind in ("truncated", "gated"):
-        config = LongConfig(kind=kind, steps=120, batch_size=16, eval_every=0, seed=0)
+        train = train_config(steps=120, eval_every=0, seed=0)
+        config = LongConfig(kind=kind, batch_size=16, train=train)
         results[kind] = finetune_long(task, base, enc, config).metric
     print(results)
     assert results["truncated"] < 0.45

@@ -10,7 +10,7 @@ import torch
 from minift.recipes.pretrain import load_base
 from minift.recipes.tasks import get_task
 from minift.rlhf.best_of_n import best_of_n, best_of_n_kl_bound
-from minift.rlhf.dpo import DPOConfig, pair_logprobs, sequence_logprobs, train_dpo
+from minift.rlhf.dpo import DPOConfig, pair_logprobs, sequence_logprobs, train_config, train_dpo
 from minift.rlhf.preference import encode_pairs, pair_batch
 from minift.tokenizer import eot_id, pad_id
 
@@ -42,7 +42,8 @@ def test_sequence_logprobs_sum_the_response_tokens_only(base, task):
 def test_short_dpo_run_raises_the_chosen_over_rejected_margin(base, task):
     model, enc = base
     before = copy.deepcopy(model.state_dict())
-    config = DPOConfig(steps=15, batch_size=16, lr=3e-3, warmup_steps=2, eval_every=15, beta=0.1)
+    train = train_config(steps=15, lr=3e-3, warmup_steps=2, eval_every=15)
+    config = DPOConfig(batch_size=16, beta=0.1, train=train)
     result = train_dpo(model, enc, task.train[:256], task.val[:64], config)
     evals = [h for h in result.history if "val_margin" in h]
     assert evals[0]["val_loss"] == pytest.approx(math.log(2), abs=1e-5)  # policy == reference

@@ -7,9 +7,9 @@ import json
 import pytest
 
 import minift.cli
+from minift.cli import rlhf as rlhf_cli
 from minift.model import GPT
 from minift.recipes.pretrain import load_base
-from minift.rlhf import cli as rlhf_cli
 from minift.rlhf.dpo import pair_logprobs
 from minift.rlhf.feedback import collect_feedback, read_answers, terminal_answers
 from minift.rlhf.preference import encode_pairs, load_preferences

@@ -11,7 +11,13 @@ from minift.data.batching import pad_sequences
 from minift.recipes.pretrain import load_base
 from minift.recipes.tasks import get_task
 from minift.rlhf.preference import append_preferences, encode_pairs, load_preferences, pair_batch
-from minift.rlhf.reward import RewardConfig, RewardModel, score_pairs, train_reward_model
+from minift.rlhf.reward import (
+    RewardConfig,
+    RewardModel,
+    score_pairs,
+    train_config,
+    train_reward_model,
+)
 from minift.rlhf.tasks import storage_counts, truth_score
 from minift.tokenizer import pad_id
 
@@ -74,7 +80,8 @@ def test_reward_model_learns_held_out_preferences(base):
     before = copy.deepcopy(model.state_dict())
     # 60 steps on all held-out pairs: over seeds 0-3 and two builds of the fast base the
     # accuracy rose from 0.43-0.58 to 0.72-0.87 (20 steps on 128 pairs was too noisy).
-    config = RewardConfig(steps=60, batch_size=16, lr=2e-3, warmup_steps=3, eval_every=60)
+    train = train_config(steps=60, lr=2e-3, warmup_steps=3, eval_every=60)
+    config = RewardConfig(batch_size=16, train=train)
     result = train_reward_model(model, enc, task.train, task.val, config)
     accuracies = [h["val_accuracy"] for h in result.history if "val_accuracy" in h]
     assert accuracies[-1] >= accuracies[0] + 0.1, accuracies
@@ -130,7 +137,7 @@ def test_rows_longer_than_the_block_are_refused_before_training(base):
     with pytest.raises(ValueError, match=r"row 4: .*rejected.* exceeds block_size 64"):
         encode_pairs(rows, enc, 64, "train")
     with pytest.raises(ValueError, match="exceeds block_size"):
-        train_reward_model(model, enc, rows, rows[:1], RewardConfig(steps=1))
+        train_reward_model(model, enc, rows, rows[:1], RewardConfig(train=train_config(steps=1)))
 
 
 def test_append_preferences_extends_a_valid_file_and_refuses_a_broken_one(tmp_path):

@@ -8,12 +8,15 @@
                 the hard-label mix, forward/reverse KL, generalized JSD (GKD)
 - features.py   hidden states through W_h (TinyBERT), cosine (DistilBERT), attention
                 MSE (TinyBERT), attention and value-relation KL (MiniLM)
+- config.py     what a run optimises (loss weights) and how it trains (a TrainConfig)
 - loop.py       the loop on minift.train.Trainer: teacher frozen, once per batch
 - objectives.py what to train on: pydocs (LM), a task, a task + transfer set
 - onpolicy.py   student-sampled batches (GKD, MiniLLM), teacher sequences (Kim and Rush)
-- recipe.py     teacher, student shape within a parameter budget, student init
+- shape.py      the student's shape within a parameter budget, and how it starts
 - report.py     parameters, tokens per second, peak memory, tables and curves
-- cli.py        `minift distill`
+
+The job (a fine-tuned teacher, a student, the runs and their report) is
+minift.recipes.distill; `minift distill` is its command line (minift.cli.distill).
 """
 
 from minift.distill.features import (

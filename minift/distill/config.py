@@ -1,4 +1,8 @@
-"""What a distillation run optimises: the output loss, the feature losses and their weights."""
+"""What a distillation run optimises: the output loss, the feature losses and their weights,
+and how it trains (``train``, a minift.train.TrainConfig with distillation's defaults).
+
+    DistillConfig(alpha=0.5, temperature=2.0, hidden=0.1, train=train_config(steps=60))
+"""
 
 from __future__ import annotations
 
@@ -6,22 +10,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from minift.distill.losses import check_temperature
+from minift.train import TrainConfig
 
 FEATURE_LOSSES = ("hidden", "cosine", "attention", "attention_kl", "value_kl")
 
 
+def train_config(**changes: Any) -> TrainConfig:
+    """The TrainConfig of a distillation run: 100 steps at lr 1e-3 with 5 warm-up steps, no
+    weight decay, an evaluation every 20 steps and one before the first; ``changes``
+    override any of them. (The metric to follow comes from the objective.)"""
+    defaults = dict(
+        steps=100, lr=1e-3, warmup_steps=5, weight_decay=0.0, eval_every=20, eval_at_start=True,
+        desc="distill",
+    )  # fmt: skip
+    return TrainConfig(**{**defaults, **changes})
+
+
 @dataclass
 class DistillConfig:
-    steps: int = 100
-    lr: float = 1e-3
-    batch_size: int = 32
-    seq_len: int = 64  # language modelling: tokens per window
-    max_len: int = 24  # classification: tokens per text (with the task's template)
-    warmup_steps: int = 5
-    weight_decay: float = 0.0
-    grad_clip: float | None = 1.0
-    eval_every: int = 20
-    eval_at_start: bool = True
     # The output loss: alpha * divergence + (1 - alpha) * hard-label cross-entropy.
     alpha: float = 0.5
     temperature: float = 2.0
@@ -35,12 +41,7 @@ class DistillConfig:
     value_kl: float = 0.0  # MiniLM: KL of the last block's value relations
     relation_heads: int | None = None  # value relations: default the student's n_head
     layer_map: list[int] | None = None  # default: the slicing's map, else uniform
-    seed: int = 0
-    precision: str = "fp32"
-    progress: bool = True
-    out_dir: str | None = None
-    desc: str = "distill"
-    extra: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=train_config)
 
     def __post_init__(self) -> None:
         check_temperature(self.temperature)

@@ -7,9 +7,10 @@
              + the weighted feature losses (hidden states, attention, value relations)
 
 Only the student (and, for the hidden-state losses, the projection W_h) is optimised:
-they are wrapped in one module (``Pupil``) that the Trainer trains; the teacher is held
-outside it, so no optimizer ever sees its parameters. The teacher's requires_grad flags
-and train/eval mode are restored afterwards; its weights are never written.
+they are wrapped in one module (``Pupil``) that the Trainer trains, with ``config.train``
+(the objective names the metric to follow); the teacher is held outside it, so no
+optimizer ever sees its parameters. The teacher's requires_grad flags and train/eval mode
+are restored afterwards; its weights are never written.
 
 The same loop distils a language model (batches of token windows, logits over the
 vocabulary at every position) and a fine-tuned classifier (batches of texts, logits over
@@ -21,8 +22,10 @@ ground truth (transfer-set texts, the student's own samples): they get no hard l
 
 from __future__ import annotations
 
+import contextlib
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch.nn as nn
@@ -38,7 +41,7 @@ from minift.distill.students import (
 )
 from minift.distill.terms import DistillLoss, Outputs, Pupil, forward
 from minift.model.params import count_parameters
-from minift.train import TrainConfig, Trainer
+from minift.train import Trainer
 
 __all__ = [
     "DistillConfig",
@@ -74,6 +77,20 @@ def count_params(model: nn.Module) -> int:
     return count_parameters(model)[1]
 
 
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode without gradients for the block, then as it was."""
+    flags = [p.requires_grad for p in model.parameters()]
+    was_training = model.training
+    model.eval().requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
 def distill(
     teacher: nn.Module,
     student: nn.Module,
@@ -98,29 +115,10 @@ def distill(
         basis = init.basis if init is not None else None
         projection = HiddenProjection(sg.config.n_embd, tg.config.n_embd, basis)
         projection.to(sg.lm_head.weight.device)
-    pupil = Pupil(student, projection)
-    flags = [p.requires_grad for p in teacher.parameters()]
-    was_training = teacher.training
-    teacher.eval().requires_grad_(False)
-    try:
+    with frozen(teacher):
         trainer = Trainer(
-            pupil,
-            TrainConfig(
-                steps=config.steps,
-                lr=config.lr,
-                warmup_steps=config.warmup_steps,
-                weight_decay=config.weight_decay,
-                grad_clip=config.grad_clip,
-                eval_every=config.eval_every,
-                eval_at_start=config.eval_at_start,
-                monitor=objective.monitor,
-                mode=objective.mode,
-                out_dir=config.out_dir,
-                seed=config.seed,
-                precision=config.precision,
-                progress=config.progress,
-                desc=config.desc,
-            ),
+            Pupil(student, projection),
+            replace(config.train, monitor=objective.monitor, mode=objective.mode),
             objective.batch_fn,
             DistillLoss(teacher, config, layer_map, head_maps),
             eval_fn=lambda p: objective.eval_fn(p.student),
@@ -128,10 +126,6 @@ def distill(
         t0 = time.perf_counter()
         result = trainer.fit()
         seconds = time.perf_counter() - t0
-    finally:
-        for p, flag in zip(teacher.parameters(), flags):
-            p.requires_grad_(flag)
-        teacher.train(was_training)
     final = result.history[-1]
     return DistillResult(
         metric_name=objective.monitor,

@@ -10,11 +10,12 @@ best-of-n, and a loop that learns from a user's own preferences.
     trainer.py     the PPO loop
     dpo.py         direct preference optimisation
     best_of_n.py   rejection sampling under the reward model
-    evaluate.py    truth, reward-model score and KL of a policy's samples
-    stages.py      the cached SFT policy and reward model of the embedded default
-    recipes.py     one-call PPO and best-of-n runs
+    evaluate.py    truth, reward-model score and KL of a policy's samples (and best-of-n's)
     feedback.py    `minift feedback`: record a user's preferences
-    cli.py         `minift rlhf` and `minift feedback`
+
+The jobs are in minift.recipes: rlhf_stages (the cached SFT policy and reward model of
+the embedded default), rlhf_methods (one-call PPO and DPO, LoRA or not) and rlhf (the
+`minift rlhf` job); the command line is minift.cli.rlhf.
 """
 
 from minift.rlhf.best_of_n import best_of_n, best_of_n_kl_bound

@@ -17,8 +17,10 @@ Mitchell 2023): loss = (1 - eps) * loss(+) + eps * loss(-).
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -70,19 +72,34 @@ def pair_logprobs(
     return torch.cat(chosen), torch.cat(rejected)
 
 
+def train_config(**changes: Any) -> TrainConfig:
+    """The TrainConfig of a DPO run: 150 steps at lr 3e-4 with 10 warm-up steps, no weight
+    decay, an evaluation every 50 steps and one before the first (when there are
+    validation pairs); ``changes`` override any of them."""
+    defaults = dict(
+        steps=150, lr=3e-4, warmup_steps=10, weight_decay=0.0, eval_every=50, eval_at_start=True,
+        progress=False, desc="dpo",
+    )  # fmt: skip
+    return TrainConfig(**{**defaults, **changes})
+
+
 @dataclass
 class DPOConfig:
-    steps: int = 150
     batch_size: int = 32  # pairs per step
-    lr: float = 3e-4
     beta: float = 0.1
     label_smoothing: float = 0.0
-    warmup_steps: int = 10
-    grad_accum: int = 1
-    eval_every: int = 50
-    seed: int = 0
-    progress: bool = False
-    out_dir: str | None = None
+    train: TrainConfig = field(default_factory=train_config)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.train.steps < 1:
+            raise ValueError(
+                f"DPO needs batch_size >= 1 and steps >= 1, got {self.batch_size} and "
+                f"{self.train.steps}"
+            )
+        if not (math.isfinite(self.beta) and self.beta > 0):
+            raise ValueError(f"beta must be a finite number > 0, got {self.beta}")
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
 
 
 @dataclass
@@ -100,22 +117,36 @@ def train_dpo(
     config: DPOConfig | None = None,
     reference: GPT | None = None,
 ) -> DPOResult:
-    """DPO on a copy of ``policy``; the reference defaults to ``policy`` itself, frozen.
-    The reference log-probabilities are computed once, before training. Logged: the loss,
-    the implicit reward accuracy and margin, and the policy's own log-likelihood margin
-    log pi(y_c) - log pi(y_r) on the validation pairs (``val_margin``)."""
-    config = config or DPOConfig()
+    """DPO on a copy of ``policy`` (all its weights train); the reference defaults to
+    ``policy`` itself, frozen. See :func:`fit_dpo`."""
+    model = copy.deepcopy(policy).requires_grad_(True)
     reference = reference if reference is not None else policy
-    block = policy.config.block_size
+    return fit_dpo(model, enc, train_rows, val_rows, config, reference)
+
+
+def fit_dpo(
+    model: torch.nn.Module,
+    enc,
+    train_rows: Sequence[dict],
+    val_rows: Sequence[dict] | None,
+    config: DPOConfig | None,
+    reference: torch.nn.Module,
+) -> DPOResult:
+    """DPO on ``model`` in place: the parameters that require a gradient train (all of a
+    copied policy, or only its LoRA adapters). The reference log-probabilities are
+    computed once, before training. Logged: the loss, the implicit reward accuracy and
+    margin, and the policy's own log-likelihood margin log pi(y_c) - log pi(y_r) on the
+    validation pairs (``val_margin``)."""
+    config = config or DPOConfig()
+    block = model.config.block_size
     train = encode_pairs(train_rows, enc, block, "train")
     val = encode_pairs(val_rows, enc, block, "validation") if val_rows else None
     reference.eval()
     ref_c, ref_r = pair_logprobs(reference, train, enc)
     val_ref = pair_logprobs(reference, val, enc) if val else None
-    model = copy.deepcopy(policy).requires_grad_(True)
 
     def batch_fn(step: int, micro: int):
-        rows = sample_rows(len(train), config.batch_size, config.seed, step, micro)
+        rows = sample_rows(len(train), config.batch_size, config.train.seed, step, micro)
         batch = pair_batch(train, rows.tolist(), enc)
         batch["ref_chosen"], batch["ref_rejected"] = ref_c[rows], ref_r[rows]
         return batch
@@ -141,15 +172,6 @@ def train_dpo(
             "val_margin": float((c - r).mean()),
         }
 
-    trainer = Trainer(
-        model,
-        TrainConfig(
-            steps=config.steps, lr=config.lr, warmup_steps=config.warmup_steps, weight_decay=0.0,
-            grad_accum=config.grad_accum, eval_every=config.eval_every if val else 0,
-            eval_at_start=val is not None, seed=config.seed, progress=config.progress,
-            out_dir=config.out_dir, desc="dpo",
-        ),
-        batch_fn, loss_fn, eval_fn if val else None,
-    )  # fmt: skip
-    result = trainer.fit()
+    # Without validation pairs there is nothing to evaluate (the Trainer skips eval_fn=None).
+    result = Trainer(model, config.train, batch_fn, loss_fn, eval_fn if val else None).fit()
     return DPOResult(model.eval(), result.history, result.seconds)

@@ -9,7 +9,8 @@ reference, all on the same fresh samples.
 
 Reporting the truth next to the reward model's score is what exposes reward hacking:
 the two should rise together; when the score rises alone, the policy found a flaw in
-the reward model rather than a better answer.
+the reward model rather than a better answer. Best-of-n is judged the same way, with the
+analytic KL bound in place of the sampled estimate.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from minift.rlhf.best_of_n import best_of_n, best_of_n_kl_bound
 from minift.rlhf.preference import encode_prompt
 from minift.rlhf.rollout import Rollout, response_logprobs, sample_responses
 from minift.rlhf.tasks import truth_score
+from minift.rlhf.trainer import reward_model_fn
 from minift.tokenizer import eot_id, pad_id
 
 
@@ -90,3 +93,35 @@ def evaluate_policy(
     result = {k: sum(m[k] * m["n"] for m in rows) / total for k in keys}
     result["samples"] = texts[:8]
     return result
+
+
+@torch.no_grad()
+def evaluate_best_of_n(
+    policy,
+    enc,
+    reward_model,
+    prompts: Sequence[str],
+    n: int,
+    samples: int = 128,
+    max_new_tokens: int = 24,
+    temperature: float = 1.0,
+    seed: int = 1234,
+    truth: Callable[[str], float] | None = None,
+) -> dict:
+    """Best-of-n under the reward model for ``samples`` prompts drawn (seeded) from
+    ``prompts``: truth, reward-model score and the analytic KL bound (no weights move, so
+    the KL is the bound's, not a sampled estimate)."""
+    g = torch.Generator().manual_seed(seed)
+    picks = torch.randint(0, len(prompts), (samples,), generator=g).tolist()
+    ids = [encode_prompt(enc, prompts[i]) for i in picks]
+    out = best_of_n(
+        policy, reward_model_fn(reward_model), ids, n, max_new_tokens, eot_id(enc), pad_id(enc),
+        temperature, g,
+    )  # fmt: skip
+    metrics = evaluate_rollout(out.rollout, enc, reward_model=None, truth=truth)
+    metrics["rm_score"] = float(out.scores.mean())
+    metrics["kl"] = best_of_n_kl_bound(n)
+    metrics["samples"] = [
+        f"{enc.decode(p)}|{t}" for p, t in zip(ids[:8], out.rollout.texts(enc)[:8])
+    ]
+    return metrics

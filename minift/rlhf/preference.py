@@ -24,17 +24,25 @@ import torch
 
 from minift.data.batching import pad_sequences
 from minift.data.jsonl import read_jsonl
+from minift.data.tasks import stable_fraction
 from minift.io import atomic_path
 from minift.tokenizer import eot_id, pad_id
 
 PREFERENCE_FIELDS = ("prompt", "chosen", "rejected")
+SAME_RESPONSE = (
+    "chosen and rejected are the same response, which says nothing about what is preferred; "
+    "drop the row or give two different responses"
+)
 
 
 def load_preferences(path: str | os.PathLike) -> list[dict]:
     """Read a preference JSONL file; a bad row is a ValueError naming file, line and field
-    (``prefs.jsonl line 3: missing field 'rejected'``), and nothing is returned."""
+    (``prefs.jsonl line 3: missing field 'rejected'``), or a row whose two responses are
+    the same, and nothing is returned."""
     rows = read_jsonl(path, PREFERENCE_FIELDS)
     for lineno, row in enumerate(rows, start=1):
+        if row["chosen"] == row["rejected"]:
+            raise ValueError(f"{path} row {lineno}: {SAME_RESPONSE}")
         margin = row.get("margin")
         if margin is not None and (
             isinstance(margin, bool) or not isinstance(margin, (int, float))
@@ -43,6 +51,19 @@ def load_preferences(path: str | os.PathLike) -> list[dict]:
                 f"{path} row {lineno}: field 'margin' must be a number, got {margin!r}"
             )
     return rows
+
+
+def split_preferences(rows: Sequence[dict], seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """(train, held out): 10% of the rows held out by a stable hash of the prompt and both
+    responses (the same split on every run). Files with fewer than 20 rows are too small
+    to hold any out, so everything trains."""
+    rows = list(rows)
+    if len(rows) < 20:
+        return rows, []
+    keys = [r["prompt"] + "\x00" + r["chosen"] + "\x00" + r["rejected"] for r in rows]
+    train = [r for r, k in zip(rows, keys) if stable_fraction(k, seed) >= 0.1]
+    val = [r for r, k in zip(rows, keys) if stable_fraction(k, seed) < 0.1]
+    return (train, val) if train and val else (rows, [])
 
 
 def append_preferences(path: str | os.PathLike, rows: Sequence[dict]) -> None:
@@ -85,12 +106,15 @@ def encode_prompt(enc, prompt: str) -> list[int]:
 
 def encode_pairs(rows: Sequence[dict], enc, block_size: int, where: str = "rows") -> EncodedPairs:
     """Tokenise preference rows; ValueError when a prompt + response + end token does not
-    fit ``block_size`` (naming the row and the fix), checked for every row before any use."""
+    fit ``block_size`` or when chosen == rejected (naming the row and the fix), checked for
+    every row before any use."""
     eot = eot_id(enc)
     prompts = [encode_prompt(enc, r["prompt"]) for r in rows]
     chosen = [ids + [eot] for ids in enc.encode_ordinary_batch([r["chosen"] for r in rows])]
     rejected = [ids + [eot] for ids in enc.encode_ordinary_batch([r["rejected"] for r in rows])]
     for i, (p, c, r) in enumerate(zip(prompts, chosen, rejected)):
+        if rows[i]["chosen"] == rows[i]["rejected"]:
+            raise ValueError(f"{where} row {i + 1}: {SAME_RESPONSE}")
         for name, resp in (("chosen", c), ("rejected", r)):
             if len(p) + len(resp) > block_size:
                 raise ValueError(

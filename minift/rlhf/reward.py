@@ -29,6 +29,7 @@ import math
 import pathlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -125,19 +126,30 @@ def pairwise_accuracy(chosen: torch.Tensor, rejected: torch.Tensor) -> float:
     return float((chosen > rejected).float().mean())
 
 
+def train_config(**changes: Any) -> TrainConfig:
+    """The TrainConfig of a reward model: 200 steps at lr 3e-4 with 10 warm-up steps, no
+    weight decay, held-out pairwise accuracy evaluated before the first step and every 50
+    (the best is the highest); ``changes`` override any of them."""
+    defaults = dict(
+        steps=200, lr=3e-4, warmup_steps=10, weight_decay=0.0, eval_every=50, eval_at_start=True,
+        monitor="val_accuracy", mode="max", progress=False, desc="reward model",
+    )  # fmt: skip
+    return TrainConfig(**{**defaults, **changes})
+
+
 @dataclass
 class RewardConfig:
-    steps: int = 200
     batch_size: int = 32  # pairs per step
-    lr: float = 3e-4
-    weight_decay: float = 0.0
-    warmup_steps: int = 10
     use_margin: bool = False  # subtract each row's "margin" field from the gap
     center_coef: float = 0.0  # 0.01 is the value Eisenstein et al. suggest
-    eval_every: int = 50
-    seed: int = 0
-    progress: bool = False
-    out_dir: str | None = None
+    train: TrainConfig = field(default_factory=train_config)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.train.steps < 1:
+            raise ValueError(
+                f"a reward model needs batch_size >= 1 and steps >= 1, got {self.batch_size} "
+                f"and {self.train.steps}"
+            )
 
 
 @dataclass
@@ -177,12 +189,12 @@ def train_reward_model(
     block = backbone.config.block_size
     train = encode_pairs(train_rows, enc, block, "train")
     val = encode_pairs(val_rows, enc, block, "validation")
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.train.seed)
     model = RewardModel(copy.deepcopy(backbone)).to(device)
     model.requires_grad_(True)
 
     def batch_fn(step: int, micro: int):
-        rows = sample_rows(len(train), config.batch_size, config.seed, step, micro).tolist()
+        rows = sample_rows(len(train), config.batch_size, config.train.seed, step, micro).tolist()
         return pair_batch(train, rows, enc)
 
     def loss_fn(m, batch):
@@ -199,16 +211,7 @@ def train_reward_model(
             "val_accuracy": pairwise_accuracy(c, r),
         }
 
-    trainer = Trainer(
-        model,
-        TrainConfig(
-            steps=config.steps, lr=config.lr, warmup_steps=config.warmup_steps,
-            weight_decay=config.weight_decay, eval_every=config.eval_every, eval_at_start=True,
-            monitor="val_accuracy", mode="max", seed=config.seed, progress=config.progress,
-            out_dir=config.out_dir, desc="reward model",
-        ),
-        batch_fn, loss_fn, eval_fn,
-    )  # fmt: skip
+    trainer = Trainer(model, config.train, batch_fn, loss_fn, eval_fn)
     result = trainer.fit()
     model.eval()
     final = [h for h in result.history if "val_accuracy" in h][-1]

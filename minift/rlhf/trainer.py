@@ -22,6 +22,7 @@ same tokens differ between the rollout and the update).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -68,8 +69,13 @@ class PPOConfig:
     progress: bool = False
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.num_minibatches < 1 or self.grad_accum < 1:
-            raise ValueError("batch_size, num_minibatches and grad_accum must be >= 1")
+        if min(self.iterations, self.batch_size, self.num_minibatches, self.grad_accum) < 1:
+            raise ValueError(
+                "iterations, batch_size, num_minibatches and grad_accum must be >= 1, got "
+                f"{self.iterations}, {self.batch_size}, {self.num_minibatches}, {self.grad_accum}"
+            )
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         if self.batch_size % self.num_minibatches:
             raise ValueError(
                 f"batch_size {self.batch_size} is not divisible by num_minibatches "
