@@ -17,6 +17,42 @@ from .dispatch import interpreting
 MIN_DOT = 16  # smallest tl.dot tile dimension the GPU accepts
 
 
+def _fix_old_interpreter() -> None:
+    """Let Triton 3.6's interpreter run under NumPy >= 2.4 (a guarded compatibility fix).
+
+    Its tensors convert to a Python int (a loop bound such as ``range(n_blocks)``) with
+    ``int(array of shape (1,))``, which NumPy 2.4 refuses ("only 0-dimensional arrays can
+    be converted"); Triton 3.7+ squeezes first. Applied only in interpreter mode, and only
+    when the interpreter still has the old conversion.
+    """
+    try:
+        import inspect
+
+        from triton.runtime import interpreter
+    except ImportError:
+        return
+    original = getattr(interpreter, "_patch_lang_tensor", None)
+    if original is None or getattr(original, "minift_fixed", False):
+        return
+    try:
+        old = "int(self.handle.data))" in inspect.getsource(original)
+    except (OSError, TypeError):
+        return
+    if not old:
+        return
+
+    def patched(tensor, scope, *args, **kwargs):
+        original(tensor, scope, *args, **kwargs)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+    patched.minift_fixed = True
+    interpreter._patch_lang_tensor = patched
+
+
+if interpreting():
+    _fix_old_interpreter()
+
+
 def next_pow2(n: int) -> int:
     return triton.next_power_of_2(max(1, int(n)))
 
