@@ -32,6 +32,13 @@ import torch
 T = TypeVar("T")
 _failed: dict[Hashable, str] = {}  # kernel call signatures whose Triton launch failed
 
+
+class KernelFallbackWarning(RuntimeWarning):
+    """A Triton launch failed and the PyTorch reference ran instead. A benchmark or a GPU
+    test turns it into an error (``-W error::minift.kernels.dispatch.KernelFallbackWarning``)
+    so that it never measures, or passes on, the reference by mistake."""
+
+
 MODES = ("auto", "reference", "triton")
 
 
@@ -99,7 +106,7 @@ def triton_or_reference(
         warnings.warn(
             f"minift.kernels: the Triton kernel for {key} failed ({_failed[key]}); using the "
             "PyTorch reference for it from now on (set MINIFT_KERNELS=triton to see the error)",
-            RuntimeWarning,
+            KernelFallbackWarning,
             stacklevel=3,
         )
         return reference_fn()

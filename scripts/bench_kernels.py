@@ -531,6 +531,12 @@ def main(argv=None) -> int:
         sys.exit(
             "bench_kernels needs a CUDA GPU; use --smoke to run tiny shapes on the CPU interpreter"
         )
+    if not args.smoke:  # a failed launch must not time the reference in the kernel's place
+        import warnings
+
+        from minift.kernels.dispatch import KernelFallbackWarning
+
+        warnings.simplefilter("error", KernelFallbackWarning)
     budget = args.budget_s if args.budget_s is not None else (100.0 if args.quick else 420.0)
     b = Bench(args.smoke, args.quick and not args.smoke, budget)
     device = "CPU interpreter (smoke)" if args.smoke else torch.cuda.get_device_name()

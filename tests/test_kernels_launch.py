@@ -269,7 +269,10 @@ def test_a_failed_launch_falls_back_once_with_one_warning(monkeypatch, clean_fai
         calls.append(1)
         raise RuntimeError("out of resource: shared memory, Required: 104448\nmore detail")
 
-    with pytest.warns(RuntimeWarning, match=r"kernel for \('k', 1\) failed \(RuntimeError: out"):
+    with pytest.warns(
+        dispatch_mod.KernelFallbackWarning,
+        match=r"kernel for \('k', 1\) failed \(RuntimeError: out",
+    ):
         assert dispatch_mod.triton_or_reference(("k", 1), broken, lambda: "ref") == "ref"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a second warning would raise here
@@ -310,7 +313,7 @@ def test_lora_falls_back_to_the_reference(monkeypatch, clean_failures):
 
     monkeypatch.setattr(lora, "_BACKENDS", {**lora._BACKENDS, "triton": (fail, fail)})
     x, w, a, b = (t.requires_grad_() for t in lora_inputs(11, 21, 13, 3))
-    with pytest.warns(RuntimeWarning) as caught:
+    with pytest.warns(dispatch_mod.KernelFallbackWarning) as caught:
         y = lora.lora_linear(x, w, None, a, b, 0.5)
         grads = torch.autograd.grad(y.square().sum(), (x, a, b))
     assert len(caught) == 2  # one for the forward's key, one for the backward's
@@ -346,7 +349,7 @@ def test_attention_falls_back_to_the_reference(monkeypatch, clean_failures, fail
         ref = lambda q, k, v: block_sparse_attention_reference(q, k, v, layout, 16)
     else:
         fn, ref = attention, attention_reference
-    with pytest.warns(RuntimeWarning, match="attention"):
+    with pytest.warns(dispatch_mod.KernelFallbackWarning, match="attention"):
         out = fn(q, k, v)
         grads = torch.autograd.grad(out, (q, k, v), g)
     want = ref(q, k, v)
