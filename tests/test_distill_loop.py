@@ -235,3 +235,40 @@ def test_cli_distills_the_default_task_in_fast_mode(tmp_path):
     bad = parser.parse_args(["distill", "--temperature", "0", "--out", str(tmp_path)])
     with pytest.raises(ValueError, match="temperature"):
         bad.func(bad)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--steps", "0"], "steps"),
+        (["--batch-size", "0"], "batch_size"),
+        (["--lr", "0"], "lr must be a finite number > 0"),
+        (["--lr", "inf"], "lr must be a finite number > 0"),
+        (["--budget", "0"], "budget"),
+        (["--task", "pydocs", "--transfer", "8"], "transfer adds unlabelled texts"),
+        (["--on-policy", "0.5"], "on_policy samples text from the student"),
+    ],
+)
+def test_cli_refuses_bad_values_before_anything_trains(argv, message, tmp_path):
+    from minift.cli.distill import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["distill", "--out", str(tmp_path / "run"), *argv])
+    with pytest.raises(ValueError, match=message):
+        args.func(args)
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_defaults_are_the_jobs_defaults():
+    from minift.cli.distill import register
+    from minift.recipes.distill import DistillJob
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["distill"])
+    job = DistillJob()
+    assert (args.steps, args.eval_every, args.lr, args.teacher_steps, args.alpha) == (
+        job.distill.train.steps, job.distill.train.eval_every, job.distill.train.lr,
+        job.teacher_steps, job.distill.alpha,
+    )  # fmt: skip

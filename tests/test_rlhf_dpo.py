@@ -57,6 +57,32 @@ def test_short_dpo_run_raises_the_chosen_over_rejected_margin(base, task):
     assert float((c - r).mean()) == pytest.approx(evals[-1]["val_margin"], abs=1e-4)
 
 
+def test_dpo_through_lora_trains_the_adapters_only(base, task):
+    """--lora applies to DPO: only the adapters move, the starting policy (the reference)
+    is untouched, and the margin rises as with full DPO."""
+    from minift.peft import merge_and_unload
+    from minift.recipes.rlhf_methods import rlhf_lora, run_dpo
+
+    model, enc = base
+    before = copy.deepcopy(model.state_dict())
+    train = train_config(steps=15, lr=1e-2, warmup_steps=2, eval_every=15)
+    config = DPOConfig(batch_size=16, beta=0.1, train=train)
+    result = run_dpo(model, enc, task.train[:256], task.val[:64], config, rlhf_lora(4))
+    evals = [h for h in result.history if "val_margin" in h]
+    assert evals[0]["val_loss"] == pytest.approx(math.log(2), abs=1e-5)  # B = 0 at the start
+    assert evals[-1]["val_margin"] > evals[0]["val_margin"] + 0.3, evals
+    trained = dict(result.model.named_parameters())
+    assert any("lora_A" in n for n in trained)
+    assert all(("lora_" in n) == p.requires_grad for n, p in trained.items())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+        wrapped = k.replace(".weight", ".base_layer.weight").replace(".bias", ".base_layer.bias")
+        state = result.model.state_dict()
+        assert torch.equal(state.get(k, state.get(wrapped)), v), k  # frozen base weights
+    merged = merge_and_unload(copy.deepcopy(result.model))
+    assert set(merged.state_dict()) == set(model.state_dict())
+
+
 def test_best_of_n_picks_the_highest_score(base):
     model, enc = base
     prompts = [enc.encode_ordinary(p) for p in ["Return the", "Get"]]

@@ -5,6 +5,7 @@ import argparse
 import json
 
 import pytest
+import torch
 
 import minift.cli
 from minift.cli import rlhf as rlhf_cli
@@ -137,3 +138,59 @@ def test_the_commands_plug_into_minift_cli():
     with pytest.raises(SystemExit):
         parser.parse_args(["rlhf", "--method", "reinforce"])
     assert minift.cli.main(["rlhf", "--data", "/no/such/prefs.jsonl"]) == 2
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--iterations", "0"], "iterations"),  # once read as "the default" (args.x or 50)
+        (["--batch-size", "0"], "batch_size"),
+        (["--lr", "0"], "lr must be a finite number > 0"),
+        (["--lr", "nan"], "lr must be a finite number > 0"),
+        (["--method", "dpo", "--steps", "0"], "steps >= 1"),
+        (["--method", "dpo", "--batch-size", "0"], "batch_size >= 1"),
+        (["--method", "dpo", "--lr", "-1"], "lr must be a finite number > 0"),
+        (["--method", "best-of-n", "--lora", "4"], "best-of-n trains nothing"),
+        (["--rm-steps", "0"], "rm_steps"),
+    ],
+)
+def test_invalid_values_are_refused_before_anything_loads(argv, message):
+    with pytest.raises(ValueError, match=message):
+        run_cli(["rlhf", "--model", "/no/such/model", *argv])
+
+
+def test_cli_defaults_are_the_configs_defaults():
+    from minift.recipes.rlhf import RLHFJob
+
+    parser = argparse.ArgumentParser(prog="minift")
+    rlhf_cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["rlhf"])
+    job = RLHFJob()
+    assert (args.iterations, args.steps, args.kl_coef, args.beta) == (
+        job.ppo.iterations, job.dpo.train.steps, job.ppo.kl_coef, job.dpo.beta
+    )  # fmt: skip
+    assert args.batch_size is None and args.lr is None  # each method's own default
+
+
+def test_dpo_with_lora_from_the_cli_saves_a_policy_that_loads(base, model_dir, tmp_path):
+    model, enc = base
+    rows = [
+        {"prompt": p, "chosen": " the file path.", "rejected": " it."}
+        for p in ("Return the", "Open a", "Create the", "Read the")
+    ]
+    data = tmp_path / "prefs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run_cli([
+        "rlhf", "--method", "dpo", "--lora", "4", "--data", str(data), "--model", str(model_dir),
+        "--steps", "6", "--batch-size", "4", "--lr", "1e-2", "--eval-samples", "4",
+        "--max-new-tokens", "4", "--out", str(tmp_path / "run"), "--save", str(tmp_path / "p"),
+    ])  # fmt: skip
+    saved = GPT.load(tmp_path / "p").eval()  # LoRA merged: a plain minift model folder
+    assert set(saved.state_dict()) == set(model.state_dict())
+    for name, tensor in model.state_dict().items():  # only LoRA's targets moved
+        moved = not torch.equal(saved.state_dict()[name], tensor)
+        assert moved == name.endswith(("c_attn.weight", "c_fc.weight")), name
+    pairs = encode_pairs(rows, enc, model.config.block_size)
+    pc, pr = pair_logprobs(saved, pairs, enc)
+    rc, rr = pair_logprobs(model.eval(), pairs, enc)
+    assert ((pc - rc) - (pr - rr)).mean() > 0  # it learned the preference through LoRA

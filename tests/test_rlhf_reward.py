@@ -129,6 +129,19 @@ def test_missing_field_names_file_line_and_field(tmp_path):
         load_preferences(path)
 
 
+def test_a_pair_whose_two_responses_are_the_same_is_refused_naming_the_row(base, tmp_path):
+    model, enc = base
+    rows = [{"prompt": "Return", "chosen": " ok", "rejected": " no"}] * 2
+    rows.append({"prompt": "Return", "chosen": " same", "rejected": " same"})
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match=r"prefs\.jsonl row 3: chosen and rejected are the same"):
+        load_preferences(path)
+    with pytest.raises(ValueError, match=r"train row 3: chosen and rejected are the same"):
+        encode_pairs(rows, enc, 64, "train")
+    assert len(encode_pairs(rows[:2], enc, 64, "train")) == 2  # different responses pass
+
+
 def test_rows_longer_than_the_block_are_refused_before_training(base):
     model, enc = base
     long = " file" * 80
