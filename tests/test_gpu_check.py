@@ -127,6 +127,8 @@ def test_pytest_counts_are_read_from_summaries_and_junit(tmp_path):
     assert (parsed["passed"], parsed["failed"], parsed["skipped"], parsed["errors"]) == (1, 1, 1, 1)
     assert parsed["failures"] == ["tests.a::bad", "tests.b::err (error)"]
     assert gpu_check.junit_counts(tmp_path / "absent.xml") is None
+    cut = gpu_check.progress_counts("....F.s..  [ 40%]\n..sE\n=== FAILURES ===\n.F not progress")
+    assert cut == dict(passed=9, failed=1, errors=1, skipped=2)
 
 
 def test_report_renders_the_kernel_tables_and_goals(tmp_path, capsys):
