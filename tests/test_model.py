@@ -257,8 +257,10 @@ def test_save_is_atomic_when_writing_fails(tmp_path, monkeypatch):
 def test_model_attention_through_the_triton_kernel_matches_sdpa(monkeypatch):
     """MINIFT_KERNELS=triton routes the model's attention through minift.kernels.attention
     (the interpreter on CPU, the real kernel on CUDA): same logits, same gradients."""
-    model = tiny(n_embd=48, n_head=3)  # head_dim 16, the kernel's smallest
-    idx = torch.randint(0, 97, (2, 13))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = tiny(n_embd=48, n_head=3).to(device)  # head_dim 16, the kernel's smallest
+    idx = torch.randint(0, 97, (2, 13), device=device)
+    monkeypatch.setenv("MINIFT_KERNELS", "reference")  # SDPA, also on CUDA
     ref = model(idx, torch.roll(idx, -1, 1))
     ref.loss.backward()
     ref_grads = [p.grad.clone() for p in model.parameters()]
@@ -353,11 +355,12 @@ def test_attention_chooses_one_path_per_call(monkeypatch):
     def path(sparse=None, need_weights=False, padded=False, dropout=0.0, **kw):
         cfg = dict(vocab_size=11, block_size=64, n_layer=1, n_head=1, n_embd=16)
         attn = GPT(GPTConfig(**cfg, sparse=sparse or SparseConfig())).transformer.h[0].attn
-        q = torch.zeros(1, 1, 32, 16)
-        pad = torch.ones(1, 32) if padded else None
+        q = torch.zeros(1, 1, 32, 16, device=device)  # CUDA where there is one, as Triton needs
+        pad = torch.ones(1, 32, device=device) if padded else None
         inputs = AttentionInputs(torch.arange(32)[None], None, True, key_padding=pad)
         return attn.choose_path(q, q, q, inputs, 0, dropout, need_weights)
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     window = SparseConfig("sliding_window", block_size=16)
     monkeypatch.setenv("MINIFT_KERNELS", "reference")
     assert (path(), path(need_weights=True)) == ("sdpa", "explicit")

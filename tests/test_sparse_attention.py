@@ -268,8 +268,10 @@ def test_model_dispatches_to_the_block_sparse_kernel(monkeypatch):
     if not (torch.cuda.is_available() or dispatch.interpreting()):
         pytest.skip("needs CUDA or TRITON_INTERPRET=1")
     config = dataclasses.replace(config_for("longformer", block_size=16), n_embd=32)
-    model = GPT(config).eval()
-    idx = torch.randint(0, 61, (1, 40))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = GPT(config).to(device).eval()
+    idx = torch.randint(0, 61, (1, 40), device=device)
+    monkeypatch.setenv("MINIFT_KERNELS", "reference")  # the PyTorch path, also on CUDA
     expected = model(idx).logits
     import minift.kernels as kernels
 

@@ -9,8 +9,9 @@ With ``causal=False`` the same stack is a BERT-style encoder (Devlin et al. 2019
 token sees every other, trained with the masked-language-model objective (minift.model.mlm).
 Parameter names follow GPT-2's layout, so Hugging Face checkpoints map one to one.
 
-Options that change no parameter names: a sparse attention pattern (minift.model.sparse)
-and mixture-of-experts MLPs (minift.model.moe, whose experts read ...mlp.experts.E.c_fc).
+Options that change no parameter names: a sparse attention pattern (``config.sparse``,
+minift.model.sparse) and mixture-of-experts MLPs (``config.moe``, minift.model.moe, whose
+experts read ...mlp.experts.E.c_fc).
 An MoE model adds its routers' auxiliary losses to ``loss`` while training and reports
 them as ``aux_loss`` (with per-layer ``router_stats``) in every mode.
 """
