@@ -196,3 +196,42 @@ def test_cli_exports_a_saved_minift_model(enc, tmp_path, capsys):
         torch.testing.assert_close(hf(idx).logits, model(idx).logits, rtol=1e-5, atol=1e-5)
     tok = transformers.GPT2TokenizerFast.from_pretrained(tmp_path / "out")
     assert tok("Return the value")["input_ids"] == enc.encode_ordinary("Return the value")
+
+
+def test_cli_exports_a_fine_tuned_folder_with_its_adapter_merged(enc, tmp_path, capsys):
+    """A LoRA classifier saved by recipes.saved: the export holds base + B A (merged), not
+    the base, and the task head is left out with a note."""
+    saved = pytest.importorskip("minift.recipes.saved")
+    from minift.data.tasks import DEFAULT_TASK, get_task
+    from minift.model.heads import SequenceClassifier
+    from minift.peft import LoRAConfig, apply_lora
+    from minift.recipes.finetune import FinetuneResult
+
+    base = randomised(GPTConfig(**ODD))
+    base.save(tmp_path / "base")
+    task = get_task(DEFAULT_TASK)
+    clf = SequenceClassifier(GPT.load(tmp_path / "base"), len(task.labels))
+    clf = apply_lora(clf, LoRAConfig(r=2, target_modules=["c_attn", "c_fc"]))
+    with torch.no_grad():
+        for name, p in clf.named_parameters():
+            if "lora_B" in name:
+                p.normal_()  # a trained adapter: B != 0
+    result = FinetuneResult(
+        method="lora", task=task.name, metric_name="accuracy", metric=0.5, val_loss=1.0,
+        trainable=1, total=1, seconds=0.0, peak_mb=0.0, history=[], model=clf,
+    )  # fmt: skip
+    ref = saved.base_reference(tmp_path / "base", base)
+    saved.save_finetuned(tmp_path / "ft", result, task, enc, ref)
+    run_cli(["export", "--hf", str(tmp_path / "ft"), str(tmp_path / "out")])
+    assert "task head" in capsys.readouterr().out
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "out").eval()
+    idx = torch.randint(0, 530, (2, 29))
+    from minift.cli.model import load_for_export
+
+    merged = load_for_export(str(tmp_path / "ft"))[0].backbone
+    with torch.no_grad():
+        adapted, plain = clf.eval().backbone(idx).logits, base(idx).logits
+        theirs = hf(idx).logits
+        torch.testing.assert_close(theirs, merged(idx).logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(theirs, adapted, rtol=1e-4, atol=1e-4)  # merging rounds
+    assert (theirs - plain).abs().max() > 0.1
