@@ -204,13 +204,8 @@ def plan_wraps(
     modules: bool = False,
     check: Callable[[list[str]], None] | None = None,
 ) -> list[tuple[str, nn.Module]]:
-    """(name, wrapper) for every module ``targets`` select, built but not yet in the model.
-
-    Targets follow PEFT's suffix rule over the linear layers (``modules=True``: over any
-    module); ``check(names)`` vets the selection as a whole; ``make_layer(name, module)``
-    builds one wrapper and raises if that layer cannot take it (its error then names the
-    layer). Nothing in the model changes here, whatever is raised.
-    """
+    """(name, wrapper) for every module ``targets`` select (linear layers, or any module
+    with ``modules=True``), built but not yet in the model: steps 2-4 of wrap_targets."""
     names = match_modules(model, _names(targets)) if modules else match_targets(model, targets)
     nested = [(a, b) for a in names for b in names if b.startswith(a + ".")]
     if nested:
@@ -262,12 +257,12 @@ def wrap_targets(
 ) -> list[str]:
     """The skeleton of every wrapping method: validate everything, then change the model.
 
-    1. every trainable extra exists; 2. every target matches (an unknown one is a
-    ValueError listing the names that exist); 3. ``check(names)`` passes; 4. a wrapper is
-    built for each selected layer (its constructor checks the layer and the options);
-    5. only then are the wrappers put in place. Returns the wrapped names; the caller then
-    freezes the base and records its config.
-    """
+    1. every trainable extra exists; 2. every target matches by PEFT's suffix rule (an
+    unknown one is a ValueError listing the names that exist); 3. ``check(names)`` vets the
+    selection; 4. ``make_layer(name, module)`` builds each wrapper, its constructor checking
+    the layer and the options (an error names the layer); 5. only then are the wrappers put
+    in place. Returns the wrapped names; the caller then freezes the base and records its
+    config."""
     check_extra(model, trainable_extra)
     plan = plan_wraps(model, targets, make_layer, modules=modules, check=check)
     install(model, plan)
