@@ -124,21 +124,13 @@ def _top(importance: torch.Tensor, k: int) -> torch.Tensor:
     return importance.topk(k).indices.sort().values
 
 
-@torch.no_grad()
-def slice_teacher(
-    teacher: GPT,
-    stats: Calibration,
-    blocks: list[int],
-    n_embd: int,
-    n_head: int,
-    n_inner: int | None = None,
-) -> tuple[GPT, torch.Tensor, tuple[torch.Tensor, torch.Tensor], list[list[int]]]:
-    """(student GPT, basis Q_d (C x d), the teacher's ln_f (gain, bias), the teacher heads
-    each student block kept) -- see the module docstring."""
-    tc = teacher.config
-    C, D = tc.n_embd, tc.head_dim
-    d = n_embd
-    n_inner = n_inner or tc.inner_dim * d // C
+def student_config(
+    tc: GPTConfig, blocks: list[int], n_embd: int, n_head: int, n_inner: int
+) -> GPTConfig:
+    """The sliced student's config: ``len(blocks)`` blocks of width ``n_embd`` (whole
+    heads of the teacher's size), RMSNorm with eps scaled to the narrower width. A shape
+    the teacher cannot give is a ValueError listing every problem."""
+    C, D, d = tc.n_embd, tc.head_dim, n_embd
     problems = []
     if d != n_head * D:
         problems.append(
@@ -154,7 +146,7 @@ def slice_teacher(
         problems.append("the teacher's MLPs are mixtures of experts; slicing handles dense MLPs")
     if problems:
         raise ValueError("cannot slice the teacher: " + "; ".join(problems))
-    sc = GPTConfig.from_dict(
+    return GPTConfig.from_dict(
         {
             **tc.to_dict(),
             "n_layer": len(blocks),
@@ -165,6 +157,24 @@ def slice_teacher(
             "norm_eps": tc.norm_eps * C / d,
         }
     )
+
+
+@torch.no_grad()
+def slice_teacher(
+    teacher: GPT,
+    stats: Calibration,
+    blocks: list[int],
+    n_embd: int,
+    n_head: int,
+    n_inner: int | None = None,
+) -> tuple[GPT, torch.Tensor, tuple[torch.Tensor, torch.Tensor], list[list[int]]]:
+    """(student GPT, basis Q_d (C x d), the teacher's ln_f (gain, bias), the teacher heads
+    each student block kept) -- see the module docstring."""
+    tc = teacher.config
+    C, D = tc.n_embd, tc.head_dim
+    d = n_embd
+    n_inner = n_inner or tc.inner_dim * d // C
+    sc = student_config(tc, blocks, d, n_head, n_inner)
     student = GPT(sc).to(teacher.lm_head.weight.device)
     Q = principal_basis(stats.second_moment)[:, :d]  # (C, d), float64
     M = torch.eye(C, dtype=torch.float64)

@@ -99,6 +99,23 @@ def _rows(stream, n_rows, lengths, keys, votes, distractors, rng, enc, eot) -> l
     return rows
 
 
+def _check(n_train, n_val, min_tokens, max_tokens, keys, votes, distractors) -> None:
+    """One ValueError listing every bad argument of long_passkey_task."""
+    problems = []
+    if votes < 1 or votes % 2 == 0:
+        problems.append(f"votes must be a positive odd number (a majority exists), got {votes}")
+    if len(set(keys)) < 2 or any(not k.strip() or " " in k for k in keys):
+        problems.append(f"keys must be at least two distinct single words, got {keys}")
+    if not 0 < min_tokens <= max_tokens:
+        problems.append(f"need 0 < min_tokens <= max_tokens, got {min_tokens}, {max_tokens}")
+    if distractors < 0 or n_train < 1 or n_val < 1:
+        problems.append(
+            f"need distractors >= 0 and rows >= 1, got {distractors}, {n_train}, {n_val}"
+        )
+    if problems:
+        raise ValueError("long-passkey: " + "; ".join(problems))
+
+
 @register_task("long-passkey")
 def long_passkey_task(
     seed: int = 0,
@@ -127,19 +144,7 @@ def long_passkey_task(
     n_val = n_val if n_val is not None else (64 if fast else 128)
     min_tokens = min_tokens if min_tokens is not None else (200 if fast else 2000)
     max_tokens = max_tokens if max_tokens is not None else (800 if fast else 20000)
-    problems = []
-    if votes < 1 or votes % 2 == 0:
-        problems.append(f"votes must be a positive odd number (a majority exists), got {votes}")
-    if len(set(keys)) < 2 or any(not k.strip() or " " in k for k in keys):
-        problems.append(f"keys must be at least two distinct single words, got {keys}")
-    if not 0 < min_tokens <= max_tokens:
-        problems.append(f"need 0 < min_tokens <= max_tokens, got {min_tokens}, {max_tokens}")
-    if distractors < 0 or n_train < 1 or n_val < 1:
-        problems.append(
-            f"need distractors >= 0 and rows >= 1, got {distractors}, {n_train}, {n_val}"
-        )
-    if problems:
-        raise ValueError("long-passkey: " + "; ".join(problems))
+    _check(n_train, n_val, min_tokens, max_tokens, keys, votes, distractors)
     enc = enc or default_encoding()
     eot = eot_id(enc)
     rng = random.Random(seed)
