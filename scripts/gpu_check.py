@@ -391,11 +391,10 @@ def print_summary(report: dict, out: pathlib.Path) -> None:
           f"{env.get('triton')}, CUDA {env.get('cuda_runtime')}; {report.get('total_s', 0):.0f} s")  # fmt: skip
     print(f"{'step':<20} {'status':<9} {'s':>6}  summary")
     for s in report["steps"]:
-        print(
-            f"{s['name']:<20} {s['status']:<9} {fmt(s.get('seconds')):>6}  {s.get('summary', '')}"[
-                :150
-            ]
+        line = (
+            f"{s['name']:<20} {s['status']:<9} {fmt(s.get('seconds')):>6}  {s.get('summary', '')}"
         )
+        print(line[:150])
     rows = goal_rows(report.get("bench_kernels"))
     if rows:
         print(f"\n{'kernel goal':<64} {'value':>8}  {'target':<8} state")
@@ -439,11 +438,14 @@ def main(argv=None) -> int:
             write_report(out, report)
             print(f"[{time.time() - start:5.0f}s] {name}: skipped (no time left)", flush=True)
             return None
-        print(f"[{time.time() - start:5.0f}s] {name}: {' '.join(cmd)[:110]} (<= {budget:.0f} s)",
+        print(f"[{time.time() - start:5.0f}s] {name}: {' '.join(cmd).replace(chr(10), ' ')[:110]} (<= {budget:.0f} s)",
               flush=True)  # fmt: skip
         s = run_step(name, cmd, budget, out / f"{name}.log", env)
         text = (out / f"{name}.log").read_text(errors="replace")
-        s["summary"] = summary(s, text) if summary else f"rc {s['rc']}"
+        try:
+            s["summary"] = summary(s, text) if summary else f"rc {s['rc']}"
+        except Exception as err:  # noqa: BLE001 - a summary bug must not end the check
+            s["summary"] = f"rc {s['rc']} (summary failed: {type(err).__name__}: {err})"
         if s["status"] == "timeout":
             s["summary"] = f"timed out after {s['seconds']:.0f} s; " + s["summary"]
         report["steps"].append(s)
@@ -593,11 +595,23 @@ def main(argv=None) -> int:
         report["steps"].append(dict(name="interrupted", status="failed", seconds=0.0,
                                     summary=str(err) or "interrupted", log="-"))  # fmt: skip
         rc = 130
+    except Exception as err:  # noqa: BLE001 - a bug here still leaves results.md behind
+        import traceback
+
+        (out / "gpu_check_error.log").write_text(traceback.format_exc())
+        report["steps"].append(dict(name="gpu_check", status="failed", seconds=0.0,
+                                    summary=f"internal error {type(err).__name__}: {err}"[:200],
+                                    log="gpu_check_error.log"))  # fmt: skip
+        rc = 1
     finally:
         for proc in list(_running):
             _kill(proc)
         report["total_s"] = round(time.time() - start, 1)
-        write_report(out, report)
+        try:
+            write_report(out, report)
+        except Exception as err:  # noqa: BLE001 - the JSON at least, then the summary
+            (out / "results.md").write_text(f"# minift GPU check\n\nreport failed: {err!r}\n")
+            (out / "results.json").write_text(json.dumps(report, default=str))
         print_summary(report, out)
     failed = [s for s in report["steps"] if s["status"] not in ("ok", "skipped")]
     if args.dry_run:
