@@ -9,7 +9,7 @@ from dataclasses import dataclass
 @dataclass
 class TrainConfig:
     steps: int = 100
-    lr: float = 3e-4
+    lr: float | None = 3e-4  # None only in a recipe's config: the method's default lr
     warmup_steps: int = 0
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.1
@@ -37,8 +37,6 @@ class TrainConfig:
                 f"steps must be >= 0 and grad_accum >= 1, got {self.steps}, {self.grad_accum}"
             )
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         if self.warmup_steps < 0 or self.eval_every < 0 or self.ckpt_every < 0:
             raise ValueError(
