@@ -6,7 +6,7 @@ carry knowledge worth transferring, so a claim about transfer must use the real 
 """
 
 from minift.data.tasks import DEFAULT_TASK
-from minift.recipes.finetune import FinetuneConfig, finetune
+from minift.recipes.finetune import FinetuneConfig, finetune, train_config
 from minift.recipes.pretrain import load_base
 from minift.recipes.tasks import get_task
 
@@ -14,10 +14,9 @@ from minift.recipes.tasks import get_task
 def test_pretrained_base_beats_scratch_on_the_default_task():
     base, enc = load_base(fast=False, progress=False, verbose=False)
     task = get_task(DEFAULT_TASK, per_class=150)
+    train = train_config(steps=60, eval_every=60, progress=False)
     results = {
-        method: finetune(
-            task, base, enc, FinetuneConfig(method=method, steps=60, eval_every=60, progress=False)
-        )
+        method: finetune(task, base, enc, FinetuneConfig(method=method, train=train))
         for method in ("full", "scratch")
     }
     pretrained, scratch = results["full"].metric, results["scratch"].metric
