@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from minift.data.encoding import default_encoding
+from minift.distill.config import train_config as distill_train
 from minift.distill.loop import DistillConfig, distill
 from minift.distill.objectives import lm_objective
 from minift.distill.students import every_kth_student
@@ -22,8 +23,10 @@ from minift.longctx.context import set_attention_pattern
 from minift.model import GPT
 from minift.model.upcycle import upcycle
 from minift.recipes.finetune import METHODS, FinetuneConfig, finetune
+from minift.recipes.finetune import train_config as finetune_train
 from minift.recipes.tasks import get_task
 from minift.rlhf.dpo import DPOConfig, pair_logprobs, train_dpo
+from minift.rlhf.dpo import train_config as dpo_train
 from minift.rlhf.policy import PolicyWithValue, Reference
 from minift.rlhf.preference import encode_pairs
 from minift.rlhf.reward import RewardModel
@@ -61,7 +64,9 @@ def tokens(enc, n: int = 2, T: int = 40) -> torch.Tensor:
 def test_every_finetune_method_trains_on_the_gpt2_layout(gpt2, enc, method):
     task = get_task("stdlib-package")
     before = copy.deepcopy(gpt2.state_dict())
-    config = FinetuneConfig(method=method, steps=4, eval_every=4, max_len=24, progress=False)
+    config = FinetuneConfig(
+        method=method, max_len=24, train=finetune_train(steps=4, eval_every=4, progress=False)
+    )
     result = finetune(task, gpt2, enc, config)
     first, last = result.history[0], result.history[-1]
     assert first["step"] == 0 and last["step"] == 4
@@ -100,7 +105,9 @@ def test_distilled_student_of_the_gpt2_layout(gpt2, enc):
     assert student.config.n_layer == 1
     teacher_before = copy.deepcopy(gpt2.state_dict())
     objective = lm_objective(enc, batch_size=4, seq_len=32, seed=0, eval_batches=2)
-    config = DistillConfig(steps=3, lr=3e-3, alpha=1.0, eval_every=3, progress=False)
+    config = DistillConfig(
+        alpha=1.0, train=distill_train(steps=3, lr=3e-3, eval_every=3, progress=False)
+    )
     result = distill(gpt2, student, objective, config)
     assert torch.isfinite(torch.tensor(result.val_loss))
     for k, v in gpt2.state_dict().items():
@@ -118,7 +125,9 @@ def test_reward_model_dpo_and_ppo_on_the_gpt2_layout(gpt2, enc):
     assert rm(tokens(enc)).shape == (2,)
 
     # DPO: a few steps raise the implicit reward margin on the training pairs
-    config = DPOConfig(steps=5, batch_size=4, lr=1e-3, warmup_steps=0, eval_every=5)
+    config = DPOConfig(
+        batch_size=4, train=dpo_train(steps=5, lr=1e-3, warmup_steps=0, eval_every=5)
+    )
     policy = train_dpo(gpt2, enc, rows, None, config).model.eval()
     pairs = encode_pairs(rows, enc, gpt2.config.block_size)
     (pc, pr), (rc, rr) = pair_logprobs(policy, pairs, enc), pair_logprobs(gpt2, pairs, enc)
