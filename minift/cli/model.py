@@ -113,10 +113,11 @@ def load_for_export(path: str):
 
 
 def cmd_export(args) -> None:
-    from minift.model.hf_export import export_hf
+    from minift.model.hf_export import check_destination, export_hf
     from minift.model.params import find_gpt
 
     src, out = args.hf
+    check_destination(out, args.overwrite)  # before loading anything
     model, enc = load_for_export(src)
     gpt = find_gpt(model)
     if model is not gpt:

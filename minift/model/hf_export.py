@@ -110,6 +110,19 @@ def gpt2_state(model: GPT) -> dict[str, torch.Tensor]:
     return out
 
 
+def check_destination(out: str | os.PathLike, overwrite: bool = False) -> pathlib.Path:
+    """Refuse a destination that is a file, or a non-empty folder unless ``overwrite``."""
+    out = pathlib.Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"export destination {out} is a file; give a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ValueError(
+            f"export destination {out} is not empty; choose a new or empty folder, or "
+            "overwrite it (--overwrite)"
+        )
+    return out
+
+
 def export_hf(
     model: nn.Module, enc, out: str | os.PathLike, overwrite: bool = False
 ) -> pathlib.Path:
@@ -121,10 +134,7 @@ def export_hf(
             f"export_hf takes a minift GPT, got {type(model).__name__}: pass its GPT "
             "(minift.model.params.find_gpt); a task head has no place in GPT-2's format"
         )
-    out = pathlib.Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
-        what = "is a file" if not out.is_dir() else "is not empty (pass overwrite)"
-        raise ValueError(f"export destination {out} {what}")
+    out = check_destination(out, overwrite)
     eot = enc.eot_token if "<|endoftext|>" in enc.special_tokens_set else None
     if enc.n_vocab > model.config.vocab_size:
         raise ValueError(
