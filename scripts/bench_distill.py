@@ -144,7 +144,8 @@ def task_part(args, base, enc, out: pathlib.Path) -> dict:
                 if use_transfer
                 else task_objective(task, enc, seed=seed)
             )
-            config_seed = dataclasses.replace(config, seed=seed)
+            train = dataclasses.replace(config.train, seed=seed)
+            config_seed = dataclasses.replace(config, train=train)
             r = distill(teacher, copy.deepcopy(student), objective, config_seed, info)
             results[name].append(r)
         accs = [r.metric for r in results[name]]
