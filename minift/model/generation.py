@@ -7,6 +7,8 @@ The tokens are the same as re-running the whole sequence each step (tested).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -31,6 +33,20 @@ def filter_logits(
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits
+
+
+def check_sampling(
+    max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None
+) -> None:
+    """Refuse settings that would sample nonsense or fail inside torch, naming the valid range."""
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be a finite number >= 0 (0: greedy), got {temperature}")
+    if top_k is not None and top_k < 0:
+        raise ValueError(f"top_k must be >= 0 (0 or None: no top-k filter), got {top_k}")
+    if top_p is not None and not (0 < top_p <= 1):  # also refuses NaN
+        raise ValueError(f"top_p must be in (0, 1] (1 or None: no nucleus filter), got {top_p}")
 
 
 def sample_next(
@@ -70,10 +86,12 @@ def generate(
     Past block_size the context is cropped to the last block_size tokens (learned
     positions allow no more), which the cache cannot do, so those steps run uncached.
     """
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    check_sampling(max_new_tokens, temperature, top_k, top_p)
+    if idx.dim() != 2 or idx.size(1) == 0:
+        raise ValueError(
+            f"the prompt must be (batch, time) with at least one token, got shape "
+            f"{tuple(idx.shape)}; start an empty prompt with the end-of-text id"
+        )
     # Soft-prompt tokens (prompt tuning) take cache and block room in front of the text.
     virtual = (
         getattr(model.soft_prompt, "num_tokens", 0) if getattr(model, "soft_prompt", None) else 0

@@ -30,7 +30,7 @@ from minift.model.config import GPTConfig
 from minift.model.hf_gpt2 import read_hf_gpt2
 from minift.model.kv_cache import KVCache
 from minift.model.layers import MLP, init_weights, make_norm, residual_init_std
-from minift.model.masks import attention_inputs
+from minift.model.masks import attention_inputs, check_token_ids
 from minift.model.moe import MoEMLP, RouterStats, moe_layers
 from minift.model.sparse import density
 
@@ -168,6 +168,8 @@ class GPT(nn.Module):
         (heads that read last_hidden need no vocabulary projection)."""
         if idx.dim() != 2:
             raise ValueError(f"idx must be (batch, time), got shape {tuple(idx.shape)}")
+        if inputs_embeds is None:
+            check_token_ids(idx, self.config.vocab_size)
         n_prompt = self._soft_prompt_length(cache, segment_ids)
         if n_prompt:
             idx, targets, attention_mask, position_ids, inputs_embeds = self._prepend_prompt(

@@ -81,7 +81,15 @@ def read_hf_gpt2(path, **overrides) -> tuple[GPTConfig, dict[str, torch.Tensor]]
         raise FileNotFoundError(
             f"{path} holds no config.json; expected a Hugging Face GPT-2 folder"
         )
-    hf = json.loads((path / "config.json").read_text())
+    try:
+        hf = json.loads((path / "config.json").read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path / 'config.json'} is not valid JSON ({err})") from None
+    if "model_type" not in hf and "n_embd" in hf and "vocab_size" in hf and "pos_emb" in hf:
+        raise ValueError(
+            f"{path} is a minift model folder, not a Hugging Face one: load it with GPT.load "
+            "(GPT.from_pretrained reads transformers' GPT-2 folders)"
+        )
     model_type = hf.get("model_type", "gpt2")
     if model_type != "gpt2":
         raise ValueError(f"{path} holds a {model_type!r} model; from_pretrained reads GPT-2 only")

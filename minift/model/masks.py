@@ -52,6 +52,23 @@ def default_positions(B, T, past, key_padding, cache, device) -> torch.Tensor:
     return pos[:, -T:].clamp(min=0)
 
 
+def check_token_ids(idx: torch.Tensor, vocab_size: int) -> None:
+    """Token ids must be integers in [0, vocab_size): an id from another tokenizer would
+    otherwise fail deep inside the embedding (an IndexError on the CPU, a device-side
+    assert on a GPU)."""
+    if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
+        raise ValueError(f"token ids must be integers, got a {idx.dtype} tensor")
+    if idx.numel() == 0:
+        return
+    low, high = int(idx.min()), int(idx.max())
+    if low < 0 or high >= vocab_size:
+        bad = high if high >= vocab_size else low
+        raise ValueError(
+            f"token id {bad} is outside the model's vocabulary of {vocab_size} ids: was the "
+            "text encoded with another tokenizer than the model's?"
+        )
+
+
 def attention_inputs(
     config: GPTConfig,
     idx: torch.Tensor,
