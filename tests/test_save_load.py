@@ -78,6 +78,16 @@ def test_every_method_saves_and_loads_back_the_same_model(setup, method, tmp_pat
     assert (path / "adapter_model.safetensors").exists() == (kind == "adapter")
 
 
+def test_a_named_adapter_is_saved_and_loaded_under_its_name(setup, tmp_path):
+    base, enc, _ = setup
+    task, result = tuned(setup, "lora", steps=1, adapter_name="mine")
+    path = save_finetuned(tmp_path / "m", result, task, enc, base_reference(None, base))
+    model, _, _ = load_finetuned(path)
+    assert {layer.adapter_name for _, layer in adapter_layers(model)} == {"mine"}
+    idx, mask = inputs(enc)
+    torch.testing.assert_close(logits(model, idx, mask), logits(result.model, idx, mask), rtol=0, atol=0)  # fmt: skip
+
+
 @pytest.mark.parametrize("method", MERGEABLE)
 def test_merged_save_is_a_plain_model_folder_with_the_same_outputs(setup, method, tmp_path):
     base, enc, _ = setup

@@ -73,7 +73,10 @@ def cmd_finetune(args) -> None:
         steps=args.steps, lr=args.lr, eval_every=args.eval_every, seed=args.seed,
         out_dir=args.out, overwrite=args.overwrite,
     )  # fmt: skip
-    config = FinetuneConfig(args.method, args.options, args.batch_size, args.max_len, train=train)
+    config = FinetuneConfig(
+        method=args.method, options=args.options, batch_size=args.batch_size,
+        max_len=args.max_len, train=train,
+    )  # fmt: skip
     base, enc = load_model_and_encoding(args.model)
     task = get_task(args.task, seed=args.seed)
     print(task.summary())

@@ -122,17 +122,14 @@ def save_finetuned(
     path = check_destination(path, overwrite)
     if merge:
         model = merged(copy.deepcopy(model), result.method)
-    gpt = find_gpt(model)
-    if merge or not getattr(model, "peft_config", None):  # the weights themselves changed
-        kind = "model" if merge or any(p.requires_grad for p in gpt.parameters()) else "head"
-    else:
-        kind = "adapter"
+    kind = stored_kind(model, merge)
     path.mkdir(parents=True, exist_ok=True)
     (path / MARKER).unlink(missing_ok=True)  # the folder is incomplete until the end
     if kind == "adapter":
-        save_adapter(model, path)
+        (adapter_name,) = model.peft_config  # finetune() applies one (named) adapter
+        save_adapter(model, path, adapter_name)
     elif kind == "model":
-        gpt.save(path)
+        find_gpt(model).save(path)
     if isinstance(model, SequenceClassifier):
         save_state({k: v.detach().cpu() for k, v in model.head.state_dict().items()}, path / HEAD)
     save_encoding(enc, path / ENCODING)
@@ -144,6 +141,15 @@ def save_finetuned(
         task_seed = result.train.seed if result.train is not None else 0
     write_json(path / MARKER, _metadata(result, task, task_seed, enc, base, kind, merge, model))
     return path
+
+
+def stored_kind(model: nn.Module, merged: bool = False) -> str:
+    """What a save stores: a PEFT model's adapter; the whole model when an adapter was
+    merged into it or any backbone weight trained; else the head alone (a probe)."""
+    if getattr(model, "peft_config", None):
+        return "adapter"
+    trained = any(p.requires_grad for p in find_gpt(model).parameters())
+    return "model" if merged or trained else "head"
 
 
 def merged(model: nn.Module, method: str) -> nn.Module:
@@ -254,5 +260,5 @@ def load_language_model(path: str | os.PathLike) -> tuple[GPT, Any]:
 __all__ = [
     "FILES", "MARKER", "base_reference", "check_destination", "check_merge", "is_finetuned",
     "load_finetuned", "load_language_model", "merged", "open_base", "read_metadata",
-    "save_finetuned", "weights_fingerprint",
+    "save_finetuned", "stored_kind", "weights_fingerprint",
 ]  # fmt: skip
