@@ -18,8 +18,10 @@ def register(sub) -> None:
 
     defaults = FinetuneConfig()  # one default per setting: the recipe's
     s = method_options_parser(
-        sub, "finetune", METHODS, help="fine-tune on a registered task or a JSONL file"
-    )
+        sub, "finetune", METHODS, help="fine-tune on a registered task or a JSONL file",
+        description="Fine-tune a copy of the base on a task. Each method has options of its "
+        "own: `minift finetune --method M --help` lists those of M.",
+    )  # fmt: skip
     s.add_argument(
         "--task", default=DEFAULT_TASK, help="task name (see `minift tasks`) or a .jsonl path"
     )
