@@ -56,6 +56,14 @@ class FinetuneConfig:
     pooling: str = "last"  # the classification head's pooling: "last" or "mean"
     train: TrainConfig = field(default_factory=train_config)
 
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.max_len < 1:
+            raise ValueError(
+                f"batch_size and max_len must be >= 1, got {self.batch_size} and {self.max_len}"
+            )
+        if self.pooling not in ("last", "mean"):
+            raise ValueError(f"pooling must be 'last' or 'mean', got {self.pooling!r}")
+
 
 @dataclass
 class FinetuneResult:
