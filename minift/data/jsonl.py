@@ -73,7 +73,9 @@ def row_format(row: dict) -> str | None:
 
 def _numbered_rows(path: str | os.PathLike, required: Sequence[str] = ()) -> list[tuple[int, dict]]:
     name = str(path)
-    lines = read_user_text(path).splitlines()
+    # JSON lines end at "\n" only: str.splitlines() would also split at U+2028, U+0085 and
+    # other separators that JSON allows unescaped inside a string.
+    lines = read_user_text(path).split("\n")
     rows = []
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():

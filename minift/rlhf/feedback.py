@@ -32,7 +32,9 @@ ANSWERS = {"1": "first", "2": "second", "s": "skip", "q": "quit"}
 def read_answers(path: str | os.PathLike) -> list[str]:
     """The answers in a file, one per line (1, 2, s or q; blank lines ignored)."""
     answers = []
-    for lineno, line in enumerate(pathlib.Path(path).read_text().splitlines(), start=1):
+    for lineno, line in enumerate(
+        pathlib.Path(path).read_text(encoding="utf-8").splitlines(), start=1
+    ):
         a = line.strip().lower()
         if not a:
             continue

@@ -7,6 +7,12 @@ import pathlib
 from typing import Any
 
 
+def read_json_lines(path: str | pathlib.Path) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines file minift wrote (split at "\n" only, as JSON lines are)."""
+    text = pathlib.Path(path).read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.split("\n") if line.strip()]
+
+
 class MetricsLog:
     """Append one JSON object per step to a file (or keep nothing when path is None)."""
 
@@ -16,12 +22,12 @@ class MetricsLog:
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.path.exists():
-                self.rows = [json.loads(x) for x in self.path.read_text().splitlines() if x]
+                self.rows = read_json_lines(self.path)
 
     def write(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
         if self.path:
-            with open(self.path, "a") as f:
+            with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
 
     def truncate_after(self, step: int) -> None:
@@ -29,7 +35,7 @@ class MetricsLog:
         step 0, every row (the evaluation at the start is redone too)."""
         self.rows = [r for r in self.rows if step > 0 and r.get("step", 0) <= step]
         if self.path:
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in self.rows), encoding="utf-8")
 
     def plot(self, path: str | pathlib.Path, title: str = "") -> pathlib.Path | None:
         return plot_curves(self.rows, path, title)

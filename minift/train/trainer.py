@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
 import pathlib
 import shutil
@@ -31,7 +30,7 @@ from tqdm.auto import tqdm
 from minift.train import distributed as D
 from minift.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from minift.train.config import TrainConfig
-from minift.train.metrics import MetricsLog
+from minift.train.metrics import MetricsLog, read_json_lines
 from minift.train.optim import make_optimizer, make_schedule
 
 # What a run writes in its out_dir; their presence means the folder holds a run.
@@ -289,7 +288,7 @@ def fit(model, config: TrainConfig, batch_fn, **kwargs) -> TrainResult:
 
 
 def read_metrics(path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in pathlib.Path(path).read_text().splitlines() if line]
+    return read_json_lines(path)
 
 
 def perplexity(loss: float) -> float:
