@@ -143,6 +143,14 @@ def test_divergence_by_name():
         divergence("forward", zs, zt, temperature=2.0), soft_target_loss(zs, zt, 2.0)
     )
     torch.testing.assert_close(divergence("reverse", zs, zt), reverse_kl(zs, zt))
+    # Every divergence carries Hinton's T^2, so alpha keeps its meaning across kinds.
+    torch.testing.assert_close(
+        divergence("reverse", zs, zt, temperature=2.0), 4.0 * reverse_kl(zs, zt, temperature=2.0)
+    )
+    torch.testing.assert_close(
+        divergence("jsd", zs, zt, temperature=3.0, beta=0.3),
+        9.0 * generalized_jsd(zs, zt, 0.3, temperature=3.0),
+    )
     torch.testing.assert_close(divergence("jsd", zs, zt, beta=0.3), generalized_jsd(zs, zt, 0.3))
     with pytest.raises(ValueError, match="divergence must be"):
         divergence("backward", zs, zt)

@@ -9,7 +9,15 @@ the real tokens (1) against padding (0), and counts only real rows (query positi
   because a narrower student's states live in a smaller space.
 - Cosine (DistilBERT, Sanh et al. 2019): L_cos = mean_t (1 - cos(h_s W_h, h_t)), which
   aligns the directions of the states and ignores their norms.
-- Attention maps, MSE (TinyBERT): L_att = (1/H) sum_h MSE(A_s,h, A_t,h).
+- Attention maps, MSE (TinyBERT): L_att = (1/H) sum_h MSE(A_s,h, A_t,h). TinyBERT's A is
+  the matrix of attention scores *before* the softmax (masked entries set to zero); here A
+  is the attention probabilities the model returns. We keep the probabilities on purpose:
+  scores are unbounded and shift-invariant under the softmax (adding a constant to a row
+  changes no output, yet is penalised by an MSE on scores), while probabilities are what
+  the layer actually uses, lie in [0, 1], and are exactly zero at masked keys in both
+  models, so no zeroing is needed. The price is scale: a probability MSE is small (rows
+  sum to 1, so entries are ~1/Tk), so its weight must be larger than TinyBERT's 1 to
+  matter next to the output loss.
 - Attention distributions, KL (MiniLM, Wang et al. 2020): each row of a map is a
   distribution over keys, L_AT = mean over heads and queries of KL(A_t || A_s).
 - Value relations (MiniLM): VR = softmax(V V^T / sqrt(d_k)) per head, the scaled dot
@@ -115,7 +123,8 @@ def attention_mse(
     mask: torch.Tensor | None = None,
     head_map: list[int] | None = None,
 ) -> torch.Tensor:
-    """TinyBERT: mean over heads, real query rows and keys of (A_s - A_t)^2."""
+    """TinyBERT's attention loss on probabilities (see the module docstring for why not
+    pre-softmax scores): mean over heads, real query rows and keys of (A_s - A_t)^2."""
     s, t = match_heads(student_att, teacher_att, head_map)
     per_row = (upcast(s) - upcast(t.detach())).pow(2).mean(-1)
     return masked_mean(per_row, _row_mask(mask, s))

@@ -191,11 +191,20 @@ def divergence(
     temperature: float = 1.0,
     beta: float = 0.5,
 ) -> torch.Tensor:
-    """One of "forward" (T^2-scaled soft targets), "reverse" or "jsd" by name."""
+    """T^2 D(p_t, p_s) for D one of "forward" KL (Hinton's soft targets), "reverse" KL or
+    the generalized "jsd", each on softmax(z / T).
+
+    Every kind is multiplied by T^2, not only the forward KL: Hinton et al.'s argument (the
+    gradient of a divergence between tempered softmaxes shrinks as 1/T^2 for small logit
+    gaps) holds for each of them, and the same scale keeps alpha's meaning when one
+    switches divergence at a given temperature. At T = 1 (GKD's and MiniLLM's setting)
+    the factor is 1 and each is the paper's loss.
+    """
+    T = check_temperature(temperature)
     if kind == "forward":
-        return soft_target_loss(student_logits, teacher_logits, temperature, mask)
+        return soft_target_loss(student_logits, teacher_logits, T, mask)
     if kind == "reverse":
-        return reverse_kl(student_logits, teacher_logits, mask, temperature)
+        return T * T * reverse_kl(student_logits, teacher_logits, mask, T)
     if kind == "jsd":
-        return generalized_jsd(student_logits, teacher_logits, beta, mask, temperature)
+        return T * T * generalized_jsd(student_logits, teacher_logits, beta, mask, T)
     raise ValueError(f"divergence must be 'forward', 'reverse' or 'jsd', got {kind!r}")
