@@ -54,6 +54,10 @@ def write_files(d: pathlib.Path) -> None:
     (d / "nomodel").mkdir()
     (d / "badconfig").mkdir()
     (d / "badconfig" / "config.json").write_text("{not json")
+    (d / "badadapter").mkdir()
+    (d / "badadapter" / "adapter_config.json").write_text("{oops")
+    (d / "wrongadapter").mkdir()
+    (d / "wrongadapter" / "adapter_config.json").write_text('{"r": 8}')
     (d / "badweights").mkdir()
     (d / "badweights" / "config.json").write_text(json.dumps(GPTConfig(n_layer=1).to_dict()))
     (d / "badweights" / "model.safetensors").write_bytes(b"\x00" * 40)
@@ -127,6 +131,7 @@ CLI_ERRORS = [
     (["distill", "--temperature", "0"], "temperature"),
     (["distill", "--alpha", "1.5"], "alpha"),
     (["distill", "--task", "{d}/missing.jsonl"], "missing.jsonl"),
+    (["distill", "--task", "{d}/sft.jsonl", "--teacher-steps", "1"], "is a sft task"),
 ]
 ARGPARSE_ERRORS = [
     ["finetune", "--method", "nope"],
@@ -198,6 +203,12 @@ def _train(**kw):
     return lambda: TrainConfig(**kw)
 
 
+def _load_adapter(path):
+    from minift.peft import load_adapter
+
+    return load_adapter(tiny(), path)
+
+
 def _load(path_name):
     return lambda d: GPT.load(d / path_name)
 
@@ -250,6 +261,18 @@ API_FILE_ERRORS = [
         lambda d: GPT.from_pretrained(d / "badweights"),
         ValueError,
         "GPT.load",
+    ),
+    (
+        "corrupt adapter config",
+        lambda d: _load_adapter(d / "badadapter"),
+        ValueError,
+        "adapter config",
+    ),
+    (
+        "not an adapter config",
+        lambda d: _load_adapter(d / "wrongadapter"),
+        ValueError,
+        "save_adapter",
     ),
 ]
 

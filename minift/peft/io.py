@@ -9,13 +9,12 @@ every name and shape first: a file that does not fit the model changes nothing.
 from __future__ import annotations
 
 import copy
-import json
 import pathlib
 
 import torch
 import torch.nn as nn
 
-from minift.io import write_json
+from minift.io import read_json, write_json
 from minift.model.checkpoint import load_state, save_state
 from minift.peft.core import DEFAULT_ADAPTER, adapter_layers, adapter_parameters
 from minift.peft.methods import apply_method
@@ -76,7 +75,12 @@ def load_adapter(model: nn.Module, path, adapter_name: str | None = None) -> nn.
     path = pathlib.Path(path)
     if not (path / CONFIG).exists():
         raise FileNotFoundError(f"{path} holds no {CONFIG}")
-    saved = json.loads((path / CONFIG).read_text())
+    saved = read_json(path / CONFIG, "adapter config")
+    if not (isinstance(saved, dict) and {"adapter_name", "methods"} <= set(saved)):
+        raise ValueError(
+            f"{path / CONFIG} is not an adapter config written by save_adapter "
+            "(it needs 'adapter_name' and 'methods')"
+        )
     state = load_state(path / WEIGHTS)
     name = adapter_name or saved["adapter_name"]
 

@@ -132,6 +132,11 @@ def teacher_and_objectives(job: DistillJob, base: GPT, enc):
         objective = lm_objective(enc, batch_size=max(1, job.batch_size // 2), seq_len=64, seed=seed)
         return base, objective, objective, lm_calibration(objective.batch_fn)
     task = get_task(job.task, seed=seed)
+    if task.kind != "classification":
+        raise ValueError(
+            f"minift distill distils a classifier (a task of text + label rows) or the base "
+            f"on pydocs (--task pydocs); {job.task} is a {task.kind} task"
+        )
     print(task.summary())
     teacher, _ = finetune_teacher(task, base, enc, job.teacher_steps, seed)
     labelled = task_objective(task, enc, job.batch_size, seed=seed)
