@@ -47,3 +47,12 @@ def test_metrics_and_json_files_round_trip(tmp_path):
     assert MetricsLog(tmp_path / "metrics.jsonl").rows == log.rows  # what resume reads
     write_json(tmp_path / "x.json", {"texts": ODD})
     assert read_json(tmp_path / "x.json") == {"texts": ODD}
+
+
+def test_a_torn_last_metrics_line_is_dropped_not_fatal(tmp_path):
+    log = MetricsLog(tmp_path / "metrics.jsonl")
+    log.write({"step": 1, "loss": 2.0})
+    with open(tmp_path / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"step": 2, "lo')  # killed in the middle of a write
+    assert read_metrics(tmp_path / "metrics.jsonl") == [{"step": 1, "loss": 2.0}]
+    assert MetricsLog(tmp_path / "metrics.jsonl").rows == [{"step": 1, "loss": 2.0}]

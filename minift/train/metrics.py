@@ -8,9 +8,15 @@ from typing import Any
 
 
 def read_json_lines(path: str | pathlib.Path) -> list[dict[str, Any]]:
-    """The rows of a JSON-lines file minift wrote (split at "\n" only, as JSON lines are)."""
+    """The rows of a JSON-lines file minift wrote (split at "\n" only, as JSON lines are).
+
+    The log is appended to, one row and its newline per write; a process killed mid-write
+    leaves a last line without its newline, which is dropped here (its step is redone on
+    resume) instead of failing every later read."""
     text = pathlib.Path(path).read_text(encoding="utf-8")
-    return [json.loads(line) for line in text.split("\n") if line.strip()]
+    lines = text.split("\n")
+    complete = lines[:-1]  # the part after the last "\n": "" or a torn write
+    return [json.loads(line) for line in complete if line.strip()]
 
 
 class MetricsLog:
