@@ -89,6 +89,8 @@ CLI_ERRORS = [
     (["finetune", "--lr", "nan"], "lr must be a finite number > 0"),
     (["finetune", "--max-len", "0"], "max_len"),
     (["finetune", "--eval-every", "-1"], "eval_every"),
+    (["finetune", "--resume"], "give --out DIR"),
+    (["finetune", "--ckpt-every", "2"], "ckpt_every needs an out_dir"),
     (["finetune", "--method", "lora", "--r", "0"], "r"),
     (["finetune", "--method", "lora", "--r", "100000"], "rank"),
     (["finetune", "--method", "lora", "--target-modules", "nope"], "nope"),
@@ -308,3 +310,22 @@ def test_unusual_but_valid_inputs_work(d, capsys):
 def test_the_count_of_cases():
     """The reliability issue asks for at least 80 bad inputs across the CLI and the API."""
     assert len(CLI_ERRORS) + len(ARGPARSE_ERRORS) + len(API_ERRORS) + len(API_FILE_ERRORS) >= 80
+
+
+def test_a_run_folder_is_refused_then_resumed_or_overwritten(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    first = ["finetune", "--steps", "2", "--eval-every", "2", "--out", out, "--ckpt-every", "2"]
+    assert minift.cli.main(first) == 0
+    assert minift.cli.main(first) == 2  # the folder holds that run now
+    assert "holds an earlier run" in capsys.readouterr().err
+    more = ["finetune", "--steps", "3", "--eval-every", "3", "--out", out, "--ckpt-every", "3"]
+    assert minift.cli.main([*more, "--resume"]) == 0  # from step 2 to 3
+    steps = [
+        json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert steps == [0, 1, 2, 3]
+    assert minift.cli.main([*more, "--overwrite"]) == 0
+    steps = [
+        json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert steps == [0, 1, 2, 3]

@@ -37,6 +37,10 @@ def register(sub) -> None:
     s.add_argument("--save", help="save the fine-tuned model in this (new or empty) folder")
     s.add_argument("--merge", action="store_true", help="save LoRA/DoRA/IA3 merged into the weights")  # fmt: skip
     s.add_argument("--overwrite", action="store_true", help="replace what --save/--out hold")
+    s.add_argument("--ckpt-every", type=int, default=defaults.train.ckpt_every,
+                   help="checkpoint into --out every N steps (0: none)")  # fmt: skip
+    s.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its newest checkpoint")  # fmt: skip
     s.set_defaults(func=cmd_finetune)
 
     s = sub.add_parser("eval", help="evaluate a model saved by `minift finetune --save`")
@@ -71,9 +75,11 @@ def cmd_finetune(args) -> None:
             check_merge(args.method)
     elif args.merge:
         raise ValueError("--merge applies to what --save writes; give --save DIR")
+    if args.resume and (not args.out or args.overwrite):
+        raise ValueError("--resume continues the run in --out: give --out DIR, without --overwrite")
     train = train_config(
         steps=args.steps, lr=args.lr, eval_every=args.eval_every, seed=args.seed,
-        out_dir=args.out, overwrite=args.overwrite,
+        out_dir=args.out, overwrite=args.overwrite, ckpt_every=args.ckpt_every,
     )  # fmt: skip
     config = FinetuneConfig(
         method=args.method, options=args.options, batch_size=args.batch_size,
@@ -82,7 +88,7 @@ def cmd_finetune(args) -> None:
     base, enc = load_model_and_encoding(args.model)
     task = get_task(args.task, seed=args.seed)
     print(task.summary())
-    result = finetune(task, base, enc, config, keep_model=args.save is not None)
+    result = finetune(task, base, enc, config, keep_model=args.save is not None, resume=args.resume)
     print(format_table([result]))
     if args.save:
         ref = base_reference(args.model, base)

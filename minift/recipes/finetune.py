@@ -114,8 +114,10 @@ def finetune(
     config: FinetuneConfig | None = None,
     device: str | torch.device = "cpu",
     keep_model: bool = False,
+    resume: bool = False,
 ) -> FinetuneResult:
-    """Fine-tune a copy of ``base`` on ``task`` with ``config.method``; base is unchanged."""
+    """Fine-tune a copy of ``base`` on ``task`` with ``config.method``; base is unchanged.
+    resume=True continues the run in ``config.train.out_dir`` from its newest checkpoint."""
     config = config or FinetuneConfig()
     method = get_method(config.method)
     options = method.make_config(config.options)  # a bad option fails before any work
@@ -145,7 +147,7 @@ def finetune(
         model, train, objective.batch_fn, objective.loss_fn, objective.eval_fn,
         param_groups=prepared.param_groups, on_step=prepared.on_step,
     )  # fmt: skip
-    result = trainer.fit()
+    result = trainer.fit(resume=resume)
     final = result.history[-1]
     return FinetuneResult(
         method=config.method,
