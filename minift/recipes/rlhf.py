@@ -172,7 +172,7 @@ def run_method(job: RLHFJob, policy: GPT, enc, reward_model, data: Preferences, 
     if job.method == "ppo":
         run = run_ppo(policy, enc, reward_model, data.prompts, job.ppo, lora, job.critic, data.truth, out)  # fmt: skip
         return run.model.policy, None, run.result.history
-    if job.method == "dpo":  # the job owns its folder: an earlier run's files are replaced
+    if job.method == "dpo":  # the job owns its folder: what another run left there is replaced
         train = replace(job.dpo.train, out_dir=str(out), overwrite=True)
         dpo = run_dpo(
             policy, enc, data.train, data.val or None, replace(job.dpo, train=train), lora

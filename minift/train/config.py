@@ -25,7 +25,7 @@ class TrainConfig:
     restore_best: bool = False  # load the best evaluated weights back at the end
     ckpt_every: int = 0  # 0: no checkpoints
     out_dir: str | None = None  # metrics.jsonl, loss.png and checkpoints go here
-    overwrite: bool = False  # replace an earlier run's files in out_dir (else: refuse)
+    overwrite: bool = False  # replace another run's files found in out_dir (else: refuse)
     seed: int = 0
     log_every: int = 10
     progress: bool = True
