@@ -51,15 +51,15 @@ QKV = ("q", "k", "v")
 
 @dataclass
 class LoRAConfig:
-    r: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
-    target_modules: str | list[str] = field(default_factory=lambda: ["c_attn"])
+    r: int = 8  # the rank of B A (at most the layer's width)
+    alpha: float = 16.0  # the update is scaled by alpha / r (alpha / sqrt(r) with rsLoRA)
+    dropout: float = 0.0  # dropout on the input of the low-rank path
+    target_modules: str | list[str] = field(default_factory=lambda: ["c_attn"])  # name suffixes
     qkv_parts: list[str] | None = None  # for fused c_attn: e.g. ["q", "v"]; None = all of it
-    use_rslora: bool = False
-    use_dora: bool = False
+    use_rslora: bool = False  # rsLoRA: scale by alpha / sqrt(r) (Kalajdzievski 2023)
+    use_dora: bool = False  # DoRA: a learned magnitude per output row (Liu et al. 2024)
     trainable_extra: list[str] = field(default_factory=lambda: ["head"])  # e.g. the task head
-    adapter_name: str = DEFAULT_ADAPTER
+    adapter_name: str = DEFAULT_ADAPTER  # several named adapters can sit on one model
 
     def __post_init__(self) -> None:
         if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r <= 0:
