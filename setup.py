@@ -35,6 +35,7 @@ setup(
             "transformers",
             "peft",
             "jupytext",
+            "scikit-learn",  # tests only: the reference for minift.metrics
         ],
     },
     entry_points={"console_scripts": ["minift=minift.cli:main"]},
