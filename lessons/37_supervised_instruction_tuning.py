@@ -343,6 +343,7 @@ print(f"forward + backward over the {N_PACK} examples: padded {time_padded * 100
 # The linear layers' work grows with the token slots; attention's with rows x length^2.
 scores_padded = sum(b["idx"].shape[0] * b["idx"].shape[1] ** 2 for b in padded)
 scores_packed = packed["idx"].shape[0] * packed["idx"].shape[1] ** 2
+live = sum(n * (n + 1) // 2 for n in lengths)  # a token's own example, itself and before it
 print(f"attention scores per head and layer: padded {scores_padded:,}, packed {scores_packed:,} "
       f"({scores_packed / scores_padded:.1f}x: packed rows are {base.config.block_size} long)")  # fmt: skip
 
@@ -476,7 +477,7 @@ if mask_vs_all.within_noise:
         "within noise: at this budget the mask made no measurable difference to exact match."
     )
 else:
-    better = "response only" if mask_vs_all.difference > 0 else "everything"
+    better = "the response only" if mask_vs_all.difference > 0 else "everything"
     mask_text = f"a real difference, in favour of the loss on {better}."
 lines.append(
     f"- Loss on the response only vs on everything, same batches and steps: {mask_vs_all.mean_a:.3f} "
@@ -511,8 +512,8 @@ if mask_vs_all.difference > 0 and not mask_vs_all.within_noise:
         "that share of the averaged loss; and part of the prompt is chance, a loss no step can lower."
     )
 lines.append(
-    "  At larger scale the literature is mixed: InstructGPT (Ouyang et al. 2022) and most recipes mask "
-    "the prompt, while Shi et al. (2024) report that a loss on the instruction helps when responses are "
+    "  At larger scale the literature is mixed: common recipes mask the prompt (Stanford Alpaca's "
+    "training script does, as minift's sft_example does), while Shi et al. (2024) report that a loss on the instruction helps when responses are "
     "short and training examples few; their prompts are real text, these are random word lists."
 )
 lines.append(
@@ -529,7 +530,8 @@ lines.append(
         else f": no clear saving in time. Packing removed {1 - slots_packed / slots_padded:.0%} of the token "
         f"slots (the linear layers' work), but its rows are {base.config.block_size} tokens long where a "
         f"padded batch is as long as its longest example ({min(lengths)} to {max(lengths)} tokens here), so "
-        f"attention computes {scores_packed / scores_padded:.1f}x as many scores, most of them masked out. "
+        f"attention computes {scores_packed / scores_padded:.1f}x as many scores, of which only "
+        f"{live / scores_packed:.0%} fall inside an example's causal mask. "
         "A saving in time needs the padding avoided to outweigh that; with examples this short, it "
         "did not."
     )  # fmt: skip
