@@ -4,6 +4,7 @@ a bad destination is refused before training; method options parse from the CLI.
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -284,8 +285,9 @@ def test_help_lists_the_methods_options_with_their_defaults(method, capsys):
     for name in METHODS[method].option_defaults():
         assert f"--{name.replace('_', '-')}" in out, name
     if method == "lora":
-        assert "--target-modules STR|STR,... default: c_attn,attn.c_proj" in out
-        assert "--r INT default: 8" in out
+        # each option: its type, the comment after its field in LoRAConfig, its default
+        assert re.search(r"--target-modules STR\|STR,\.\.\. [^-]*default: c_attn,attn\.c_proj", out)
+        assert re.search(r"--r INT the rank of B A [^-]*; default: 8", out)
 
 
 def test_cli_defaults_are_the_recipes():
