@@ -329,3 +329,12 @@ def test_a_run_folder_is_refused_then_resumed_or_overwritten(tmp_path, capsys):
         json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     ]
     assert steps == [0, 1, 2, 3]
+
+
+def test_an_unmerged_adapter_folder_is_refused_as_a_base(tmp_path, capsys):
+    saved = str(tmp_path / "lora")
+    assert minift.cli.main(["finetune", "--method", "lora", "--steps", "1", "--save", saved]) == 0
+    capsys.readouterr()
+    assert minift.cli.main(["finetune", "--steps", "1", "--model", saved]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("minift: error:") and "lora adapters that are not merged" in err, err

@@ -86,6 +86,7 @@ def cmd_finetune(args) -> None:
         max_len=args.max_len, train=train,
     )  # fmt: skip
     base, enc = load_model_and_encoding(args.model)
+    refuse_unmerged_adapters(base, args.model)
     task = get_task(args.task, seed=args.seed)
     print(task.summary())
     result = finetune(task, base, enc, config, keep_model=args.save is not None, resume=args.resume)
@@ -94,6 +95,19 @@ def cmd_finetune(args) -> None:
         ref = base_reference(args.model, base)
         path = save_finetuned(args.save, result, task, enc, ref, args.merge, args.overwrite)
         print(f"saved the fine-tuned model ({args.method}) in {path}")
+
+
+def refuse_unmerged_adapters(base, path: str | None) -> None:
+    """A saved adapter folder as --model: its adapters would be saved again inside a plain
+    model folder that no loader reads, so ask for the merged model instead."""
+    from minift.peft.core import adapter_layers
+
+    methods = sorted({layer.method for _, layer in adapter_layers(base)})
+    if methods:
+        raise ValueError(
+            f"--model {path} holds {', '.join(methods)} adapters that are not merged; fine-tune "
+            "a merged copy (save it with --merge, or minift export --hf) or its base model"
+        )
 
 
 def cmd_eval(args) -> None:
