@@ -1,4 +1,4 @@
-"""The one skeleton every wrapping PEFT method goes through (minift.peft.core.wrap_targets):
+"""The one skeleton every wrapping PEFT method goes through (minift.peft.targets.wrap_targets):
 targets by PEFT's suffix rule, everything checked before the model changes, and on any
 error the model exactly as it was."""
 
@@ -18,8 +18,8 @@ from minift.peft import (
     apply_lora,
     apply_unipelt,
 )
-from minift.peft.core import wrap_targets
 from minift.peft.lora import LoRALinear
+from minift.peft.targets import wrap_targets
 
 
 def unchanged(model, before: dict, snapshot: str) -> bool:

@@ -7,7 +7,6 @@ from minift.peft.core import (
     adapter_names,
     disable_adapters,
     find_gpt,
-    match_targets,
     print_trainable_parameters,
     set_adapter,
     trainable_report,
@@ -24,6 +23,7 @@ from minift.peft.lora import (
 )
 from minift.peft.prefix import PrefixConfig, apply_prefix_tuning, drop_reparameterization
 from minift.peft.prompt import PromptConfig, apply_prompt_tuning
+from minift.peft.targets import match_targets
 from minift.peft.unipelt import UniPELTConfig, apply_unipelt
 
 __all__ = [

@@ -27,14 +27,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn as nn
 
-from minift.peft.core import (
-    DEFAULT_ADAPTER,
-    AdapterLayer,
-    base_linear,
-    freeze_base,
-    wrap_targets,
-)
+from minift.peft.core import DEFAULT_ADAPTER, AdapterLayer
 from minift.peft.registry import remember_config
+from minift.peft.targets import base_linear, freeze_base, wrap_targets
 
 LAYOUTS = {  # layout -> default targets
     "houlsby": ["attn.c_proj", "mlp.c_proj"],

@@ -30,13 +30,11 @@ from minift.peft.core import (
     DEFAULT_ADAPTER,
     AdapterLayer,
     adapter_layers,
-    base_linear,
-    freeze_base,
     merge_layers,
     unmerge_layers,
-    wrap_targets,
 )
 from minift.peft.registry import remember_config
+from minift.peft.targets import base_linear, freeze_base, wrap_targets
 
 QKV = ("q", "k", "v")
 

@@ -29,15 +29,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minift.peft.core import (
-    DEFAULT_ADAPTER,
-    AdapterLayer,
-    check_extra,
-    disable_adapters,
-    find_gpt,
-    freeze_base,
-)
+from minift.peft.core import DEFAULT_ADAPTER, AdapterLayer, disable_adapters, find_gpt
 from minift.peft.registry import remember_config
+from minift.peft.targets import check_extra, freeze_base
 
 
 @dataclass

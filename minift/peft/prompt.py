@@ -25,8 +25,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn as nn
 
-from minift.peft.core import DEFAULT_ADAPTER, AdapterLayer, check_extra, find_gpt, freeze_base
+from minift.peft.core import DEFAULT_ADAPTER, AdapterLayer, find_gpt
 from minift.peft.registry import remember_config
+from minift.peft.targets import check_extra, freeze_base
 
 
 @dataclass

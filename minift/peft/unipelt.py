@@ -43,18 +43,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minift.peft.adapters import AdapterConfig, SerialAdapter
-from minift.peft.core import (
-    DEFAULT_ADAPTER,
-    base_linear,
-    check_extra,
-    find_gpt,
-    freeze_base,
-    install,
-    plan_wraps,
-)
+from minift.peft.core import DEFAULT_ADAPTER, find_gpt
 from minift.peft.lora import QKV, LoRAConfig, LoRALinear
 from minift.peft.prefix import PrefixConfig, PrefixTuning, add_prefix_adapter, prefix_hooks
 from minift.peft.registry import remember_config
+from minift.peft.targets import base_linear, check_extra, freeze_base, install, plan_wraps
 
 
 @dataclass

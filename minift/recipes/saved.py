@@ -39,9 +39,10 @@ from minift.model import GPT
 from minift.model.checkpoint import load_state, save_state, unique_state_dict
 from minift.model.heads import SequenceClassifier
 from minift.model.params import find_gpt
-from minift.peft.core import adapter_layers, replace_module
+from minift.peft.core import adapter_layers
 from minift.peft.io import load_adapter, save_adapter
 from minift.peft.methods import get_method
+from minift.peft.targets import replace_module
 from minift.recipes.finetune import FinetuneResult
 from minift.recipes.pretrain import load_base
 from minift.tokenizer import encoding_fingerprint, load_encoding, save_encoding
