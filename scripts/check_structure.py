@@ -7,7 +7,7 @@ collects its imports: module-level and inside functions, relative or absolute, a
 names written as strings (``importlib.import_module("minift.x")``, lists of modules to
 import). Each module belongs to a layer (docs/design.md):
 
-    0 foundation   minift.utils, io, cache, seeding, errors, tokenizer
+    0 foundation   minift.utils, io, cache, seeding, errors, tokenizer, claims
     1 kernels      minift.kernels
     2 model        minift.model            the transformer only
     3 data         minift.data
@@ -39,6 +39,7 @@ LAYERS = {
     "minift.seeding": 0,
     "minift.errors": 0,
     "minift.tokenizer": 0,
+    "minift.claims": 0,
     "minift.kernels": 1,
     "minift.model": 2,
     "minift.data": 3,

@@ -1,6 +1,8 @@
 """Every lesson runs top to bottom in fast mode and draws at least one plot.
 
 One test per lessons/*.py file, found by glob, so a new lesson is tested the day it lands.
+Every claim a lesson makes through minift.claims.claim must hold in fast mode, except those
+marked at_scale (what larger models show, which the tiny base may not).
 Each runs as a learner would run it, `python lessons/NN_topic.py`, in a fresh process
 with MINIFT_FAST=1 and its plots sent to a temporary folder (one OpenMP thread unless
 OMP_NUM_THREADS is set). The time is printed, not
@@ -16,6 +18,8 @@ import sys
 import time
 
 import pytest
+
+from minift.claims import read_claims
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 LESSONS = sorted((ROOT / "lessons").glob("*.py"))
@@ -48,6 +52,8 @@ def test_lesson_runs_in_fast_mode(lesson, tmp_path):
         f"{lesson.name} exited with {done.returncode} after {seconds:.1f}s; "
         f"stderr tail:\n{done.stderr[-3000:]}\nstdout tail:\n{done.stdout[-1000:]}"
     )
+    broken = [c for c in read_claims(tmp_path) if not c["holds"] and not c["at_scale"]]
+    assert not broken, f"{lesson.name}: claims that do not hold in fast mode: {broken}"
     plots = sorted(tmp_path.rglob("*.png"))
     assert plots, (
         f"{lesson.name} wrote no .png under {tmp_path}; stdout tail:\n{done.stdout[-1000:]}"

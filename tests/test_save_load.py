@@ -264,7 +264,7 @@ def test_method_options_parse_by_their_field_types():
             "argument --r: expected an int, got 'four'; the options of --method lora",
         ),  # fmt: skip
         (["--method", "lora", "--use-dora", "maybe"], "expected true or false, got 'maybe'"),
-        (["--method", "probe", "--r", "4"], "the options of --method probe are: none"),
+        (["--method", "full", "--r", "4"], "the options of --method full are: none"),
     ],
 )
 def test_unknown_or_ill_typed_options_are_one_line_errors(argv, message, capsys):

@@ -34,6 +34,7 @@ from minift.peft.layerwise import (
     norm_tuning,
 )
 from minift.peft.lora import LoRAConfig, apply_lora, merge_lora
+from minift.peft.probe import fit_probe_head
 from minift.peft.prefix import PrefixConfig, apply_prefix_tuning
 from minift.peft.prompt import PromptConfig, apply_prompt_tuning
 from minift.peft.unipelt import UniPELTConfig, apply_unipelt
@@ -58,6 +59,9 @@ class Preparation:
 
     param_groups: list[dict] | None = None  # None: every trainable parameter, decay on matrices
     on_step: Callable | None = None  # called as on_step(step, trainer) after each step
+    # fit(model, train_batches) -> report: the trainable part is fitted to its optimum in
+    # closed form before training (the linear probe), and no optimizer steps follow.
+    fit: Callable[[nn.Module, list[dict]], dict] | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,11 @@ class LastKConfig:
 
 
 @dataclass
+class ProbeConfig:
+    l2: float | None = None  # L2 penalty on the head (none: 3-fold CV on the training rows)
+
+
+@dataclass
 class LLRDConfig:
     decay: float = 0.7  # block l of L trains at lr * decay^(L - l)
 
@@ -138,9 +147,10 @@ def _layerwise(model: nn.Module, config: LastKConfig, run: RunContext) -> None:
     freeze_all_but_last(model, config.k)
 
 
-def _probe(model: nn.Module, config: NoOptions, run: RunContext) -> None:
+def _probe(model: nn.Module, config: ProbeConfig, run: RunContext) -> Preparation:
     freeze_all_but_last(model, 0)
     find_gpt(model).transformer.ln_f.requires_grad_(False)
+    return Preparation(fit=lambda m, batches: fit_probe_head(m, batches, config.l2))
 
 
 def _llrd(model: nn.Module, config: LLRDConfig, run: RunContext) -> Preparation:
@@ -188,7 +198,8 @@ BUILTIN: tuple[Method, ...] = (  # name, options, default lr, description, prepa
     Method("layerwise", LastKConfig, 3e-3, "train the last k blocks (and head) only", _layerwise),
     Method("bitfit", NoOptions, 1e-2, "train the biases only (BitFit)", _layers(bitfit)),
     Method("layernorm", NoOptions, 1e-2, "train the norms only", _layers(norm_tuning)),
-    Method("probe", NoOptions, 3e-2, "frozen backbone features, a linear probe", _probe),
+    Method("probe", ProbeConfig, 3e-2, "frozen features, a linear head fitted to convergence",
+           _probe),
     Method("llrd", LLRDConfig, 2e-3, "full fine-tuning, layer-wise LR decay", _llrd),
     Method("gradual", GradualConfig, 2e-3, "gradual unfreezing from the top", _gradual),
     Method("lora", LoRAConfig, 5e-3, "LoRA: a trained low-rank update", _peft(apply_lora),

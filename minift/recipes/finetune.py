@@ -78,6 +78,8 @@ class FinetuneResult:
     peak_mb: float
     history: list[dict]
     options: dict[str, Any] = field(default_factory=dict)  # the method's options, all of them
+    val_scores: list[float] | None = None  # the metric per validation example, at the end
+    fit: dict | None = None  # what a closed-form fit chose (the probe's l2, ...)
     max_len: int = 24  # the tokens per example it trained with
     train: TrainConfig | None = None  # as the trainer ran it (the method's lr filled in)
     model: torch.nn.Module | None = None
@@ -88,7 +90,7 @@ class FinetuneResult:
 
     def row(self) -> dict[str, Any]:
         d = asdict(self)
-        for key in ("model", "history", "train"):
+        for key in ("model", "history", "train", "val_scores"):
             d.pop(key)
         d["trainable_percent"] = self.trainable_percent
         return d
@@ -143,12 +145,27 @@ def finetune(
     trainable, total = count_parameters(model)
     reset_peak_memory(device)
     t0 = time.perf_counter()
+    fit, before = None, []
+    if prepared.fit is not None:
+        if objective.train_set is None:
+            raise ValueError(
+                f"method {config.method!r} is fitted on labelled rows; a {task.kind!r} task has none"
+            )
+        if train.eval_at_start:
+            with torch.no_grad():
+                before = [{"step": 0, **objective.eval_fn(model.eval())}]
+        fit = prepared.fit(model.train(), objective.train_set())
+        # At its optimum, no optimizer steps follow; the fit is logged as step 1.
+        train = replace(train, steps=0, warmup_steps=0, eval_at_start=True)
     trainer = Trainer(
         model, train, objective.batch_fn, objective.loss_fn, objective.eval_fn,
         param_groups=prepared.param_groups, on_step=prepared.on_step,
     )  # fmt: skip
     result = trainer.fit(resume=resume)
+    if fit is not None:
+        result.history = before + [{**row, "step": 1} for row in result.history]
     final = result.history[-1]
+    scores = objective.scores_fn(model) if objective.scores_fn is not None else None
     return FinetuneResult(
         method=config.method,
         task=task.name,
@@ -161,6 +178,8 @@ def finetune(
         peak_mb=peak_memory_mb(device),
         history=result.history,
         options=asdict(options),
+        val_scores=scores,
+        fit=fit,
         max_len=max_len,
         train=train,
         model=model.eval() if keep_model else None,

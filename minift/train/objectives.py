@@ -31,6 +31,12 @@ class TaskObjective(NamedTuple):
     eval_fn: Callable[[torch.nn.Module], dict[str, float]]
     monitor: str  # the metric that reports and early stopping follow
     mode: str  # "min" | "max"
+    # The monitored metric per validation example (1.0 / 0.0 for right / wrong), for the
+    # paired comparisons of minift.metrics.compare; None where the metric is not a mean.
+    scores_fn: Callable[[torch.nn.Module], list[float]] | None = None
+    # The whole training set once, in order, in batches: for methods fitted in closed form
+    # (the converged linear probe); None where a task has no fixed labelled rows.
+    train_set: Callable[[], list[dict]] | None = None
 
 
 def classification_inputs(task: Task, enc, rows: list[dict], max_len: int) -> list[list[int]]:
@@ -72,19 +78,36 @@ def classification_objective(
         out = model(batch["idx"], attention_mask=batch["attention_mask"], labels=batch["labels"])
         return out.loss, {}
 
-    def eval_fn(model) -> dict[str, float]:
-        correct, loss_sum = 0, 0.0
+    @torch.no_grad()
+    def outputs(model) -> tuple[torch.Tensor, float]:
+        """Per-row correctness and the summed loss over the validation rows."""
+        correct, loss_sum = [], 0.0
         for i in range(0, len(val_ids), 64):
             batch = classification_batch(val_ids[i : i + 64], val_labels[i : i + 64], pad, max_len)
             batch = {k: v.to(_device(model)) for k, v in batch.items()}
             out = model(
                 batch["idx"], attention_mask=batch["attention_mask"], labels=batch["labels"]
             )
-            correct += int((out.logits.argmax(-1) == batch["labels"]).sum())
+            correct.append((out.logits.argmax(-1) == batch["labels"]).float().cpu())
             loss_sum += out.loss.item() * len(batch["labels"])
-        return {"val_accuracy": correct / len(val_ids), "val_loss": loss_sum / len(val_ids)}
+        return torch.cat(correct), loss_sum
 
-    return TaskObjective(batch_fn, loss_fn, eval_fn, "val_accuracy", "max")
+    def eval_fn(model) -> dict[str, float]:
+        correct, loss_sum = outputs(model)
+        return {"val_accuracy": correct.mean().item(), "val_loss": loss_sum / len(val_ids)}
+
+    def scores_fn(model) -> list[float]:
+        return outputs(model)[0].tolist()
+
+    def train_set() -> list[dict]:
+        return [
+            classification_batch(train_ids[i : i + 128], train_labels[i : i + 128], pad, max_len)
+            for i in range(0, len(train_ids), 128)
+        ]
+
+    return TaskObjective(
+        batch_fn, loss_fn, eval_fn, "val_accuracy", "max", scores_fn=scores_fn, train_set=train_set
+    )
 
 
 def sft_objective(task: Task, enc, max_len: int, batch_size: int, seed: int) -> TaskObjective:
@@ -108,6 +131,19 @@ def sft_objective(task: Task, enc, max_len: int, batch_size: int, seed: int) -> 
             batch["idx"], batch["targets"], attention_mask=batch["attention_mask"]
         ).loss, {}
 
+    @torch.no_grad()
+    def exact_matches(model) -> list[float]:
+        """1.0 where greedy decoding reproduces the reference response, per prompt."""
+        device, hits = _device(model), []
+        for prompt, answer in zip(val_prompts, val_answers):
+            n = len(enc.encode_ordinary(answer)) + 1
+            out = model.generate(
+                torch.tensor([prompt], device=device), n, temperature=0, eos_token_id=eot
+            )
+            text = enc.decode([t for t in out[0, len(prompt) :].tolist() if t != eot])
+            hits.append(float(text.strip() == answer.strip()))
+        return hits
+
     def eval_fn(model) -> dict[str, float]:
         device = _device(model)
         losses = []
@@ -116,17 +152,12 @@ def sft_objective(task: Task, enc, max_len: int, batch_size: int, seed: int) -> 
             losses.append(
                 model(b["idx"], b["targets"], attention_mask=b["attention_mask"]).loss.item()
             )
-        exact = 0
-        for prompt, answer in zip(val_prompts, val_answers):
-            n = len(enc.encode_ordinary(answer)) + 1
-            out = model.generate(
-                torch.tensor([prompt], device=device), n, temperature=0, eos_token_id=eot
-            )
-            text = enc.decode([t for t in out[0, len(prompt) :].tolist() if t != eot])
-            exact += int(text.strip() == answer.strip())
-        return {"val_loss": sum(losses) / len(losses), "val_exact_match": exact / len(val_prompts)}
+        hits = exact_matches(model)
+        return {"val_loss": sum(losses) / len(losses), "val_exact_match": sum(hits) / len(hits)}
 
-    return TaskObjective(batch_fn, loss_fn, eval_fn, "val_exact_match", "max")
+    return TaskObjective(
+        batch_fn, loss_fn, eval_fn, "val_exact_match", "max", scores_fn=exact_matches
+    )
 
 
 def text_objective(task: Task, enc, max_len: int, batch_size: int, seed: int) -> TaskObjective:
