@@ -34,8 +34,8 @@ from minift.peft.layerwise import (
     norm_tuning,
 )
 from minift.peft.lora import LoRAConfig, apply_lora, merge_lora
-from minift.peft.probe import fit_probe_head
 from minift.peft.prefix import PrefixConfig, apply_prefix_tuning
+from minift.peft.probe import fit_probe_head
 from minift.peft.prompt import PromptConfig, apply_prompt_tuning
 from minift.peft.unipelt import UniPELTConfig, apply_unipelt
 
