@@ -17,6 +17,8 @@ setup(
     python_requires=">=3.10",
     packages=packages,
     package_dir={"minift.kernels": "kernels"},
+    # the shipped tokenizer and base model (minift/shipped.py checks their hashes)
+    package_data={"minift": ["assets/*.json", "assets/*/*.json", "assets/*/*.safetensors"]},
     install_requires=[
         "torch>=2.4",
         "numpy",

@@ -58,6 +58,9 @@ def register(sub) -> None:
     s.add_argument("--steps", type=int, default=None)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default=None, help="output folder under runs/ (default runs/demo)")
+    s.add_argument(
+        "--base", default=None, help="base size: tiny | small | base | gpu (default: base)"
+    )
     s.set_defaults(func=cmd_demo)
 
 
@@ -122,4 +125,7 @@ def cmd_demo(args) -> None:
     from minift.recipes.demo import DEFAULT_METHODS, run_demo
 
     methods = args.methods.split(",") if args.methods else DEFAULT_METHODS
-    run_demo(methods=methods, task_name=args.task, steps=args.steps, seed=args.seed, out=args.out)
+    run_demo(
+        methods=methods, task_name=args.task, steps=args.steps, seed=args.seed, out=args.out,
+        base_size=args.base,
+    )  # fmt: skip

@@ -5,10 +5,18 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
-    s = sub.add_parser(
-        "pretrain", help="build the default tokenizer and pretrain the base GPT on pydocs"
-    )
+    s = sub.add_parser("pretrain", help="pretrain a base GPT of a given size on pydocs")
+    s.add_argument(
+        "--size", default=None,
+        help="tiny | small | base | gpu (default: base; tiny with --fast); see minift.recipes.pretrain",
+    )  # fmt: skip
     s.add_argument("--fast", action="store_true", help="the tiny fast-mode base (as tests use)")
+    s.add_argument(
+        "--rebuild", action="store_true",
+        help="pretrain from scratch even where the size ships with the package, and compare",
+    )  # fmt: skip
+    s.add_argument("--ship", action="store_true", help="write the result into minift/assets/")
+    s.add_argument("--device", default="cpu", help="cpu or cuda (the gpu size wants cuda)")
     s.set_defaults(func=cmd_pretrain)
 
     s = sub.add_parser("generate", help="sample text from the base model or a saved model")
@@ -36,14 +44,22 @@ def register(sub) -> None:
 
 
 def cmd_pretrain(args) -> None:
-    from minift.recipes.pretrain import base_report, load_base
+    from minift.io import read_json
+    from minift.recipes.pretrain import base_dir, compare_with_shipped, ship_base, size_name
 
-    load_base(fast=args.fast or None)
-    report = base_report(fast=args.fast or None)
+    size = size_name(args.size, fast=args.fast or None)
+    rebuild = args.rebuild or args.ship
+    folder = base_dir(size, rebuild=rebuild, device=args.device)
+    report = read_json(folder / "report.json", "base report")
     print(
-        f"base model ready: {report['params']:,} parameters, val loss {report['val_loss']:.3f}, "
-        f"{report['tokens_seen']:,} tokens in {report['seconds']} s ({report['tokens_per_second']:,} tok/s)"
+        f"base {size!r} ready in {folder}: {report['params']:,} parameters, val loss "
+        f"{report['val_loss']:.3f}, {report['tokens_seen']:,} tokens in {report['seconds']} s "
+        f"({report['tokens_per_second']:,} tok/s)"
     )
+    if rebuild and (line := compare_with_shipped(size, folder)):
+        print(line)
+    if args.ship:
+        print(f"shipped: {ship_base(size, folder)} (update SHIPPED_BASES with the hash printed)")
 
 
 def load_model_and_encoding(path: str | None):

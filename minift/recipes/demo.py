@@ -1,10 +1,15 @@
 """The main job: prepare the base model, fine-tune it on the default task, compare.
 
 Each strategy fine-tunes a copy of the same pretrained base on the same task, with the
-same steps and batches; "scratch" trains the same architecture from a random
-initialisation, the baseline every transfer method must beat. The results table is
-printed, saved as JSON, and drawn: validation metric against trainable parameters, and
-each method's validation curve.
+same steps and batches, each at its own learning rate (the registry's defaults, chosen by
+scripts/sweep_lr.py). Two reference lines: "scratch" trains the same architecture from a
+random initialisation (what transfer must beat), and "probe" fits a linear head to
+convergence on the frozen features (what training anything inside the network must beat
+to be worth its cost). Every method is compared with full fine-tuning and with the probe
+on the same validation rows (paired bootstrap, minift.metrics.compare), so a difference
+within noise is reported as such. The table is printed, saved as JSON, and drawn:
+validation metric (with its standard error) against trainable parameters, and each
+method's validation curve.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ import time
 from collections.abc import Sequence
 
 from minift.data.tasks import DEFAULT_TASK
+from minift.metrics import accuracy_se, compare
 from minift.peft.methods import METHODS
 from minift.recipes.finetune import FinetuneConfig, FinetuneResult, finetune, train_config
-from minift.recipes.pretrain import base_report, load_base
+from minift.recipes.pretrain import base_report, load_base, size_name
 from minift.recipes.tasks import get_task
 from minift.utils import fast_mode, output_dir
 
@@ -26,16 +32,51 @@ DEFAULT_METHODS = (
     "full", "layerwise", "bitfit", "probe", "lora", "dora", "adapter", "ia3", "prefix",
     "prompt", "hybrid", "scratch",
 )  # fmt: skip
+DEFAULT_STEPS = 160  # where the PEFT curves have flattened on the default base (README)
+FAST_STEPS = 20
+
+
+def standard_error(r: FinetuneResult) -> float:
+    n = len(r.val_scores) if r.val_scores else 0
+    return accuracy_se(r.metric, n) if n else float("nan")
+
+
+def verdicts(results: Sequence[FinetuneResult]) -> dict[str, dict[str, str]]:
+    """Each method against full fine-tuning and against the probe, on the same rows:
+    "+0.031 (within noise)" or "-0.120 (real)" (95% paired bootstrap interval)."""
+    by = {r.method: r for r in results if r.val_scores}
+    out: dict[str, dict[str, str]] = {}
+    for r in by.values():
+        out[r.method] = {}
+        for ref in ("full", "probe"):
+            if ref in by and ref != r.method:
+                c = compare(r.method, r.val_scores, ref, by[ref].val_scores)
+                out[r.method][ref] = (
+                    f"{c.difference:+.3f} ({'noise' if c.within_noise else 'real'})"
+                )
+    return out
 
 
 def format_table(results: Sequence[FinetuneResult]) -> str:
-    head = f"{'method':<12}{'trainable':>12}{'%':>9}{'time s':>9}{'peak MB':>9}{'val loss':>10}  metric"
+    vs = verdicts(results)
+    head = (
+        f"{'method':<11}{'trainable':>11}{'%':>8}{'lr':>8}{'time s':>8}{'val loss':>9}"
+        f"{'metric':>8}{'+-se':>7}  {'vs full':<17}{'vs probe':<17}% of full"
+    )
     lines = [head, "-" * len(head)]
+    full = next((r.metric for r in results if r.method == "full"), None)
     for r in results:
+        lr = f"{r.train.lr:.0e}" if r.train is not None and r.fit is None else "fit"
+        share = f"{100 * r.metric / full:.0f}%" if full else ""
         lines.append(
-            f"{r.method:<12}{r.trainable:>12,}{r.trainable_percent:>9.3f}{r.seconds:>9.1f}"
-            f"{r.peak_mb:>9.1f}{r.val_loss:>10.3f}  {r.metric_name}={r.metric:.3f}"
+            f"{r.method:<11}{r.trainable:>11,}{r.trainable_percent:>8.3f}{lr:>8}{r.seconds:>8.1f}"
+            f"{r.val_loss:>9.3f}{r.metric:>8.3f}{standard_error(r):>7.3f}  "
+            f"{vs.get(r.method, {}).get('full', ''):<17}{vs.get(r.method, {}).get('probe', ''):<17}{share}"
         )
+    lines.append(
+        f"(metric: {results[0].metric_name} on {len(results[0].val_scores or [])} validation rows; "
+        "vs: the difference and whether its 95% paired-bootstrap interval holds 0)"
+    )
     return "\n".join(lines)
 
 
@@ -47,24 +88,42 @@ def plot_results(results: Sequence[FinetuneResult], path) -> None:
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     colors = plt.get_cmap("tab20").colors
+    steps = max(h["step"] for r in results for h in r.history)
     for i, r in enumerate(results):
         color = colors[i % len(colors)]
-        if r.method == "scratch":  # the baseline every transfer method should clear
-            ax1.axhline(r.metric, color="grey", linestyle="--", linewidth=1)
-        point = (max(r.trainable, 1), r.metric)
-        ax1.scatter(*point, s=40, color=color)
-        ax1.annotate(r.method, point, textcoords="offset points", xytext=(4, 4))
+        if r.method in ("scratch", "probe"):  # the two lines every method should clear
+            style = "--" if r.method == "scratch" else ":"
+            for ax in (ax1, ax2):
+                ax.axhline(r.metric, color=color, linestyle=style, linewidth=1.2)
+            ax1.annotate(
+                r.method, (1, r.metric), xycoords=("axes fraction", "data"), ha="right",
+                va="bottom", fontsize=8, color=color,
+            )  # fmt: skip
+        if r.method != "scratch":
+            point = (max(r.trainable, 1), r.metric)
+            ax1.errorbar(*point, yerr=standard_error(r), fmt="o", color=color, capsize=3)
+            # alternate label sides so that neighbouring points' names do not overlap
+            ax1.annotate(
+                r.method, point, textcoords="offset points", fontsize=8,
+                xytext=(5, 4) if i % 2 else (5, -10),
+            )  # fmt: skip
         pts = [(h["step"], h[r.metric_name]) for h in r.history if r.metric_name in h]
-        style = "o--" if r.method == "scratch" else "o-"
-        ax2.plot(*zip(*pts), style, label=r.method, color=color)
+        if r.fit is None:
+            ax2.plot(*zip(*pts), "o-" if r.method != "scratch" else "o--", ms=3, label=r.method, color=color)  # fmt: skip
+        else:
+            ax2.plot([], [], ":", color=color, label=f"{r.method} (fitted)")
+    ax2.set_xlim(0, steps)
     ax1.set_xscale("log")
     ax1.set_xlabel("trainable parameters (log)")
     ax1.set_ylabel(results[0].metric_name)
-    ax1.set_title("metric vs trainable parameters")
+    ax1.set_title("metric (+- 1 s.e.) vs trainable parameters")
     ax2.set_xlabel("step")
     ax2.set_ylabel(results[0].metric_name)
     ax2.set_title("validation curves")
-    ax2.legend(fontsize=8)
+    ax2.legend(fontsize=7, ncol=2, loc="lower right")
+    if results[0].metric_name.endswith("accuracy"):  # the whole scale: no zoomed-in noise
+        ax1.set_ylim(0, 1)
+        ax2.set_ylim(0, 1)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -77,20 +136,23 @@ def run_demo(
     seed: int = 0,
     out: str | None = None,
     progress: bool = True,
+    base_size: str | None = None,
 ) -> list[FinetuneResult]:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; available: {sorted(METHODS)}")
     t0 = time.perf_counter()
-    base, enc = load_base(progress=progress)
-    report = base_report()
+    size = size_name(base_size)
+    base, enc = load_base(progress=progress, size=size)
+    report = base_report(size=size)
     print(
-        f"base model: {report['params']:,} parameters, pydocs val loss {report['val_loss']:.3f} "
+        f"base {size!r}: {report['params']:,} parameters, {report['tokens_seen']:,} pretraining "
+        f"tokens, pydocs val loss {report['val_loss']:.3f} "
         f"(ready in {time.perf_counter() - t0:.0f} s)"
     )
     task = get_task(task_name, seed=seed)
     print(f"task {task.summary()}")
-    steps = steps or (20 if fast_mode() else 80)
+    steps = steps or (FAST_STEPS if fast_mode() else DEFAULT_STEPS)
     results = []
     for name in methods:
         train = train_config(steps=steps, seed=seed, progress=progress)
@@ -108,8 +170,12 @@ def run_demo(
         json.dumps(
             {
                 "task": task.name,
+                "base_size": size,
                 "base": {k: v for k, v in report.items() if k != "history"},
+                "steps": steps,
                 "results": [r.row() for r in results],
+                "verdicts": verdicts(results),
+                "val_scores": {r.method: r.val_scores for r in results},
                 "history": {r.method: r.history for r in results},
             },
             indent=1,

@@ -7,9 +7,22 @@ seed gives the same model. Fine-tuning lessons and
 the demo start from it, which makes transfer real: the pretrained base must beat the same
 architecture trained from scratch on a downstream task.
 
-Sizes: the default (1.3M parameters, 4 layers of width 128, a 4096-token BPE) pretrains
-in about two minutes on a 2-core CPU; fast mode (MINIFT_FAST=1, for tests and lessons)
-builds a 2-layer width-64 model on a 512-token BPE in seconds.
+Sizes (``minift pretrain --size NAME``, ``load_base(size=NAME)``):
+
+    tiny   2 x 64,  512-token BPE, 150 steps: fast mode (MINIFT_FAST=1, tests), seconds
+    small  4 x 128, 4096-token BPE, 450 steps (0.9M tokens): about two minutes on 2 cores
+    base   4 x 128, 1800 steps (3.7M tokens, ~8 passes over pydocs): the default of the
+           demo and the lessons; about seven minutes on 2 cores, so it is shipped in the
+           package (minift/assets/base-4x128/, checked by its SHA-256) and loads at once
+    gpu    8 x 512, block 256, 3000 steps of 64 x 256 tokens (49M tokens): a few minutes
+           on one GPU (`--device cuda`); not shipped
+
+Why ship "base" rather than pretrain it on first use: its 4x more tokens are what makes
+LoRA reach full fine-tuning on the default task (docs/benchmarks.md, "LoRA's share
+against pretraining compute"), and seven minutes of pretraining before a demo that must
+finish in five is not an option. Shipping costs 5 MB; `minift pretrain --size base`
+retrains it from scratch and reports how far its weights are from the shipped ones
+(floating-point summation order differs between machines, so not bit for bit).
 """
 
 from __future__ import annotations
@@ -18,6 +31,7 @@ import dataclasses
 import hashlib
 import json
 import pathlib
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -28,8 +42,10 @@ from minift.cache import build_once
 from minift.data.batching import window_batches
 from minift.data.encoding import default_encoding
 from minift.data.tokens import corpus_tokens
-from minift.io import write_json
+from minift.errors import UserError
+from minift.io import read_json, write_json
 from minift.model import GPT, GPTConfig
+from minift.shipped import ASSETS, sha256_of, shipped_file
 from minift.tokenizer import encoding_fingerprint
 from minift.train import TrainConfig, Trainer
 from minift.utils import fast_mode, minift_home
@@ -90,8 +106,38 @@ FAST_RECIPE = PretrainRecipe(
 )
 
 
-def default_recipe(fast: bool | None = None) -> PretrainRecipe:
-    return FAST_RECIPE if (fast_mode() if fast is None else fast) else PretrainRecipe()
+SIZES: dict[str, PretrainRecipe] = {
+    "tiny": FAST_RECIPE,
+    "small": PretrainRecipe(),
+    "base": PretrainRecipe(steps=1800, warmup_steps=60),
+    "gpu": PretrainRecipe(
+        n_layer=8, n_head=8, n_embd=512, block_size=256, steps=3000, batch_size=64, lr=1e-3,
+        warmup_steps=100,
+    ),
+}  # fmt: skip
+DEFAULT_SIZE = "base"  # normal mode; fast mode uses "tiny"
+# The shipped bases: folder under minift/assets/ and the SHA-256 of its weights.
+SHIPPED_BASES = {
+    "base": ("base-4x128", "7e8ffb6d0d3fe1646d90bc72c2a500b963efb4b61a7a7cc856f26b1023c8f832"),
+}
+
+
+def size_name(size: str | None = None, fast: bool | None = None) -> str:
+    """``size`` checked, or the default: "tiny" in fast mode, else DEFAULT_SIZE."""
+    if size is None:
+        return "tiny" if (fast_mode() if fast is None else fast) else DEFAULT_SIZE
+    if size not in SIZES:
+        raise ValueError(f"unknown base size {size!r}; sizes: {', '.join(SIZES)}")
+    return size
+
+
+def default_recipe(fast: bool | None = None, size: str | None = None) -> PretrainRecipe:
+    return SIZES[size_name(size, fast)]
+
+
+def size_encoding(size: str):
+    """The tokenizer of a size: the fast-mode BPE for "tiny", the shipped one otherwise."""
+    return default_encoding(fast=size == "tiny")
 
 
 def lm_eval_fn(tokens, recipe: PretrainRecipe):
@@ -161,18 +207,41 @@ def cache_dir(recipe: PretrainRecipe, enc) -> pathlib.Path:
     return minift_home() / "base" / f"pydocs-gpt-{recipe.n_layer}x{recipe.n_embd}-py{py}-{digest}"
 
 
-def load_base(
-    fast: bool | None = None, progress: bool = True, verbose: bool = True
-) -> tuple[GPT, object]:
-    """The default base model and its tokenizer, pretrained on first use and cached."""
-    recipe = default_recipe(fast)
-    enc = default_encoding(fast)
+def shipped_base_dir(size: str) -> pathlib.Path | None:
+    """The package folder of a shipped base, its weights checked; None if it ships none."""
+    if size not in SHIPPED_BASES:
+        return None
+    folder, sha256 = SHIPPED_BASES[size]
+    return shipped_file(f"{folder}/model.safetensors", sha256).parent
+
+
+def base_dir(
+    size: str | None = None,
+    fast: bool | None = None,
+    progress: bool = True,
+    verbose: bool = True,
+    rebuild: bool = False,
+    device: str = "cpu",
+) -> pathlib.Path:
+    """The folder of a base (config, weights, report): the shipped one, or the cache
+    entry, pretrained on first use. rebuild=True pretrains it even where one is shipped
+    (into the cache: the shipped copy is never overwritten)."""
+    size = size_name(size, fast)
+    if not rebuild and (shipped := shipped_base_dir(size)) is not None:
+        return shipped
+    return built_base_dir(SIZES[size], size_encoding(size), progress, verbose, device)
+
+
+def built_base_dir(
+    recipe: PretrainRecipe, enc, progress: bool = True, verbose: bool = True, device: str = "cpu"
+) -> pathlib.Path:
+    """The cache folder of the base ``recipe`` pretrains, pretrained on first use."""
     path = cache_dir(recipe, enc)
 
     def build(tmp: pathlib.Path) -> None:
         if verbose:
             print(f"pretraining the base model ({recipe.steps} steps) into {path} ...", flush=True)
-        model, report = pretrain(recipe, enc, out_dir=tmp / "run", progress=progress)
+        model, report = pretrain(recipe, enc, out_dir=tmp / "run", progress=progress, device=device)
         model.save(tmp)
         write_json(tmp / "report.json", report)
         if verbose:
@@ -182,11 +251,54 @@ def load_base(
                 flush=True,
             )
 
-    return GPT.load(build_once(path, build, BASE_FILES)).eval(), enc
+    return build_once(path, build, BASE_FILES)
 
 
-def base_report(fast: bool | None = None) -> dict:
-    """The pretraining report of the cached base model (building it if needed)."""
-    load_base(fast, verbose=False)
-    path = cache_dir(default_recipe(fast), default_encoding(fast))
-    return json.loads((path / "report.json").read_text())
+def load_base(
+    fast: bool | None = None, progress: bool = True, verbose: bool = True, size: str | None = None
+) -> tuple[GPT, object]:
+    """A base model and its tokenizer: ``size`` (default: "tiny" in fast mode, else
+    "base"), shipped or pretrained on first use and cached."""
+    size = size_name(size, fast)
+    path = base_dir(size, progress=progress, verbose=verbose)
+    return GPT.load(path).eval(), size_encoding(size)
+
+
+def base_report(fast: bool | None = None, size: str | None = None) -> dict:
+    """The pretraining report of a base (building it if needed)."""
+    return read_json(base_dir(size_name(size, fast), verbose=False) / "report.json", "base report")
+
+
+def compare_with_shipped(size: str, folder: pathlib.Path) -> str | None:
+    """How far a rebuilt base is from the shipped one (None where none ships): the
+    largest weight difference and both validation losses."""
+    if size not in SHIPPED_BASES:
+        return None
+    try:
+        shipped = shipped_base_dir(size)
+    except UserError as err:
+        return f"no shipped copy to compare with: {err}"
+    ours, theirs = GPT.load(folder).state_dict(), GPT.load(shipped).state_dict()
+    diff = max((ours[k] - theirs[k]).abs().max().item() for k in theirs)
+    mine = read_json(folder / "report.json", "base report")["val_loss"]
+    ref = read_json(shipped / "report.json", "base report")["val_loss"]
+    return (
+        f"against the shipped {size!r}: largest weight difference {diff:.2e}, "
+        f"val loss {mine:.4f} here vs {ref:.4f} shipped"
+    )
+
+
+def ship_base(size: str, folder: pathlib.Path) -> str:
+    """Copy a built base into minift/assets/ (what SHIPPED_BASES points at); return where,
+    with the SHA-256 of its weights."""
+    recipe = SIZES[size]
+    name = SHIPPED_BASES.get(size, (f"{size}-{recipe.n_layer}x{recipe.n_embd}", ""))[0]
+    dest = ASSETS / name
+    dest.mkdir(parents=True, exist_ok=True)
+    for file in BASE_FILES[:2]:
+        shutil.copyfile(folder / file, dest / file)
+    report = read_json(folder / "report.json", "base report")
+    # the curve every 25 steps and at each evaluation: the full log would outweigh the weights
+    report["history"] = [h for h in report["history"] if h["step"] % 25 == 0 or "val_loss" in h]
+    write_json(dest / "report.json", report)
+    return f"{dest} (model.safetensors SHA-256 {sha256_of(dest / 'model.safetensors')})"

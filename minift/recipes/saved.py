@@ -44,7 +44,7 @@ from minift.peft.io import load_adapter, save_adapter
 from minift.peft.methods import get_method
 from minift.peft.targets import replace_module
 from minift.recipes.finetune import FinetuneResult
-from minift.recipes.pretrain import load_base
+from minift.recipes.pretrain import load_base, size_name
 from minift.tokenizer import encoding_fingerprint, load_encoding, save_encoding
 from minift.utils import fast_mode
 
@@ -89,7 +89,8 @@ def check_merge(method_name: str) -> None:
 def base_reference(source: str | os.PathLike | None, base: GPT) -> dict[str, Any]:
     """How a loader finds the base again: the embedded default (in fast mode or not) or a
     folder, with a fingerprint of its weights to check that it is still the same."""
-    ref = {"source": "default", "fast": fast_mode()} if source is None else {"source": "path"}
+    default = {"source": "default", "fast": fast_mode(), "size": size_name()}
+    ref = default if source is None else {"source": "path"}
     if source is not None:
         ref["path"] = str(pathlib.Path(source).resolve())
     return {**ref, "fingerprint": weights_fingerprint(base)}
@@ -213,7 +214,9 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 def open_base(base: dict[str, Any]) -> GPT:
     """The base a saved adapter or head refers to, checked against its fingerprint."""
     if base["source"] == "default":
-        model, _ = load_base(fast=base["fast"], progress=False, verbose=False)
+        # saved before sizes existed: the default was then what "small" is now
+        size = base.get("size", "tiny" if base["fast"] else "small")
+        model, _ = load_base(size=size, progress=False, verbose=False)
     else:
         folder = pathlib.Path(base["path"])
         if not folder.is_dir():
