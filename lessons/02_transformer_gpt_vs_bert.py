@@ -23,6 +23,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from minift.claims import claim
 from minift.data.batching import window_batches
 from minift.data.corpus import load_corpus
 from minift.data.tokens import corpus_tokens
@@ -112,7 +113,7 @@ with torch.no_grad():
     print("the causal mask (1 = may attend), first 6 positions:")
     print(causal_mask[:6, :6].int())
 
-    heads = []
+    heads, hand_diffs = [], []
     for head in range(H):
         cols = slice(head * D, (head + 1) * D)
         qh, kh, vh = q[0, :, cols], k[0, :, cols], v[0, :, cols]
@@ -123,10 +124,8 @@ with torch.no_grad():
             print(f"head 0: q, k, v are {tuple(qh.shape)}; scores {tuple(scores.shape)}")
             print(f"  row sums of P: {probs.sum(-1)[:4].tolist()} ...")
             print(f"  P above the diagonal (the future) sums to {probs.triu(1).sum():.1f}")
-        print(
-            f"head {head}: max |P by hand - model's attention map| = "
-            f"{max_diff(probs, ref.attentions[0][0, head]):.2e}"
-        )
+        hand_diffs.append(max_diff(probs, ref.attentions[0][0, head]))
+        print(f"head {head}: max |P by hand - model's attention map| = {hand_diffs[-1]:.2e}")
 
 # %% [markdown]
 # ## 4. All heads, then the rest of the block
@@ -142,7 +141,8 @@ with torch.no_grad():
     mlp_hidden = F.gelu(h2 @ block.mlp.c_fc.weight.T + block.mlp.c_fc.bias, approximate="tanh")
     x2 = x1 + mlp_hidden @ block.mlp.c_proj.weight.T + block.mlp.c_proj.bias
     print(f"MLP hidden width {mlp_hidden.shape[-1]} = 4 x {C}")
-    print(f"block 0 by hand vs model: max diff {max_diff(x2, ref.hidden_states[1]):.2e}")
+    hand_diffs.append(max_diff(x2, ref.hidden_states[1]))
+    print(f"block 0 by hand vs model: max diff {hand_diffs[-1]:.2e}")
 
     # The remaining blocks, the final norm and the tied head, now using the modules.
     inputs = AttentionInputs(positions=torch.arange(T)[None], mask=None, causal_no_mask=True)
@@ -150,7 +150,8 @@ with torch.no_grad():
     for blk in model.transformer.h[1:]:
         x, _ = blk(x, inputs)
     logits = model.transformer.ln_f(x) @ wte.T  # weight tying: the output head is wte
-    print(f"logits by hand vs model: max diff {max_diff(logits, ref.logits):.2e}")
+    hand_diffs.append(max_diff(logits, ref.logits))
+    print(f"logits by hand vs model: max diff {hand_diffs[-1]:.2e}")
     fast_logits = model(idx).logits  # PyTorch's fused attention, no maps returned
     print(
         f"fused (SDPA) vs explicit attention path: max diff {max_diff(fast_logits, ref.logits):.2e}"
@@ -163,17 +164,21 @@ for i in range(8):
 # %% [markdown]
 # ## 5. Causal vs encoder: who sees whom
 # `GPTConfig(causal=False)` removes the mask and nothing else: the encoder below has the
-# base's weights, unchanged. We change one token in the middle of the text and measure
-# how much the final hidden state at every position moves. In the causal model the
-# positions before the change cannot move (they never see it); in the encoder every
-# position moves.
+# base's weights, unchanged. We change one token in the middle of the text, replacing it
+# by the first token of the text `" banana"` (the tokenizer splits that word into pieces;
+# the line below prints the piece actually used), and measure how much the final hidden
+# state at every position moves. The question: do the positions before the change move?
+# In the causal model they should not (they never see it); in the encoder they may.
 
 # %%
 encoder = GPT(dataclasses.replace(cfg, causal=False)).eval()
 encoder.load_state_dict(model.state_dict())
 changed = idx.clone()
 mid = T // 2
-changed[0, mid] = enc.encode_ordinary(" banana")[0]
+banana = enc.encode_ordinary(" banana")
+# If the middle token happens to be that very piece, take the next one instead.
+changed[0, mid] = next(t for t in banana + [eot_id(enc)] if t != ids[mid])
+print(f"' banana' -> {len(banana)} tokens {[enc.decode([t]) for t in banana]}")
 print(f"position {mid}: {tokens[mid]!r} -> {enc.decode([int(changed[0, mid])])!r}")
 with torch.no_grad():
     moves = {}
@@ -228,10 +233,11 @@ chosen = tgt != IGNORE_INDEX
 n = int(chosen.sum())
 as_mask = int((inp[chosen] == MASK).sum())
 kept = int((inp[chosen] == xs[chosen]).sum())
+split = {"chosen": n / xs.numel(), "masked": as_mask / n, "random": (n - as_mask - kept) / n, "unchanged": kept / n}  # fmt: skip
 print(
-    f"over {xs.numel():,} tokens: {100 * n / xs.numel():.1f}% chosen; of those "
-    f"{100 * as_mask / n:.1f}% masked, {100 * (n - as_mask - kept) / n:.1f}% random, "
-    f"{100 * kept / n:.1f}% unchanged (a random draw can hit the original token)"
+    f"over {xs.numel():,} tokens: {100 * split['chosen']:.1f}% chosen; of those "
+    f"{100 * split['masked']:.1f}% masked, {100 * split['random']:.1f}% random, "
+    f"{100 * split['unchanged']:.1f}% unchanged (a random draw can hit the original token)"
 )
 
 # %% [markdown]
@@ -269,7 +275,7 @@ def mlm_eval(m):
     return {"val_loss": sum(losses) / len(losses)}
 
 
-trained = {}
+trained, final_val = {}, {}
 for name, causal, loss_fn, eval_fn in (
     ("causal LM", True, None, lm_eval_fn(val_tokens, recipe)),
     ("masked LM", False, mlm_loss, mlm_eval),
@@ -283,6 +289,7 @@ for name, causal, loss_fn, eval_fn in (
         m, config, window_batches(train_tokens, 16, 64, seed=1), eval_fn=eval_fn, **kwargs
     ).fit()
     trained[name] = m.eval()
+    final_val[name] = result.history[-1]["val_loss"]
     print(
         f"{name}: {steps} steps in {time.perf_counter() - t:.1f}s, train loss "
         f"{result.history[0]['loss']:.2f} -> {result.history[-1]['loss']:.2f}, "
@@ -296,9 +303,15 @@ for name, causal, loss_fn, eval_fn in (
 # final norm; the output head is tied to `wte` and costs no parameters of its own.
 #
 # A forward pass spends 2 FLOPs (a multiply and an add) per weight per token, plus the
-# attention itself, 2 x 2 x n_layer x T x C per token (q k^T and P v). Backward costs
-# twice the forward, so training costs about 6 N + 12 n_layer T C per token (Kaplan et al.
-# 2020). The encoder has exactly the same parameters and FLOPs; only the mask differs.
+# attention itself: a query's scores against T keys (q k^T) and its mix of T values
+# (P v), 2 T C FLOPs each per layer, so 2 x 2 x n_layer x T x C per token. Backward costs
+# twice the forward, so training costs about 6 N + 12 n_layer T C per token. That
+# attention term is the count of Chowdhery et al. (2022, PaLM, appendix B: 6N + 12 L H Q T,
+# with H Q = C). Kaplan et al. (2020, table 1) count half of it, 2 n_layer n_ctx d_attn per
+# token for the forward pass (6 n_layer T C to train): about what a causal model spends if
+# it skips the masked half of the scores, since a query then sees T / 2 keys on average.
+# `GPT.flops_per_token` uses the full count. The encoder has exactly the same parameters
+# and FLOPs; only the mask differs.
 
 # %%
 groups: dict[str, int] = {}
@@ -318,10 +331,11 @@ print(f"GPT-2 small (the GPTConfig defaults): {gpt2_small.num_params():,} parame
 
 for name, m, seq in (("base", model, cfg.block_size), ("GPT-2 small", gpt2_small, 1024)):
     train_flops = m.flops_per_token(seq)
-    attn = 3 * 4 * m.config.n_layer * seq * m.config.n_embd
+    attn = 12 * m.config.n_layer * seq * m.config.n_embd  # both products, forward + backward
     print(
         f"{name}: {train_flops / 1e6:,.1f} MFLOPs per token to train at T={seq} "
-        f"({100 * attn / train_flops:.0f}% of it in attention scores and mixing)"
+        f"({100 * attn / train_flops:.0f}% of it in attention scores and mixing; "
+        f"Kaplan et al.'s count: {(train_flops - attn / 2) / 1e6:,.1f} MFLOPs)"
     )
 
 # Measured: one forward + backward of the base on a full batch of windows.
@@ -349,7 +363,7 @@ print(
 # distance it looks back or ahead, the share of attention that goes to later tokens, and
 # how spread out it is (its entropy over that of a uniform spread: 1.0 means the head
 # attends to everything it may see equally, lower means it picks particular tokens).
-# All maps share one colour scale, on a square-root axis (bright = near 1).
+# All maps share one colour scale, on a square-root axis (the colour bar: bright = near 1).
 
 # %%
 import matplotlib
@@ -371,7 +385,9 @@ rows = [
 ]
 dist = (torch.arange(T)[None, :] - torch.arange(T)[:, None]).float()  # key - query
 n_cols = max(len(pick_heads(m)) for _, m in rows)
-fig, axes = plt.subplots(len(rows), n_cols, figsize=(3.4 * n_cols, 3.4 * len(rows)))
+# 4 inches a map: 24 token labels of 6 points each, one every 12 points, do not overlap.
+fig, axes = plt.subplots(len(rows), n_cols, figsize=(4 * n_cols + 1, 4 * len(rows)), layout="constrained")  # fmt: skip
+future_share = {}
 for r, (name, m) in enumerate(rows):
     with torch.no_grad():
         maps = m(idx, output_attentions=True).attentions
@@ -379,6 +395,7 @@ for r, (name, m) in enumerate(rows):
         P = maps[layer][0, head]
         mean_dist = (P * dist).sum(-1).mean().item()
         future = P.triu(1).sum(-1).mean().item()
+        future_share[name, layer, head] = P.triu(1).sum().item()
         # Entropy relative to spreading evenly over the visible keys: 1.0 = uniform.
         visible = (P > 0).sum(-1).float()
         entropy = -(P * P.clamp_min(1e-12).log()).sum(-1)
@@ -389,17 +406,66 @@ for r, (name, m) in enumerate(rows):
         )
         ax = axes[r, c]
         # One scale for all maps; the square root keeps weak, spread-out attention visible.
-        ax.imshow(P.numpy(), cmap="viridis", norm=PowerNorm(0.5, vmin=0, vmax=1))
+        im = ax.imshow(P.numpy(), cmap="viridis", norm=PowerNorm(0.5, vmin=0, vmax=1))
         ax.set_title(f"{name}\nlayer {layer}, head {head}", fontsize=8)
         # Token labels on the outer axes only: text layout is most of the drawing time.
         names = [repr(s)[1:-1] for s in tokens]
         ax.set_xticks(range(T), names if r == len(rows) - 1 else [], rotation=90, fontsize=6)
         ax.set_yticks(range(T), names if c == 0 else [], fontsize=6)
-fig.tight_layout()
+fig.colorbar(im, ax=axes, shrink=0.6, label="attention weight (square-root scale)")
 path = OUT / "attention_maps.png"
 fig.savefig(path, dpi=100)
 plt.close(fig)
 print(f"plot saved to {path}")
+
+# %% [markdown]
+# ## What the numbers say
+# Computed from this run. Each holds on any base, the tiny fast-mode one included: they
+# are exact identities (up to float rounding), the definition of the mask, or, for the
+# 80/10/10 split, a count over thousands of draws checked against its standard error.
+
+# %%
+claim(
+    "the computation by hand (attention maps, block 0, the logits) matches minift's modules to float rounding",  # fmt: skip
+    max(hand_diffs) < 1e-4,
+    f"largest difference {max(hand_diffs):.1e}",
+)
+base_future = max(v for (name, _, _), v in future_share.items() if name == "base, causal")
+claim(
+    "the causal mask gives zero attention to later tokens in every head shown",
+    base_future == 0.0,
+    f"total weight on later tokens {base_future:.1e}",
+)
+claim(
+    f"changing token {mid} leaves every earlier position of the causal model exactly unchanged",
+    moves["causal"][:mid].max().item() == 0.0,
+    f"largest change before it {moves['causal'][:mid].max():.1e}",
+)
+claim(
+    "without the mask every earlier position changes too: an encoder sees the whole text",
+    moves["encoder"][:mid].min().item() > 1e-4,
+    f"smallest change before token {mid}: {moves['encoder'][:mid].min():.1e}",
+)
+# Each share is a binomial proportion: its standard error is sqrt(p (1 - p) / count).
+targets = {"chosen": (0.15, xs.numel()), "masked": (0.8, n), "random": (0.1, n), "unchanged": (0.1, n)}  # fmt: skip
+off = {k: abs(split[k] - p) / math.sqrt(p * (1 - p) / count) for k, (p, count) in targets.items()}  # fmt: skip
+claim(
+    "mask_tokens draws BERT's split: 15% of positions chosen; of those 80% masked, 10% random, 10% kept",  # fmt: skip
+    max(off.values()) < 4,
+    ", ".join(f"{k} {100 * split[k]:.1f}%" for k in split)
+    + f"; at most {max(off.values()):.1f} standard errors off",  # fmt: skip
+)
+claim(
+    f"the parameter formula counts the model exactly: {per_block:,} per block, {formula:,} in all",
+    formula == model.num_params(),
+    f"model.num_params() = {model.num_params():,}",
+)
+lnv = math.log(enc.n_vocab)
+claim(
+    f"both objectives learn in {steps} steps: each validation loss ends at least 0.5 nats below a uniform guess",  # fmt: skip
+    all(v < lnv - 0.5 for v in final_val.values()),
+    ", ".join(f"{k} {v:.2f}" for k, v in final_val.items()) + f"; ln V = {lnv:.2f}",
+)
 print(f"lesson done in {time.perf_counter() - t_start:.1f}s")
 
 # %% [markdown]
