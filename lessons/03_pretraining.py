@@ -22,6 +22,7 @@ import time
 import numpy as np
 import torch
 
+from minift.claims import claim
 from minift.data.batching import window_batches
 from minift.data.tokens import corpus_tokens
 from minift.model import GPT
@@ -67,8 +68,9 @@ print(
 
 # %% [markdown]
 # ## 2. The training loop, by hand
-# A freshly initialised model predicts every token with about equal probability, so its
-# loss starts near ln(V), the cross-entropy of a uniform guess. Each step: draw a batch,
+# A freshly initialised model (small random weights) should predict every token with
+# about equal probability, so its loss should start near ln(V), the cross-entropy of a
+# uniform guess: the first line below checks it. Each step: draw a batch,
 # compute the mean cross-entropy of the next-token predictions, backpropagate, let AdamW
 # (Loshchilov and Hutter 2019) move the weights, clear the gradients.
 
@@ -83,12 +85,14 @@ print(
 optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
 batch_fn = window_batches(train_tokens, recipe.batch_size, recipe.block_size, seed=recipe.seed)
 print(f"ln(V) = ln({V}) = {math.log(V):.3f}")
+first_losses = []
 for step in range(5):
     xb, yb = batch_fn(step, 0)
     loss = model(xb, yb).loss  # cross-entropy over batch_size x block_size predictions
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    first_losses.append(loss.item())
     print(f"  step {step}: loss {loss.item():.3f}")
 
 # %% [markdown]
@@ -160,9 +164,11 @@ print(f"plot saved to {curve_path} (thin lines: train loss per step; dots: val l
 # %% [markdown]
 # ## 4. Perplexity
 # Perplexity is exp(loss): the number of equally likely tokens the model is, on average,
-# hesitating between. Two baselines: the uniform guess (perplexity V) and a unigram model
-# that always predicts the training-set token frequencies and ignores context. Bits per
-# byte (loss / ln 2 x tokens / bytes) removes the tokenizer from the comparison.
+# hesitating between. Two baselines a language model has to beat to show it uses
+# context: the uniform guess (perplexity V) and a unigram model that always predicts the
+# training-set token frequencies and ignores context. Does the base beat them, and does
+# the short run? Bits per byte (loss / ln 2 x tokens / bytes) removes the tokenizer from
+# the comparison.
 
 # %%
 val_bytes = len(enc.decode_bytes(val_tokens.tolist()))
@@ -182,8 +188,9 @@ for name, loss in losses.items():
 # %% [markdown]
 # ## 5. Sampling
 # The model gives a distribution over the next token; generation picks one, appends it,
-# and repeats. **Greedy** (temperature 0) takes the most likely token, which tends to
-# loop. **Temperature** divides the logits before the softmax: below 1 sharpens, above 1
+# and repeats. **Greedy** (temperature 0) takes the most likely token; Holtzman et al.
+# (2020) found that it tends to loop, repeating itself (we count repeated 3-grams below).
+# **Temperature** divides the logits before the softmax: below 1 sharpens, above 1
 # flattens. **Top-k** (Fan et al. 2018) keeps the k most likely tokens; **top-p**
 # (Holtzman et al. 2020) keeps the smallest set whose probabilities sum to p.
 
@@ -209,10 +216,21 @@ settings = [
     ("temperature 1.0, top-p 0.9", dict(temperature=1.0, top_p=0.9)),
     ("temperature 1.5, no filter", dict(temperature=1.5)),
 ]
+
+
+def repeated_share(ids: list[int], n: int = 3) -> float:
+    """The share of a text's token n-grams that already occurred earlier in it."""
+    grams = [tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)]
+    return 1 - len(set(grams)) / max(1, len(grams))
+
+
+repeats = {}
 for name, kw in settings:
     g = torch.Generator().manual_seed(0)
     out = base.generate(prompt_ids, new_tokens, generator=g, **kw)
-    print(f"[base, {name}]\n  {prompt!r} + {enc.decode(out[0, prompt_ids.size(1) :].tolist())!r}")
+    continuation = out[0, prompt_ids.size(1) :].tolist()
+    repeats[name] = repeated_share(continuation)
+    print(f"[base, {name}] repeated 3-grams: {repeats[name]:.0%}\n  {prompt!r} + {enc.decode(continuation)!r}")  # fmt: skip
 out = model.generate(prompt_ids, new_tokens, temperature=0.0)
 print(f"[short run, greedy]\n  {prompt!r} + {enc.decode(out[0, prompt_ids.size(1) :].tolist())!r}")
 
@@ -258,6 +276,56 @@ for use_cache in (True, False):
 print(
     f"{n_new} new tokens: {1e3 * timings[True]:.0f} ms with the cache, "
     f"{1e3 * timings[False]:.0f} ms without ({timings[False] / timings[True]:.1f}x; best of 3)"
+)
+
+# %% [markdown]
+# ## What the numbers say
+# Computed from this run. The first four hold on any base, the tiny fast-mode one
+# included; the last two may or may not show on this base (a sampled text of a few dozen
+# tokens; timings on a shared CPU).
+
+# %%
+claim(
+    "a fresh model starts at a uniform guess: its first loss is within 0.15 nats of ln(V)",
+    abs(first_losses[0] - math.log(V)) < 0.15,
+    f"{first_losses[0]:.3f} vs ln {V} = {math.log(V):.3f}",
+)
+base_loss, short_loss = losses["base model"], losses[f"short run ({steps} steps)"]
+claim(
+    "pretraining lowers the validation loss below both baselines: base < unigram < uniform",
+    base_loss < unigram_loss < math.log(V),
+    f"{base_loss:.3f} < {unigram_loss:.3f} < {math.log(V):.3f}",
+)
+claim(
+    f"more pretraining, lower loss: the base ({report['recipe']['steps']} steps) beats the short run ({steps} steps) by more than 0.1 nats",  # fmt: skip
+    base_loss < short_loss - 0.1,
+    f"{base_loss:.3f} vs {short_loss:.3f}",
+)
+claim(
+    "the KV cache changes nothing but the time: greedy and sampled tokens are identical with and without it",  # fmt: skip
+    all(same.values()),
+    f"{n_new} new tokens each",
+)
+vals = [r["val_loss"] for r in result.evals()]
+claim(
+    f"after {steps} steps the short run is below the unigram baseline, so it already uses context",
+    short_loss < unigram_loss,
+    f"{short_loss:.3f} vs {unigram_loss:.3f}; over its last {steps // 4} steps the val loss moved "
+    f"by {vals[-1] - vals[-2]:+.3f}"
+    + (": still falling, not converged" if vals[-2] - vals[-1] > 0.01 else ""),
+    at_scale=True,
+)
+claim(
+    "greedy decoding repeats itself more than top-p sampling (Holtzman et al. 2020)",
+    repeats["greedy"] > repeats["temperature 1.0, top-p 0.9"],
+    f"repeated 3-grams {repeats['greedy']:.0%} vs {repeats['temperature 1.0, top-p 0.9']:.0%} in {new_tokens} tokens",  # fmt: skip
+    at_scale=True,
+)
+claim(
+    "the KV cache saves time when generating",
+    timings[True] < timings[False],
+    f"{1e3 * timings[True]:.0f} ms vs {1e3 * timings[False]:.0f} ms",
+    at_scale=True,
 )
 print(f"lesson done in {time.perf_counter() - t_start:.1f}s")
 
