@@ -37,10 +37,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
+import torch.nn.functional as F
 
+from minift.claims import claim
 from minift.data.batching import window_batches
 from minift.data.tokens import corpus_tokens
 from minift.longctx.context import set_attention_pattern
+from minift.metrics import compare, mean_se
 from minift.model import GPTConfig, SparseConfig
 from minift.model.sparse import SparsePattern, density, masked_sparse_attention, sparse_mask
 from minift.model.sparse_efficient import efficient_sparse_attention
@@ -120,6 +123,7 @@ print(f"plot saved to {OUT / 'patterns.png'}")
 # %%
 B, H, T, D = 2, 2, 100, 16
 print(f"{'pattern':16s} {'max |out diff|':>15s} {'max |grad diff|':>16s}")
+exact_diff = 0.0  # the largest difference over every pattern, output and gradients
 for name in PATTERNS:
     if name == "dense":
         continue
@@ -133,6 +137,7 @@ for name in PATTERNS:
     grads_eff = torch.autograd.grad((eff * g).sum(), (q, k, v))
     grad_diff = max((a - b).abs().max().item() for a, b in zip(grads_ref, grads_eff))
     print(f"{name:16s} {(ref - eff).abs().max().item():15.2e} {grad_diff:16.2e}")
+    exact_diff = max(exact_diff, (ref - eff).abs().max().item(), grad_diff)
 
 # %% [markdown]
 # The same holds through the whole pretrained model: switch a pattern on, once with each
@@ -144,6 +149,7 @@ x_val, y_val = window_batches(val_tokens, 8, T0, seed=123)(0, 0)
 attn_block = 16 if T0 >= 128 else 8
 n_blocks = T0 // attn_block
 base.eval()
+model_diff = 0.0
 with torch.no_grad():
     dense_out = base(x_val, y_val)
     for name in ("longformer", "bigbird", "fixed"):
@@ -155,6 +161,7 @@ with torch.no_grad():
             )
             outs[impl] = model(x_val, y_val)
         diff = (outs["masked"].logits - outs["efficient"].logits).abs().max().item()
+        model_diff = max(model_diff, diff)
         print(
             f"{name:11s} on the base: max |logit diff| masked vs efficient {diff:.2e}; "
             f"LM loss {outs['efficient'].loss.item():.3f} (dense {dense_out.loss.item():.3f})"
@@ -165,25 +172,49 @@ with torch.no_grad():
 # With a causal window of w blocks, query block I sees blocks I - w + 1 .. I. Once w reaches
 # the number of blocks, every query sees every earlier key: the sparse model is the dense
 # one, to float rounding. Smaller windows see less: the logits move, and the LM loss (no
-# training yet) tells how much this small base relied on the keys it lost. It learnt from
-# windows of block_size tokens, but most of what it predicts comes from the last few
-# dozen tokens, so only the narrowest windows cost it much.
+# training yet) tells how much this small base relied on the keys it lost. How much does
+# it? The loss is measured on N_EVAL batches of 8 validation windows, with the standard
+# error over windows and the paired difference from dense (the same windows for every w).
 
 # %%
-print(f"{T0} tokens in {n_blocks} blocks of {attn_block}; the base's LM loss, no training:")
-window_loss = {}
+N_EVAL = 4 if FAST else 16
+eval_batches = [window_batches(val_tokens, 8, T0, seed=500 + i)(0, 0) for i in range(N_EVAL)]
+
+
+@torch.no_grad()
+def window_losses(model) -> torch.Tensor:
+    """The LM loss of each validation window (mean over its tokens): the unit of the SEs."""
+    model.eval()
+    out = []
+    for x, y in eval_batches:
+        logits = model(x).logits.float()
+        nll = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+        out.append(nll.view(y.shape).mean(1))
+    return torch.cat(out)
+
+
+def se(values) -> float:
+    """The standard error of the mean of a tensor or list of values."""
+    return mean_se(torch.as_tensor(values).tolist()).se
+
+
+dense_losses = window_losses(base)
+print(f"{T0} tokens in {n_blocks} blocks of {attn_block}; the base's LM loss on {len(dense_losses)} windows, no training:")  # fmt: skip
+print(f"  dense: {dense_losses.mean():.4f} +- {se(dense_losses):.4f} (SE)")
+window_loss, window_diff = {}, {}
 with torch.no_grad():
     for w in sorted({1, 2, n_blocks // 2, n_blocks - 1, n_blocks, n_blocks + 2}):
         model = set_attention_pattern(
             copy.deepcopy(base), "sliding_window", window=w, block_size=attn_block
         )
-        out = model(x_val, y_val)
-        diff = (out.logits - dense_out.logits).abs().max().item()
-        window_loss[w] = out.loss.item()
+        window_diff[w] = (model(x_val).logits - dense_out.logits).abs().max().item()
+        window_loss[w] = losses = window_losses(model)
+        gap = losses - dense_losses
         print(
             f"  window {w:2d} blocks ({min(w, n_blocks) * attn_block:3d} tokens): "
-            f"max |logit diff| vs dense {diff:.2e}, LM loss {out.loss.item():.4f}"
-        )
+            f"max |logit diff| vs dense {window_diff[w]:.2e}, LM loss {losses.mean():.4f}, "
+            f"vs dense {gap.mean():+.4f} +- {se(gap):.4f} (SE of the paired difference)"
+        )  # fmt: skip
 
 # %% [markdown]
 # ## 4. What a pattern saves
@@ -231,10 +262,11 @@ mask = sparse_mask(layout, BS_LONG, T_TIME, T_TIME, True)
 with torch.no_grad():
     t_masked = clock(lambda: masked_sparse_attention(q, k, v, mask, need_weights=True))
     t_eff = clock(lambda: efficient_sparse_attention(q, k, v, layout, BS_LONG, True))
+entries_eff = int(layout.sum()) * BS_LONG**2
 print(
     f"longformer at T = {T_TIME}: masked reference (explicit scores) {t_masked * 1e3:.1f} ms, "
-    f"efficient path {t_eff * 1e3:.1f} ms; score entries {T_TIME**2:,} vs "
-    f"{int(layout.sum()) * BS_LONG**2:,}"
+    f"efficient path {t_eff * 1e3:.1f} ms (this CPU, best of 3); score entries {T_TIME**2:,} vs "
+    f"{entries_eff:,}"
 )
 
 # %% [markdown]
@@ -243,22 +275,29 @@ print(
 # learnt to use keys that are now gone. Longformer's recipe (Beltagy et al. 2020, section
 # 5) is to keep training with the new pattern so the weights adapt. The task here is that
 # continued language modelling on `pydocs`, for the same steps, seed and batches three
-# times: dense; a Longformer pattern narrow enough to hurt (a window of one block plus one
-# global block); and BigBird (the same, plus one random block per query block and head).
-# The question is how much of the switch's cost the fine-tuning wins back, next to the
-# dense model that gets the same extra training.
+# times: dense; a narrow Longformer pattern (a window of one block plus one global block);
+# and BigBird (the same, plus one random block per query block and head). Two questions,
+# each answered with its noise: does the switch cost more than the noise of the
+# evaluation, and does fine-tuning win back part of it, next to the dense model that
+# gets the same extra training?
+#
+# The learning rate is not the pretraining's: each pattern takes the best of three rates
+# by the loss on 2 batches of validation windows *apart from* the reported ones (fast
+# mode tries one rate only). Losses are reported on N_EVAL batches of 8 windows, with
+# the standard error over windows.
 
 # %%
 STEPS = 6 if FAST else 40
+LRS = (3e-4,) if FAST else (1e-4, 3e-4, 1e-3)  # fast mode: no sweep, to stay quick
 train_tokens = corpus_tokens("pydocs", "train", enc)
 batch_fn = window_batches(train_tokens, 8, T0, seed=7)
-eval_batches = [
-    window_batches(val_tokens, 8, T0, seed=500 + i)(0, 0) for i in range(2 if FAST else 4)
-]
+choose_batches = [window_batches(val_tokens, 8, T0, seed=900 + i)(0, 0) for i in range(2)]
 
 
 def eval_fn(model) -> dict[str, float]:
-    return {"val_loss": sum(model(x, y).loss.item() for x, y in eval_batches) / len(eval_batches)}
+    with torch.no_grad():
+        choose = sum(model(x, y).loss.item() for x, y in choose_batches) / len(choose_batches)
+    return {"val_loss": choose}
 
 
 RUNS = {
@@ -268,39 +307,77 @@ RUNS = {
 }
 finetuned = {}
 for name, opts in RUNS.items():
-    model = set_attention_pattern(copy.deepcopy(base), block_size=attn_block, **opts)
-    frac = density(model.config)
-    config = TrainConfig(
-        steps=STEPS, lr=1e-4, warmup_steps=2, eval_every=STEPS // 2, eval_at_start=True,
-        progress=False, seed=0,
-    )  # fmt: skip
-    result = Trainer(model, config, batch_fn, lm_loss, eval_fn).fit()
-    evals = [(h["step"], h["val_loss"]) for h in result.history if "val_loss" in h]
-    finetuned[name] = (frac, evals, result.seconds)
+    switched = set_attention_pattern(copy.deepcopy(base), block_size=attn_block, **opts)
+    frac = density(switched.config)
+    at_switch = window_losses(switched)
+    tried = {}
+    for lr in LRS:
+        model = copy.deepcopy(switched)
+        config = TrainConfig(
+            steps=STEPS, lr=lr, warmup_steps=2, eval_every=STEPS // 2, eval_at_start=False,
+            progress=False, seed=0,
+        )  # fmt: skip
+        result = Trainer(model, config, batch_fn, lm_loss, eval_fn).fit()
+        tried[lr] = (result.history[-1]["val_loss"], model, result)
+    lr = min(tried, key=lambda k: tried[k][0])
+    model, result = tried[lr][1], tried[lr][2]
+    after = window_losses(model)
+    finetuned[name] = {"frac": frac, "lr": lr, "before": at_switch, "after": after}
+    sweep = ", ".join(f"{k:g}: {v[0]:.3f}" for k, v in tried.items())
     print(
-        f"{name:10s} ({frac:.2f} of the causal pairs): val loss {evals[0][1]:.3f} at the "
-        f"switch -> {evals[-1][1]:.3f} after {STEPS} steps ({result.seconds:.1f}s)"
-    )
-gap_before = finetuned["longformer"][1][0][1] - finetuned["dense"][1][0][1]
-gap_after = finetuned["longformer"][1][-1][1] - finetuned["dense"][1][-1][1]
-print(
-    f"longformer vs dense: {gap_before:+.3f} nats at the switch, {gap_after:+.3f} after "
-    f"fine-tuning both"
-)
+        f"{name:10s} ({frac:.2f} of the causal pairs): lr by choice-set loss {{{sweep}}} -> {lr:g}; "
+        f"val loss {at_switch.mean():.3f} +- {se(at_switch):.3f} at the switch -> "
+        f"{after.mean():.3f} +- {se(after):.3f} after {STEPS} steps"
+    )  # fmt: skip
+
+dense, longf = finetuned["dense"], finetuned["longformer"]
+gap_before = (longf["before"] - dense["before"]).tolist()  # per window, paired
+gap_after = (longf["after"] - dense["after"]).tolist()
+cost = compare("longformer at the switch", (-longf["before"]).tolist(), "dense", (-dense["before"]).tolist())  # fmt: skip
+won_back = compare("gap at the switch", gap_before, "gap after fine-tuning", gap_after)
+print(f"scores are minus the loss per window (higher is better): {cost}")
+print(f"longformer minus dense, in nats per window: {won_back}")
 
 # %%
-fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
 names = list(savings)
 ax1.barh(names, [savings[n][1] for n in names], color="C0")
 ax1.set(xlabel=f"fraction of the T x T matrix (T = {T_LONG})", title="what each pattern computes")
-for name, (frac, evals, _) in finetuned.items():
-    ax2.plot(*zip(*evals), "o-", label=f"{name} ({frac:.2f} of the pairs)")
-ax2.set(xlabel="fine-tuning step", ylabel="pydocs val loss", title="switch on, then fine-tune")
-ax2.legend()
+# The differences from dense on the same windows, with their SE: a small effect drawn
+# next to its noise, on an axis that starts at 0 (no zoom into the noise).
+labels, x = ["at the switch", f"after {STEPS} steps"], range(2)
+for i, name in enumerate(["longformer", "bigbird"]):
+    run = finetuned[name]
+    gaps = [(run[when] - dense[when]).tolist() for when in ("before", "after")]
+    ax2.bar([j + 0.4 * i - 0.2 for j in x], [sum(g) / len(g) for g in gaps], 0.4,
+            yerr=[se(g) for g in gaps], capsize=4, label=f"{name} ({run['frac']:.2f} of the pairs)")  # fmt: skip
+ax2.axhline(0, color="k", lw=0.8)
+ax2.set_xticks(list(x), labels)
+ax2.set(ylabel="val loss minus dense's (nats)", title=f"cost of the pattern, +- 1 SE over {len(dense['before'])} windows")  # fmt: skip
+ax2.legend(loc="best", fontsize=8)
 fig.tight_layout()
 fig.savefig(OUT / "sparse_finetune.png", dpi=100)
 plt.close(fig)
 print(f"plot saved to {OUT / 'sparse_finetune.png'}")
+
+# %% [markdown]
+# ## What the numbers say
+# The exactness claims hold on any base. The last three are what Longformer and BigBird
+# report for large models and long inputs (Beltagy et al. 2020: a RoBERTa switched to a
+# sliding window loses some loss, and continued pretraining wins it back; Zaheer et al.
+# 2020): on a 1.3M-parameter base with 128-token windows, trained for minutes, a narrow
+# pattern hides only a few dozen tokens, so the effects may be smaller than the noise of
+# the evaluation, and a result "within noise" is reported as such.
+
+# %%
+claim("the efficient path equals the masked reference for every pattern (float64, outputs and gradients)", exact_diff < 1e-10, f"max |diff| {exact_diff:.1e}")  # fmt: skip
+claim("through the pretrained model, masked and efficient give the same logits (float32)", model_diff < 1e-4, f"max |diff| {model_diff:.1e}")  # fmt: skip
+covering = [w for w in window_diff if w >= n_blocks]
+claim("a causal window that covers every block gives the dense model's logits", max(window_diff[w] for w in covering) < 1e-4, f"windows {covering}: max |logit diff| {max(window_diff[w] for w in covering):.1e}")  # fmt: skip
+claim("the efficient path computes fewer score entries than the T x T matrix of the masked reference", entries_eff < T_TIME**2, f"{entries_eff:,} vs {T_TIME**2:,} at T = {T_TIME}")  # fmt: skip
+claim(f"at T = {T_TIME}, the efficient path runs faster than the masked reference on this CPU", t_eff < t_masked, f"{t_eff * 1e3:.1f} vs {t_masked * 1e3:.1f} ms, best of 3", at_scale=True)  # fmt: skip
+claim("switching to the narrow Longformer pattern raises the val loss beyond noise", not cost.within_noise and cost.difference < 0, str(cost), at_scale=True)  # fmt: skip
+claim("fine-tuning with the pattern wins back part of its cost beyond noise (the gap to dense shrinks)", not won_back.within_noise and won_back.difference > 0, str(won_back), at_scale=True)  # fmt: skip
 print(f"lesson done in {time.perf_counter() - t_start:.1f}s")
 
 # %% [markdown]
