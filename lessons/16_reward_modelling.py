@@ -19,8 +19,9 @@
 #                       - (repeated occurrences of them)
 #
 # The texts are real docstring summary lines; the prompt is a line's first word. A pair
-# is two lines with the same first word, and the one with the higher truth is `chosen`.
-# The reward model never sees the truth function, only the pairs.
+# is two lines with the same first word and different truths, and the one with the higher
+# truth is `chosen` (`minift/rlhf/tasks.py`, make_pairs): the labels are this rule,
+# applied exactly, with no noise. The reward model never sees the rule, only the pairs.
 
 # %%
 import copy
@@ -31,9 +32,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 
+from minift.claims import claim
 from minift.data.batching import pad_sequences
+from minift.metrics import accuracy_se, compare, mean_se
 from minift.recipes.rlhf_stages import (
     default_policy,
     default_reward_config,
@@ -86,6 +90,7 @@ def pair_kind(row: dict) -> str:
 kinds = [pair_kind(r) for r in task.train]
 for kind in sorted(set(kinds)):
     print(f"training pairs decided by {kind:18s}: {kinds.count(kind):5d}")
+REPEAT_SHARE = kinds.count("fewer repetitions") / len(kinds)
 
 # %% [markdown]
 # ## 2. Bradley-Terry by hand
@@ -101,7 +106,9 @@ r_c, r_r = torch.tensor([2.0, 0.5, -1.0]), torch.tensor([0.0, 0.5, 1.0])
 for c, r in zip(r_c.tolist(), r_r.tolist()):
     p = torch.sigmoid(torch.tensor(c - r)).item()
     print(f"r_c = {c:+.1f}, r_r = {r:+.1f}: P(chosen preferred) = {p:.3f}, loss = {-torch.log(torch.tensor(p)).item():.3f}")  # fmt: skip
-print(f"mean loss by hand {(-torch.nn.functional.logsigmoid(r_c - r_r)).mean():.4f}, "
+by_hand = (-torch.nn.functional.logsigmoid(r_c - r_r)).mean()
+bt_error = max(abs(by_hand - bradley_terry_loss(r_c, r_r)), abs(by_hand - bradley_terry_loss(r_c + 10, r_r + 10))).item()  # fmt: skip
+print(f"mean loss by hand {by_hand:.4f}, "
       f"bradley_terry_loss {bradley_terry_loss(r_c, r_r):.4f}; shifted by +10: {bradley_terry_loss(r_c + 10, r_r + 10):.4f}")  # fmt: skip
 print(f"with margin 1: {bradley_terry_loss(r_c, r_r, margin=1.0):.4f}; with centering 0.01: {bradley_terry_loss(r_c + 10, r_r + 10, center_coef=0.01):.4f}")  # fmt: skip
 
@@ -118,9 +125,12 @@ rm = RewardModel(copy.deepcopy(policy)).eval()
 texts = [" the path of the file.", " a widget.", " an object that holds the configuration"]
 seqs = [enc.encode_ordinary("Return" + t) for t in texts]
 alone = [rm(torch.tensor([s])).item() for s in seqs]
+padding_error = 0.0
 for side in ("left", "right"):
     ids, mask = pad_sequences(seqs, pad_id(enc), side=side)
-    print(f"{side:5s} padding: {[f'{x:.4f}' for x in rm(ids, mask).tolist()]}")
+    padded = rm(ids, mask).tolist()
+    padding_error = max(padding_error, *(abs(a - b) for a, b in zip(padded, alone)))
+    print(f"{side:5s} padding: {[f'{x:.4f}' for x in padded]}")
 print(f"alone:         {[f'{x:.4f}' for x in alone]}  (an untrained head: these mean nothing yet)")
 
 # %% [markdown]
@@ -139,20 +149,33 @@ for h in evals:
     print(f"step {h['step']:4d}: held-out pairwise accuracy {h['val_accuracy']:.3f}, loss {h['val_loss']:.3f}")  # fmt: skip
 rm = result.model
 
-# Baselines: a rule that counts storage words (it knows the vocabulary the judge likes, not
-# the repetition rule), and "the longer response wins".
+# Baselines: a rule that counts distinct storage words (the first term of the labelling
+# rule: it knows the vocabulary the judge likes, not the repetition penalty), and "the
+# longer response wins". Every method is scored pair by pair on the same held-out pairs,
+# a tie counting as a coin flip (0.5), so compare() can pair them.
 val = task.val
 
 
-def rule_accuracy(rule) -> float:
-    """Accuracy of a scoring rule on the held-out pairs; a tie is a coin flip."""
-    wins = [(rule(r["chosen"]) > rule(r["rejected"])) + 0.5 * (rule(r["chosen"]) == rule(r["rejected"])) for r in val]  # fmt: skip
-    return sum(wins) / len(wins)
+def wins(chosen: list[float], rejected: list[float]) -> np.ndarray:
+    """Per pair: 1 if the chosen scores higher, 0 if lower, 0.5 for a tie."""
+    c, r = np.asarray(chosen, float), np.asarray(rejected, float)
+    return (c > r) + 0.5 * (c == r)
 
 
-keyword = rule_accuracy(lambda text: storage_counts(text)[0])
-longer = rule_accuracy(len)
-print(f"baselines: count storage words {keyword:.3f}, longer wins {longer:.3f}, chance 0.5")
+def rule_wins(rule) -> np.ndarray:
+    return wins([rule(r["chosen"]) for r in val], [rule(r["rejected"]) for r in val])
+
+
+keyword_hits = rule_wins(lambda text: storage_counts(text)[0])
+longer_hits = rule_wins(len)
+pairs = encode_pairs(val, enc, policy.config.block_size)
+c, r = score_pairs(rm, pairs, enc)
+rm_hits = wins(c.tolist(), r.tolist())
+keyword, longer = keyword_hits.mean(), longer_hits.mean()
+print(f"held-out pairs ranked right: reward model {rm_hits.mean():.3f}, count storage words {keyword:.3f}, "
+      f"longer wins {longer:.3f}, chance 0.5 ({len(val)} pairs; keyword ties {np.mean(keyword_hits == 0.5):.1%})")  # fmt: skip
+rm_vs_keyword = compare("reward model", rm_hits, "keyword rule", keyword_hits)
+print(rm_vs_keyword)
 
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
 steps = [h["step"] for h in result.history if "loss" in h]
@@ -162,7 +185,7 @@ ax1.set_xlabel("step")
 ax1.set_ylabel("Bradley-Terry loss")
 ax1.legend()
 ax2.plot([h["step"] for h in evals], [h["val_accuracy"] for h in evals], "o-", label="reward model")
-ax2.axhline(keyword, ls="--", color="C2", label="count storage words")
+ax2.axhline(keyword, ls="--", color="C2", label="count storage words (rule)")
 ax2.axhline(0.5, ls=":", color="gray", label="chance")
 ax2.set_xlabel("step")
 ax2.set_ylabel("held-out pairwise accuracy")
@@ -172,26 +195,32 @@ fig.savefig(OUT / "reward_model_training.png", dpi=110)
 plt.close(fig)
 
 # %% [markdown]
+# The keyword rule's score is no surprise: the labels *are* a rule, distinct storage words
+# minus repeats, and counting distinct storage words reproduces it on every pair that the
+# first term decides, which is nearly all of them (section 1). The reward model had to
+# find that from the training pairs alone. So why learn a reward model at all? Because with real human
+# preferences no one can write the rule down: a learned reward model is the tool for
+# preferences without a known rule, and here the known rule is what lets us grade it.
+#
 # ## 5. Where it is right, and where it is wrong
 # Accuracy by why a pair was decided: pairs where the chosen response has more storage
 # words are common; pairs decided by repetition are rare (real lines seldom repeat a
 # storage word). And a reward model is only trained on text like the training pairs: on
 # text unlike them, like a response that repeats "file" again and again, its score is an
-# extrapolation. This hole is what an optimiser will find (lessons 17 and 18).
+# extrapolation, and can be wrong in a way an optimiser will find (lessons 17 and 18).
 
 # %%
-pairs = encode_pairs(val, enc, policy.config.block_size)
-c, r = score_pairs(rm, pairs, enc)
 for kind in ("more storage words", "fewer repetitions"):
     rows = [i for i, row in enumerate(val) if pair_kind(row) == kind]
     if rows:
         acc = pairwise_accuracy(c[rows], r[rows])
-        print(f"held-out pairs decided by {kind:18s}: {len(rows):4d} pairs, accuracy {acc:.3f}")
+        print(f"held-out pairs decided by {kind:18s}: {len(rows):4d} pairs, reward model {acc:.3f}, keyword rule {keyword_hits[rows].mean():.3f}")  # fmt: skip
 probes = [" the path of the file.", " the file.", " the file file.", " the file file file file.",
           " a file path directory.", " the the the the."]  # fmt: skip
 ids, mask = pad_sequences([enc.encode_ordinary("Return" + t) + [eot_id(enc)] for t in probes], pad_id(enc))  # fmt: skip
 with torch.no_grad():
     raw = rm(ids, mask, normalized=False)
+probe_reward = dict(zip(probes, raw.tolist()))
 print(f"\n{'response to Return':30s} {'truth':>6s} {'reward':>7s}")
 for t, s in zip(probes, raw.tolist()):
     print(f"{t!r:30s} {truth_score(t):+6.0f} {s:+7.2f}")
@@ -218,6 +247,8 @@ for t, s in zip(truths, scores.tolist()):
     by_truth.setdefault(t, []).append(s)
 for t in sorted(by_truth):
     print(f"truth {t:+.0f}: {len(by_truth[t]):4d} samples, mean reward {statistics.fmean(by_truth[t]):+.2f}")  # fmt: skip
+none = [s for t, v in by_truth.items() if t <= 0 for s in v]  # no storage word, or repeats
+some = [s for t, v in by_truth.items() if t > 0 for s in v]
 
 fig, ax = plt.subplots(figsize=(6, 3.8))
 levels = sorted(by_truth)
@@ -229,6 +260,38 @@ ax.set_title("reference policy samples: reward vs truth")
 fig.tight_layout()
 fig.savefig(OUT / "reward_vs_truth.png", dpi=110)
 plt.close(fig)
+
+# %% [markdown]
+# ## What the numbers say
+# The first claims are exact properties of the code or of the data, on any base. The
+# last ones are about this reward model, trained for a few minutes on a small base: at
+# scale, reward models rank held-out comparisons well but are exploited by the policies
+# optimised against them (Gao et al. 2023, "Scaling Laws for Reward Model
+# Overoptimization"); whether this one has such a hole is a measurement.
+
+# %%
+claim("the Bradley-Terry loss equals -log sigmoid(r_c - r_r) by hand and does not move when every reward is shifted",
+      bt_error < 1e-6, f"max deviation {bt_error:.1e}")  # fmt: skip
+claim("a response scores the same alone, left-padded and right-padded", padding_error < 1e-4,
+      f"max deviation {padding_error:.1e}")  # fmt: skip
+claim("after normalisation the reference samples' rewards have mean 0 and std 1",
+      abs(scores.mean().item()) < 1e-3 and abs(scores.std().item() - 1) < 1e-2,
+      f"mean {scores.mean():.4f}, std {scores.std():.4f}")  # fmt: skip
+claim("pairs decided by a repetition are rare in the training data (under 10%)", REPEAT_SHARE < 0.1,
+      f"{REPEAT_SHARE:.1%} of {len(kinds)} pairs")  # fmt: skip
+acc_rm = rm_hits.mean()
+claim("the reward model ranks held-out pairs better than chance, beyond noise",
+      acc_rm - 2 * accuracy_se(acc_rm, len(val)) > 0.5, f"{acc_rm:.3f} on {len(val)} pairs")  # fmt: skip
+k = rm_vs_keyword
+claim("the keyword rule, which nearly reproduces the labelling rule, ranks held-out pairs at least as well as the learned reward model",
+      k.difference <= 0 or k.within_noise,
+      f"{k.mean_b:.3f} vs {k.mean_a:.3f}, reward model minus rule {k.difference:+.3f}, 95% CI {k.low:+.3f} to {k.high:+.3f}")  # fmt: skip
+hole = probe_reward[" the file file file file."] > probe_reward[" the file."]
+claim('the reward model scores " the file file file file." (truth -2) above " the file." (truth +1): a hole an optimiser can find',
+      hole, f"{probe_reward[' the file file file file.']:+.2f} vs {probe_reward[' the file.']:+.2f} (raw rewards)", at_scale=True)  # fmt: skip
+gap, se = statistics.fmean(some) - statistics.fmean(none), (mean_se(some).se ** 2 + mean_se(none).se ** 2) ** 0.5 if len(some) > 1 else float("nan")  # fmt: skip
+claim("on the reference policy's own samples, those with positive truth get a higher mean reward than the others, beyond noise",
+      len(some) > 1 and gap > 2 * se, f"{statistics.fmean(some) if some else float('nan'):+.2f} ({len(some)} samples) vs {statistics.fmean(none):+.2f} ({len(none)}), +- {se:.2f}", at_scale=True)  # fmt: skip
 if FAST:
     print("(fast mode: a tiny base and few steps exercise the code; the numbers need normal mode)")
 print(f"lesson done in {time.perf_counter() - t_start:.1f}s")
