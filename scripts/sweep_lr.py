@@ -41,7 +41,10 @@ MAX_VALUES = 6
 
 
 def run(method: str, lr: float, task, base, enc, steps: int) -> float:
-    train = train_config(steps=steps, lr=lr, seed=SWEEP_SEED, progress=False)
+    # one evaluation, at the end: the sweep compares end points, not curves
+    train = train_config(
+        steps=steps, lr=lr, seed=SWEEP_SEED, eval_every=steps, eval_at_start=False, progress=False
+    )
     return finetune(task, base, enc, FinetuneConfig(method=method, train=train)).metric
 
 

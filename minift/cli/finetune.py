@@ -127,5 +127,5 @@ def cmd_demo(args) -> None:
     methods = args.methods.split(",") if args.methods else DEFAULT_METHODS
     run_demo(
         methods=methods, task_name=args.task, steps=args.steps, seed=args.seed, out=args.out,
-        base_size=args.base,
+        base_size=args.base, threads=args.threads,
     )  # fmt: skip
