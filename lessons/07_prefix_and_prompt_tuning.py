@@ -270,7 +270,7 @@ for name, r in results.items():
     ax1.errorbar(steps, accs, yerr=[accuracy_se(a, n_val) for a in accs], fmt="o-", capsize=3, label=f"{name} ({r.trainable:,} params)")  # fmt: skip
 ax1.axhline(1 / task.num_labels, color="gray", ls=":", label="chance")
 ax1.set(xlabel="step", ylabel="validation accuracy (+- 1 SE)", title=task.name, ylim=(0, 1))
-ax1.legend(fontsize=8, loc="upper left")
+ax1.legend(fontsize=8, loc="best")
 counts = sorted(sweep)
 accs = [sweep[c].metric for c in counts]
 ax2.errorbar(counts, accs, yerr=[accuracy_se(a, n_val) for a in accs], fmt="o-", capsize=3)

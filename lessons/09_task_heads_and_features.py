@@ -393,7 +393,7 @@ lims = [min(words_true.min(), words_pred.min()), max(words_true.max(), words_pre
 ax.plot(lims, lims, "k--", lw=1, label="perfect")
 ax.set_xscale("log")
 ax.set_yscale("log")
-ax.set(xlabel="true docstring length (words)", ylabel="predicted (words)", title=f"regression head on unseen modules: R^2 {r2_head:.2f} (length line {r2_len:.2f})")  # fmt: skip
+ax.set(xlabel="true docstring length (words)", ylabel="predicted (words)", title=f"regression, unseen modules: R^2 {r2_head:.2f} (line {r2_len:.2f})")  # fmt: skip
 ax.legend(fontsize=8, loc="upper left")
 fig.tight_layout()
 fig.savefig(OUT / "heads.png", dpi=110)
