@@ -42,7 +42,7 @@ FAST = fast_mode()
 OUT = output_dir("lessons", "02")
 print(f"fast mode: {FAST}")
 
-model, enc = load_base()  # pretrained on first use (minutes), then read from the cache
+model, enc = load_base()  # shipped with minift (fast mode: pretrained once, cached)
 cfg = model.config
 print(
     f"base model: {cfg.n_layer} layers, {cfg.n_head} heads, width {cfg.n_embd}, "
@@ -165,7 +165,7 @@ for i in range(8):
 # ## 5. Causal vs encoder: who sees whom
 # `GPTConfig(causal=False)` removes the mask and nothing else: the encoder below has the
 # base's weights, unchanged. We change one token in the middle of the text, replacing it
-# by the first token of the text `" banana"` (the tokenizer splits that word into pieces;
+# by the first token of the text `" banana"` (the tokenizer may split that word into pieces;
 # the line below prints the piece actually used), and measure how much the final hidden
 # state at every position moves. The question: do the positions before the change move?
 # In the causal model they should not (they never see it); in the encoder they may.

@@ -9,7 +9,8 @@
 # 2. the training loop: forward, loss, backward, AdamW step; first by hand, then with
 #    `minift.train.Trainer` (warm-up and cosine schedule, gradient clipping, evaluation);
 # 3. the loss curve of a short run next to the curve of the real base model (the one
-#    `load_base()` pretrains once and caches, and that lessons 04 onward fine-tune);
+#    `load_base()` loads, which lessons 04 onward fine-tune: shipped with minift, made by
+#    this recipe with `minift pretrain --size base`; in fast mode a tiny one, built once);
 # 4. perplexity, against two baselines a model must beat;
 # 5. sampling: greedy, temperature, top-k, top-p;
 # 6. the KV cache: the same tokens as generation without it, in less time.
@@ -36,7 +37,7 @@ FAST = fast_mode()
 OUT = output_dir("lessons", "03")
 print(f"fast mode: {FAST}")
 
-base, enc = load_base()  # pretrained on first use (minutes), then read from the cache
+base, enc = load_base()  # shipped with minift (fast mode: pretrained once, cached)
 report = base_report()
 recipe = default_recipe()
 V = enc.n_vocab
@@ -101,7 +102,7 @@ for step in range(5):
 # decay of the learning rate, weight decay on matrices only, gradient clipping, periodic
 # evaluation on the validation stream, metrics as JSON lines. We train the base's exact
 # architecture and recipe for a few steps, starting from a fresh initialisation, and
-# compare with the base model's full run, read from its cached report.
+# compare with the base model's full run, read from its report.
 
 # %%
 steps = 60
@@ -153,8 +154,10 @@ counts = np.bincount(train_tokens, minlength=V) + 1.0  # add-one smoothing
 unigram_loss = float(-np.log(counts / counts.sum())[val_tokens[1:]].mean())
 ax.axhline(math.log(V), color="gray", ls="--", lw=1, label=f"uniform guess, ln {V}")
 ax.axhline(unigram_loss, color="gray", ls=":", lw=1, label="unigram frequencies (section 4)")
-ax.set(xlabel="step", ylabel="cross-entropy (nats per token)", title="pretraining on pydocs")
-ax.legend(fontsize=8)
+# A log step axis: the short run is the first few percent of the base's run.
+ax.set_xscale("log")
+ax.set(xlabel="step (log scale)", ylabel="cross-entropy (nats per token)", title="pretraining on pydocs")  # fmt: skip
+ax.legend(fontsize=8, loc="lower left")
 fig.tight_layout()
 curve_path = OUT / "loss_curve.png"
 fig.savefig(curve_path, dpi=110)

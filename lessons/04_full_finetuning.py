@@ -7,7 +7,8 @@
 #
 # The question this lesson measures instead of assuming: does starting from the
 # pretrained weights beat training the same architecture from random weights, with the
-# same data, steps, batches and learning rate? That gap is what *transfer* buys.
+# same data, steps and batches, each at a learning rate that suits it? That gap is what
+# *transfer* buys.
 #
 # The task, `stdlib-package`: given the summary line of a docstring of the Python standard
 # library, name the package it comes from. Module docstrings (which often name their
@@ -43,7 +44,7 @@ FAST = fast_mode()
 OUT = output_dir("lessons", "04")
 print(f"fast mode: {FAST}")
 
-base, enc = load_base()  # pretrained on first use (minutes), then read from the cache
+base, enc = load_base()  # shipped with minift (fast mode: pretrained once, cached)
 print(
     f"base model: {base.num_params():,} parameters, pydocs val loss {base_report()['val_loss']:.3f}"
 )
@@ -167,9 +168,9 @@ print(f"  with each word's prior subtracted: loss {calibrated_loss:.3f}")
 
 # %% [markdown]
 # ## 3. Fine-tune: pretrained vs from scratch
-# Both runs use `minift.recipes.finetune.finetune` with the same `FinetuneConfig`: the same steps,
-# batch size, learning rate, schedule and batches (they are drawn from the seed). The only
-# difference is the starting point: `full` copies the pretrained base, `scratch`
+# Both runs use `minift.recipes.finetune.finetune` with the same `FinetuneConfig`: the same
+# steps, batch size, schedule and batches (they are drawn from the seed). Apart from the
+# learning rate (below), the only difference is the starting point: `full` copies the pretrained base, `scratch`
 # re-initialises the same architecture at random first (and its label-word head from the
 # fresh, random embeddings, so nothing pretrained leaks in). Every weight trains in both.
 #
