@@ -16,6 +16,7 @@ CLI_MODULES: tuple[str, ...] = (
     "minift.cli.finetune",
     "minift.cli.distill",
     "minift.cli.rlhf",
+    "minift.cli.multitask",
 )
 
 
