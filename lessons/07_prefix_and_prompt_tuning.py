@@ -202,18 +202,18 @@ print(f"plot saved to {OUT / 'prefix_attention.png'}")
 
 # %% [markdown]
 # How to read these numbers: a share of attention well above P / (P + T) *before*
-# training says the random prefix keys (drawn N(0, 1), larger than the text's own keys)
-# pull attention by their size alone; a share that barely moves *with* training says the
+# training says the random prefix keys (drawn N(0, 1), whatever the scale of the text's
+# own keys) pull attention by their draw alone; a share that barely moves *with* training says the
 # run changed what the prefix hands on (its values) more than how much it is read, or
 # changed little at all, which the relative movement of keys and values tells apart.
 # The sentence below is chosen by this run's numbers.
 
 # %%
 readings = []
-if init_mass[-1] > 1.5 * uniform:
-    readings.append(f"the random prefix already draws {max(init_mass):.0%} of a layer's attention before training, above the {uniform:.0%} of keys nobody prefers")  # fmt: skip
+if max(init_mass) > 1.5 * uniform:
+    readings.append(f"the random prefix already draws up to {max(init_mass):.0%} of a layer's attention before training, above the {uniform:.0%} of keys nobody prefers")  # fmt: skip
 if shift < 0.05:
-    readings.append(f"training left that share as it was (at most {shift:.3f} of change), so it set where the attention goes at init and the {config.train.steps} steps did not revise it")  # fmt: skip
+    readings.append(f"training left that share as it was (at most {shift:.3f} of change), so the initialisation, not the {config.train.steps} steps of training, set where the attention goes")  # fmt: skip
 else:
     readings.append(f"training changed that share by up to {shift:.2f}")
 bigger = max(moved, key=moved.get)

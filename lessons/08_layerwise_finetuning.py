@@ -96,7 +96,7 @@ for d, n in sorted(by_depth.items()):
 
 # %% [markdown]
 # ## 2. Freeze all but the last k blocks
-# k = 0 trains only the final norm and the head (the features stay frozen, 60 SGD steps:
+# k = 0 trains only the final norm and the head (the features stay frozen, 60 AdamW steps:
 # not the converged probe of lesson 09); k = L trains every block but not the
 # embeddings. Full fine-tuning is the yardstick. Freezing the bottom should also save
 # time, since the backward pass stops at the lowest trainable layer (the seconds below
@@ -121,7 +121,7 @@ for name, r in results.items():
 # %% [markdown]
 # ## 3. BitFit and LayerNorm-only
 # Both leave every weight matrix alone. They need the whole backward pass (the biases
-# and norms of block 0 sit at the bottom), so they are not cheaper per step than full
+# and norms of block 0 sit at the bottom), so they should not be cheaper per step than full
 # fine-tuning; what they save is optimizer memory and the size of what is stored.
 
 # %%

@@ -95,9 +95,10 @@ print(compare("last pooling", results["full, last pooling"].val_scores, "mean po
 # %% [markdown]
 # ## 2. Where the head starts: the label words
 # The last input token is the template's ":", where the language model predicts the next
-# word. `init_head(verbalizer_ids(task, enc))` copies the output embeddings of the 6 label
-# words into the head's rows (and zeroes its bias), so the head's first scores are the
-# language model's next-token logits for those words, restricted to them. Checked:
+# word. `init_head(verbalizer_ids(task, enc))` copies the output embeddings of the first
+# token of each of the 6 label words into the head's rows (and zeroes its bias), so the
+# head's first scores are the language model's next-token logits for those tokens,
+# restricted to them. Checked:
 
 # %%
 ids = verbalizer_ids(task, enc)
@@ -134,7 +135,7 @@ print(f"calibrated zero-shot accuracy {calibrated_acc:.3f}; predictions per labe
 # Does that starting point help training? Two baselines tell what "help" means: the
 # validation loss of a uniform guess over K labels is ln K, and a random head (rows drawn
 # with std 0.02, a task without a verbalizer) starts close to it. The same runs with
-# each head: fine-tuning everything, and training the head alone with SGD (method
+# each head: fine-tuning everything, and training the head alone with AdamW steps (method
 # "layerwise" with k = 0: the head and the final norm train, the backbone is frozen),
 # each pair at the same learning rate (the registered one of its method, not tuned for
 # this comparison) and batches.
@@ -178,7 +179,7 @@ top_label = max(range(task.num_labels), key=lambda i: counts[i])
 # of every training row once, then fits multinomial logistic regression on the (n, C)
 # matrix to its optimum: full-batch L-BFGS in float64 on standardised features, with an
 # L2 strength chosen by 3-fold cross-validation on the *training* rows, never on the
-# validation rows the result is reported on (`minift/peft/probe.py`). No SGD steps
+# validation rows the result is reported on (`minift/peft/probe.py`). No optimizer steps
 # follow; `result.fit` holds what it chose. The problem is convex, so fitted to
 # convergence the probe is the best any linear head on these features can do.
 
@@ -241,7 +242,7 @@ print(library_vs_scratch)
 # ## 4. The probe as the baseline
 # A method that trains parameters inside the network should beat the converged probe
 # to be worth it (Kumar et al. 2022 compare probing and fine-tuning). Against it: full
-# fine-tuning, the head alone trained by SGD for the same steps as everything else, and
+# fine-tuning, the head alone trained by AdamW for the same steps as everything else, and
 # three parameter-efficient methods of lessons 05-08 at their registered rates.
 
 # %%
@@ -418,7 +419,7 @@ claim("the label-word head starts better than a random head (lower val loss at s
 claim("calibrating the zero-shot head raises its accuracy", calibrated_acc > zero_shot_acc, f"{zero_shot_acc:.3f} -> {calibrated_acc:.3f}", at_scale=True)  # fmt: skip
 claim("after full fine-tuning, the label-word head beats the random head", head_full.difference > 0 and not head_full.within_noise, str(head_full), at_scale=True)  # fmt: skip
 sgd = vs_probe["head only, label-word head"]
-claim(f"the converged probe beats the same head trained by SGD for {config.train.steps} steps", sgd.difference < 0 and not sgd.within_noise, str(sgd), at_scale=True)  # fmt: skip
+claim(f"the converged probe beats the same head trained by AdamW for {config.train.steps} steps", sgd.difference < 0 and not sgd.within_noise, str(sgd), at_scale=True)  # fmt: skip
 claim("full fine-tuning beats the converged probe", vs_probe["full, label-word head"].difference > 0 and not vs_probe["full, label-word head"].within_noise, str(vs_probe["full, label-word head"]), at_scale=True)  # fmt: skip
 peft = ("lora", "bitfit", "prompt")
 claim(f"every PEFT method here ({', '.join(peft)}) beats the converged probe", all(n in above for n in peft), f"above: {[n for n in peft if n in above]}; within noise: {[n for n in peft if n in level]}; below: {[n for n in peft if n in below]}", at_scale=True)  # fmt: skip
