@@ -215,7 +215,10 @@ if max(init_mass) > 1.5 * uniform:
 if shift < 0.05:
     readings.append(f"training left that share as it was (at most {shift:.3f} of change), so the initialisation, not the {config.train.steps} steps of training, set where the attention goes")  # fmt: skip
 else:
-    readings.append(f"training changed that share by up to {shift:.2f}")
+    deltas = [b - a for a, b in zip(init_mass, trained_mass)]
+    layer = max(range(len(deltas)), key=lambda i: abs(deltas[i]))
+    direction = "away from" if deltas[layer] < 0 else "towards"
+    readings.append(f"training moved attention {direction} the prefix, most in layer {layer} ({init_mass[layer]:.2f} -> {trained_mass[layer]:.2f})")  # fmt: skip
 bigger = max(moved, key=moved.get)
 readings.append(f"the {bigger} moved more ({moved['keys']:.1%} keys, {moved['values']:.1%} values): the run changed {'what the prefix hands on more than where the queries look' if bigger == 'values' else 'where the queries look more than what the prefix hands on'}")  # fmt: skip
 print("Reading: " + "; ".join(readings) + ".")
