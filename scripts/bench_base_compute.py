@@ -146,6 +146,13 @@ def main() -> None:
     }
     path = pathlib.Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():  # keep the stored rows of other bases measured the same way
+        old = json.loads(path.read_text())
+        if old.get("finetune_steps") == args.finetune_steps and old.get("task") == task.name:
+            done = {r["pretrain_steps"] for r in rows}
+            rows += [r for r in old["rows"] if r["pretrain_steps"] not in done]
+            rows.sort(key=lambda r: r["pretrain_steps"])
+            out["seconds"] += old.get("seconds", 0)
     path.write_text(json.dumps(out, indent=1) + "\n")
     plot(rows, pathlib.Path(args.plot))
     print(f"\n{out['seconds']} s; results {path}, plot {args.plot}")

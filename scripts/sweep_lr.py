@@ -80,10 +80,11 @@ def plot(results: dict, path: pathlib.Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.8))
-    colors = plt.get_cmap("tab20").colors
+    colors, markers = plt.get_cmap("tab10").colors, "os^Dv<>p*hX"
     for i, (method, row) in enumerate(results["methods"].items()):
         lrs = [float(k) for k in row["scores"]]
-        ax.plot(lrs, list(row["scores"].values()), "o-", color=colors[i % 20], label=method)
+        style = "-" if i < 10 else "--"  # eleven methods, ten colours
+        ax.plot(lrs, list(row["scores"].values()), style, marker=markers[i % 11], color=colors[i % 10], label=method)  # fmt: skip
     ax.set_xscale("log")
     ax.set_ylim(0, 1)
     ax.set_xlabel("learning rate (log)")

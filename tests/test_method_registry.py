@@ -22,6 +22,7 @@ from minift.peft.methods import (
     get_method,
     register_method,
 )
+from minift.recipes.demo import DEFAULT_METHODS
 from minift.recipes.finetune import FinetuneConfig, finetune, train_config
 from minift.recipes.pretrain import load_base
 from minift.recipes.tasks import get_task
@@ -108,3 +109,18 @@ def test_apply_method_reapplies_adapters_only():
         apply_method(tiny_classifier(), "full", {})
     model = apply_method(tiny_classifier(), "ia3", {})
     assert model.peft_config["default"][0]["method"] == "ia3"
+
+
+def test_default_learning_rates_are_the_ones_the_sweep_chose():
+    """scripts/sweep_lr.py chose each demo method's rate; the table must say the same."""
+    import json
+    import pathlib
+
+    sweep = pathlib.Path(__file__).resolve().parent.parent / "docs" / "results" / "lr_sweep.json"
+    chosen = json.loads(sweep.read_text())["methods"]
+    assert set(chosen) >= set(DEFAULT_METHODS) - {"probe"}
+    for name, row in chosen.items():
+        assert METHODS[name].lr == pytest.approx(row["best_lr"], rel=1e-6), name
+        # the choice is inside the grid, not at an edge that was never extended past
+        lrs = sorted(float(k) for k in row["scores"])
+        assert len(lrs) >= 3 and lrs[0] < row["best_lr"] < lrs[-1] or len(lrs) == 6, name
