@@ -338,7 +338,9 @@ print(f"loaded onto a fresh base: logits equal exactly: {loaded_equal}")
 # each domain costs only its adapter. Here the language model itself is adapted (no task
 # head) to two corners of pydocs, the docstrings of `tkinter` (GUI widgets) and of
 # `email` (MIME messages). Each adapter trains with the other switched off
-# (`set_adapter`), then each model is scored on held-out docstrings of both domains.
+# (`set_adapter`), then each model is scored on held-out docstrings of both domains. Does
+# each adapter help its own domain, and more than the other one? (A few dozen steps at most:
+# a small push; the closing claims answer it.)
 
 # %%
 DOMAINS = ("tkinter", "email")
@@ -446,6 +448,16 @@ claim(
     "one named adapter saved alone and loaded onto a fresh base equals the shared model with it switched on",  # fmt: skip
     diff.item() < 1e-5,
     f"max |diff| {diff:.1e}",
+)
+gain = {d: {d2: losses["none (base)"][j] - losses[f"adapter {d}"][j] for j, d2 in enumerate(DOMAINS)} for d in DOMAINS}  # fmt: skip
+claim(
+    "each domain's adapter lowers the loss on its own domain, and more than on the other domain",
+    all(gain[d][d] > 0 and gain[d][d] > gain[d][o] for d, o in (DOMAINS, DOMAINS[::-1])),
+    "; ".join(
+        f"adapter {d}: {gain[d][d]:+.3f} nats on {d}, {gain[d][o]:+.3f} on {o}"
+        for d, o in (DOMAINS, DOMAINS[::-1])
+    ),  # fmt: skip
+    at_scale=True,
 )
 c = comparisons["rs_vs_std"]
 claim(
