@@ -134,6 +134,16 @@ print(
     f"({report['tokens_seen'] / report['train_tokens']:.1f} passes over the train stream) "
     f"in {report['seconds']:.0f}s when it was built; val loss {report['val_loss']:.3f}"
 )
+# Its train loss over the last tenth of its steps next to its val loss. Two things widen
+# the gap: val holds modules the model never saw, and a stream seen several times starts
+# to be memorised.
+last = [r["loss"] for r in report["history"] if "loss" in r and r["step"] > 0.9 * report["recipe"]["steps"]]  # fmt: skip
+gap = report["val_loss"] - sum(last) / len(last)
+print(
+    f"the base's train loss over its last {len(last)} steps {sum(last) / len(last):.3f} vs val loss "
+    f"{report['val_loss']:.3f}: gap {gap:+.3f} nats"
+    + (" (more than the train-val noise: see the comment above)" if gap > 0.3 else "")
+)
 
 # %%
 import matplotlib
