@@ -41,14 +41,14 @@ OUT = output_dir("lessons", "20")
 base, enc = load_base()
 tasks = load_tasks(DEFAULT_STREAM)
 names = [t.name for t in tasks]
-STEPS = 8 if FAST else 30  # per task
+STEPS = 8 if FAST else 20  # per task
 for t in tasks:
     print(t.summary())
 
 # %% [markdown]
 # ## 1. The stream, once per method
 # Same base, steps per task, batch size and learning rate for every method; replay adds
-# 16 replayed rows to each 32-row batch, EWC one pass per example over 64 rows (16 in
+# 16 replayed rows to each 32-row batch, EWC one pass per example over 32 rows (16 in
 # fast mode) to estimate each task's Fisher.
 
 # %%
@@ -59,7 +59,7 @@ runs = {}
 for method in METHODS:
     config = ContinualConfig(
         method=method,
-        fisher_examples=16 if FAST else 64,
+        fisher_examples=16 if FAST else 32,
         train=train_config(steps=STEPS, progress=False),
     )
     runs[method] = r = run_continual(tasks, base, enc, config)
