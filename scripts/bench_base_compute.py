@@ -103,7 +103,17 @@ def main() -> None:
     p.add_argument("--finetune-steps", type=int, default=DEFAULT_STEPS)
     p.add_argument("--json", default=str(ROOT / "docs" / "results" / "base_compute.json"))
     p.add_argument("--plot", default=str(ROOT / "docs" / "base_compute.png"))
+    p.add_argument(
+        "--quick", action="store_true",
+        help="random and shipped bases only, 10 fine-tuning steps, results under runs/",
+    )  # fmt: skip
     args = p.parse_args()
+    if args.quick:  # a smoke run: nothing to pretrain, and the stored results untouched
+        args.steps, args.finetune_steps = "0,1800", 10
+        args.json, args.plot = (
+            "runs/bench_base_compute/quick.json",
+            "runs/bench_base_compute/quick.png",
+        )
     enc = size_encoding("base")
     task = get_task(DEFAULT_TASK)
     rows = []
@@ -154,6 +164,7 @@ def main() -> None:
             rows.sort(key=lambda r: r["pretrain_steps"])
             out["seconds"] += old.get("seconds", 0)
     path.write_text(json.dumps(out, indent=1) + "\n")
+    pathlib.Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
     plot(rows, pathlib.Path(args.plot))
     print(f"\n{out['seconds']} s; results {path}, plot {args.plot}")
 

@@ -87,16 +87,19 @@ def main() -> None:
     p.add_argument("--out", default="runs/bench_generate")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="batch 1 only, one timed repeat")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--impl", default="minift", help=argparse.SUPPRESS)
     p.add_argument("--case", type=int, nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.quick:
+        args.repeats = 1
     if args.worker:
         print(json.dumps(worker(args)))
         return
     warn_if_busy("before the generation benchmark")
     rows = []
-    for case in CASES:
+    for case in CASES[:1] if args.quick else CASES:
         for impl in ("minift", "hf"):
             cmd = [sys.executable, __file__, "--worker", "--impl", impl, "--case", *map(str, case),
                    "--repeats", str(args.repeats), "--threads", str(args.threads)]  # fmt: skip
