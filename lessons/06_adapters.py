@@ -220,7 +220,13 @@ print(f"plot saved to {OUT / 'adapters.png'}")
 
 # %%
 def said(c) -> str:
-    return f"{c.mean_a:.3f} vs {c.mean_b:.3f}, {c.difference:+.3f}, 95% CI {c.low:+.3f} to {c.high:+.3f}: {'within noise' if c.within_noise else 'a real difference'}"  # fmt: skip
+    """The difference, its interval and p-value; "at the edge of the noise" when the
+    bootstrap interval and the permutation test disagree about it."""
+    p = "p<0.001" if c.p_value < 0.001 else f"p={c.p_value:.3f}"
+    verdict = "within noise" if c.within_noise else "a real difference"
+    if c.within_noise == (c.p_value < 0.05):
+        verdict = "at the edge of the noise"
+    return f"{c.mean_a:.3f} vs {c.mean_b:.3f}, {c.difference:+.3f}, 95% CI {c.low:+.3f} to {c.high:+.3f}, {p}: {verdict}"  # fmt: skip
 
 
 grads = {name: p.grad.norm().item() for name, p in adapter.named_parameters()}
