@@ -161,9 +161,9 @@ def main() -> None:
         if old.get("finetune_steps") == args.finetune_steps and old.get("task") == task.name:
             done = {r["pretrain_steps"] for r in rows}
             rows += [r for r in old["rows"] if r["pretrain_steps"] not in done]
-            rows.sort(key=lambda r: r["pretrain_steps"])
             out["seconds"] += old.get("seconds", 0)
     path.write_text(json.dumps(out, indent=1) + "\n")
+    rows.sort(key=lambda r: r["pretrain_steps"])
     pathlib.Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
     plot(rows, pathlib.Path(args.plot))
     print(f"\n{out['seconds']} s; results {path}, plot {args.plot}")
