@@ -52,8 +52,14 @@ def test_lesson_runs_in_fast_mode(lesson, tmp_path):
         f"{lesson.name} exited with {done.returncode} after {seconds:.1f}s; "
         f"stderr tail:\n{done.stderr[-3000:]}\nstdout tail:\n{done.stdout[-1000:]}"
     )
-    broken = [c for c in read_claims(tmp_path) if not c["holds"] and not c["at_scale"]]
+    claims = read_claims(tmp_path)
+    broken = [c for c in claims if not c["holds"] and not c["at_scale"]]
     assert not broken, f"{lesson.name}: claims that do not hold in fast mode: {broken}"
+    # a lesson ends with what its numbers say: at least two claims, one checked on any base
+    assert len(claims) >= 2 and any(not c["at_scale"] for c in claims), (
+        f"{lesson.name} records {len(claims)} claims ({sum(not c['at_scale'] for c in claims)} "
+        "not at scale): end it with minift.claims.claim(...) calls computed from the run"
+    )
     plots = sorted(tmp_path.rglob("*.png"))
     assert plots, (
         f"{lesson.name} wrote no .png under {tmp_path}; stdout tail:\n{done.stdout[-1000:]}"
