@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from minift.data.tasks import DEFAULT_TASK
 from minift.distill.config import train_config
 from minift.distill.loop import DistillConfig, distill, forward
 from minift.distill.objectives import Objective, lm_objective
@@ -18,6 +19,7 @@ from minift.model import GPT, GPTConfig
 from minift.model.gpt import IGNORE_INDEX
 from minift.model.heads import SequenceClassifier
 from minift.recipes.pretrain import load_base
+from minift.recipes.tasks import get_task
 
 ALL_LOSSES = dict(alpha=0.5, hidden=1.0, cosine=1.0, attention=1.0, attention_kl=1.0, value_kl=1.0)
 
@@ -272,3 +274,17 @@ def test_cli_defaults_are_the_jobs_defaults():
         job.distill.train.steps, job.distill.train.eval_every, job.distill.train.lr,
         job.teacher_steps, job.distill.alpha,
     )  # fmt: skip
+
+
+def test_the_task_objective_is_the_one_fine_tuning_builds():
+    """distill.objectives.task_objective wraps the fine-tuning objective of the task's
+    kind (a regression guard: it once unpacked that objective's fields by position)."""
+    from minift.distill.objectives import task_objective as distill_objective
+    from minift.train.objectives import task_objective as finetune_objective
+
+    _, enc = load_base(progress=False, verbose=False)
+    task = get_task(DEFAULT_TASK)
+    ours, theirs = distill_objective(task, enc, 8, 24, 3), finetune_objective(task, enc, 24, 8, 3)
+    assert (ours.monitor, ours.mode) == (theirs.monitor, theirs.mode) == ("val_accuracy", "max")
+    a, b = ours.batch_fn(2, 0), theirs.batch_fn(2, 0)
+    assert all(torch.equal(a[k], b[k]) for k in b)

@@ -75,10 +75,8 @@ def task_objective(
         raise ValueError(
             f"task kind {task.kind!r} cannot be distilled here; kinds: {sorted(OBJECTIVES)}"
         )
-    batch_fn, _, eval_fn, monitor, mode = OBJECTIVES[task.kind](
-        task, enc, max_len, batch_size, seed
-    )
-    return Objective(task.name, batch_fn, eval_fn, monitor, mode)
+    built = OBJECTIVES[task.kind](task, enc, max_len, batch_size, seed)
+    return Objective(task.name, built.batch_fn, built.eval_fn, built.monitor, built.mode)
 
 
 def pydocs_summaries(exclude: set[str] | list[str] = (), min_chars: int = 24) -> list[str]:
