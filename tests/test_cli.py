@@ -31,6 +31,9 @@ def test_tasks_lists_every_registered_task(capsys):
     [
         (["finetune", "--task", "no-such-task"], "no-such-task"),
         (["rlhf", "--data", "/no/such/prefs.jsonl"], "prefs.jsonl"),
+        (["demo", "--threads", "0", "--steps", "1"], "threads must be >= 1"),
+        (["demo", "--base", "huge", "--steps", "1"], "unknown base size 'huge'"),
+        (["pretrain", "--size", "huge"], "unknown base size 'huge'"),
     ],
 )
 def test_user_errors_exit_2_with_a_message(argv, message, capsys):

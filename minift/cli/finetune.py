@@ -61,6 +61,10 @@ def register(sub) -> None:
     s.add_argument(
         "--base", default=None, help="base size: tiny | small | base | gpu (default: base)"
     )
+    s.add_argument(
+        "--threads", type=int, default=None,
+        help="CPU threads (fixed for figures that repeat exactly; default: torch's)",
+    )  # fmt: skip
     s.set_defaults(func=cmd_demo)
 
 
