@@ -162,8 +162,8 @@ def main() -> None:
             done = {r["pretrain_steps"] for r in rows}
             rows += [r for r in old["rows"] if r["pretrain_steps"] not in done]
             out["seconds"] += old.get("seconds", 0)
-    path.write_text(json.dumps(out, indent=1) + "\n")
     rows.sort(key=lambda r: r["pretrain_steps"])
+    path.write_text(json.dumps(out, indent=1) + "\n")
     pathlib.Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
     plot(rows, pathlib.Path(args.plot))
     print(f"\n{out['seconds']} s; results {path}, plot {args.plot}")
