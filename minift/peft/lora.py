@@ -9,7 +9,7 @@ A starts random and B at zero, so training starts exactly at the base model, and
 r (in + out) parameters per layer train instead of in * out. After training, B A can be
 added into W (merge) and inference costs nothing extra.
 
-- rsLoRA (Kalajievic 2023) uses s = alpha / sqrt(r), which keeps the update's scale
+- rsLoRA (Kalajdzievski 2023) uses s = alpha / sqrt(r), which keeps the update's scale
   stable as r grows, so larger ranks actually help.
 - DoRA (Liu et al. 2024) splits the adapted weight into a direction and a magnitude:
       W' = m * (W + s B A) / ||W + s B A||,   the norm taken per output row,
