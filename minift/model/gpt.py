@@ -125,8 +125,8 @@ class GPT(nn.Module):
 
         A forward pass costs 2 FLOPs per weight used (one multiply, one add) plus the
         attention scores and mixing, 2 * 2 * n_layer * T * d per token (q k^T and p v).
-        Kaplan et al. (2020) count half that attention term, 2 * n_layer * T * d: with a
-        causal mask each query sees T / 2 keys on average, which PaLM does not discount;
+        Kaplan et al. (2020, Table 1) list half that attention term, 2 * n_layer * T * d
+        (their "Attention: Mask" row);
         the lm_head, tied or not, is a matmul every token pays for. Training (forward +
         backward) costs three times the forward. An MoE layer uses only top_k of its
         experts per token; a sparse pattern scores only its density's share of the keys.
