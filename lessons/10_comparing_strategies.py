@@ -22,8 +22,8 @@
 #   0.023; two methods scored on the same rows are compared through the per-row
 #   differences (`minift.metrics.compare`: a paired bootstrap interval).
 #
-# `minift demo` runs the whole table (160 steps, where the curves have flattened); here a
-# smaller one at 60 steps to stay within two minutes, then:
+# `minift demo` runs the whole table; here a smaller one with the demo's budget (160 steps,
+# where the curves have flattened), then:
 #
 # - **hybrids**: LoRA + prefix tuning on one model; bottleneck adapters plus an unfrozen
 #   last block (`trainable_extra`); UniPELT (Mao et al. 2022), which gates LoRA, an
@@ -68,7 +68,7 @@ base, enc = load_base()
 task = get_task(DEFAULT_TASK, seed=0)
 L = base.config.n_layer
 config = FinetuneConfig(
-    train=train_config(steps=8 if FAST else 60, eval_every=4 if FAST else 20, progress=False)
+    train=train_config(steps=8 if FAST else 160, eval_every=4 if FAST else 40, progress=False)
 )
 report = base_report()
 print(f"base: {base.num_params():,} parameters, {report['tokens_seen']:,} pretraining tokens, pydocs val loss {report['val_loss']:.2f}")  # fmt: skip
@@ -302,8 +302,8 @@ claim(f"on the shipped base, LoRA reaches 95% of full at {stored['finetune_steps
 # a parameter-efficient method only the directions its features already vary in (the
 # effective ranks printed in section 4), and a rank-8 update can only steer those. The
 # stored sweep shows how much of full fine-tuning LoRA recovers as the same 1.3M-parameter
-# model is pretrained longer; at 60 steps (this lesson) the PEFT curves have not yet
-# flattened, which the demo's 160 steps allow for.
+# model is pretrained longer. This lesson and the demo train the same 160 steps with the
+# same seeds, so the rows they share are the same runs.
 
 # %% [markdown]
 # ## Exercises
