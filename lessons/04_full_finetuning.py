@@ -295,14 +295,6 @@ print(f"plot saved to {OUT / 'confusion.png'}")
 
 
 # %%
-def said(c) -> str:
-    """The difference, its interval and p-value; "at the edge of the noise" when the
-    bootstrap interval and the permutation test disagree about it."""
-    p = "p<0.001" if c.p_value < 0.001 else f"p={c.p_value:.3f}"
-    verdict = "within noise" if c.within_noise else "a real difference"
-    if c.within_noise == (c.p_value < 0.05):
-        verdict = "at the edge of the noise"
-    return f"{c.mean_a:.3f} vs {c.mean_b:.3f}, {c.difference:+.3f}, 95% CI {c.low:+.3f} to {c.high:+.3f}, {p}: {verdict}"  # fmt: skip
 
 
 def settled(r) -> str:
@@ -350,7 +342,7 @@ claim(
 claim(
     "pretraining transfers: the pretrained start beats the random one, each at its better learning rate",  # fmt: skip
     not transfer.within_noise and transfer.difference > 0,
-    said(transfer),
+    str(transfer),
     at_scale=True,
 )
 print(f"lesson done in {time.perf_counter() - t_start:.1f}s")

@@ -417,14 +417,6 @@ print(f"plot saved to {OUT / 'named_adapters.png'}")
 
 
 # %%
-def said(c) -> str:
-    """The difference, its interval and p-value; "at the edge of the noise" when the
-    bootstrap interval and the permutation test disagree about it."""
-    p = "p<0.001" if c.p_value < 0.001 else f"p={c.p_value:.3f}"
-    verdict = "within noise" if c.within_noise else "a real difference"
-    if c.within_noise == (c.p_value < 0.05):
-        verdict = "at the edge of the noise"
-    return f"{c.mean_a:.3f} vs {c.mean_b:.3f}, {c.difference:+.3f}, 95% CI {c.low:+.3f} to {c.high:+.3f}, {p}: {verdict}"  # fmt: skip
 
 
 def better(c) -> bool:
@@ -470,30 +462,30 @@ c = comparisons["rs_vs_std"]
 claim(
     f"rsLoRA lets higher rank help (Kalajdzievski 2023): at r = {top} it beats alpha/r, each at its best of 3 learning rates",  # fmt: skip
     better(c),
-    said(c),
+    str(c),
     at_scale=True,
 )
 c = comparisons["rs_rank"]
-claim(f"with rsLoRA, rank {top} beats rank 1", better(c), said(c), at_scale=True)
+claim(f"with rsLoRA, rank {top} beats rank 1", better(c), str(c), at_scale=True)
 c = comparisons["std_rank"]
 claim(
     f"with alpha/r, rank {top} does not beat rank 1 (Kalajdzievski: alpha/r wastes the extra rank)",
     not better(c),
-    said(c),
+    str(c),
     at_scale=True,
 )
 c = comparisons["lora_vs_full"]
 claim(
     "the best LoRA run matches full fine-tuning: within noise or better (Hu et al. 2021)",
     c.within_noise or c.difference > 0,
-    said(c),
+    str(c),
     at_scale=True,
 )
 c = comparisons["lora_vs_probe"]
 claim(
     "LoRA beats the converged linear probe: adapting the attention adds to what the head alone reads",
     better(c),
-    said(c),
+    str(c),
     at_scale=True,
 )
 print(f"lesson done in {time.perf_counter() - t_start:.1f}s")

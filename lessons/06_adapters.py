@@ -219,14 +219,6 @@ print(f"plot saved to {OUT / 'adapters.png'}")
 
 
 # %%
-def said(c) -> str:
-    """The difference, its interval and p-value; "at the edge of the noise" when the
-    bootstrap interval and the permutation test disagree about it."""
-    p = "p<0.001" if c.p_value < 0.001 else f"p={c.p_value:.3f}"
-    verdict = "within noise" if c.within_noise else "a real difference"
-    if c.within_noise == (c.p_value < 0.05):
-        verdict = "at the edge of the noise"
-    return f"{c.mean_a:.3f} vs {c.mean_b:.3f}, {c.difference:+.3f}, 95% CI {c.low:+.3f} to {c.high:+.3f}, {p}: {verdict}"  # fmt: skip
 
 
 grads = {name: p.grad.norm().item() for name, p in adapter.named_parameters()}
@@ -254,28 +246,28 @@ c = comparisons["adapter_vs_probe"]
 claim(
     "the best adapter layout beats the converged linear probe: changing the features adds to what the head alone reads",  # fmt: skip
     not c.within_noise and c.difference > 0,
-    said(c),
+    str(c),
     at_scale=True,
 )
 c = comparisons["pfeiffer_vs_houlsby"]
 claim(
     "one adapter per block (Pfeiffer) does as well as two (Houlsby) with half the adapter parameters: within noise or better (Pfeiffer et al. 2020)",  # fmt: skip
     c.within_noise or c.difference > 0,
-    said(c),
+    str(c),
     at_scale=True,
 )
 c = comparisons["parallel_vs_pfeiffer"]
 claim(
     "the parallel adapter (s = 4) beats the serial one at the same place and size (He et al. 2022)",
     not c.within_noise and c.difference > 0,
-    said(c),
+    str(c),
     at_scale=True,
 )
 c = comparisons["rf"]
 claim(
     f"a tiny bottleneck suffices: rf {max(FACTORS)} ({sweep[max(FACTORS)].trainable:,} trainable) is within noise of rf 4 ({sweep[4].trainable:,}) or better",  # fmt: skip
     c.within_noise or c.difference > 0,
-    said(c),
+    str(c),
     at_scale=True,
 )
 print(f"lesson done in {time.perf_counter() - t_start:.1f}s")

@@ -152,3 +152,16 @@ def test_comparison_sentence_format():
 def test_bad_input_is_a_clear_error(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_the_verdict_says_when_the_interval_and_the_permutation_test_disagree():
+    from minift.metrics.intervals import Comparison
+
+    def made(low, high, p):
+        return Comparison("a", 0.5, "b", 0.4, 0.1, low, high, p, 240)
+
+    assert made(0.02, 0.18, 0.001).verdict == "a real difference"
+    assert made(-0.02, 0.18, 0.30).verdict == "within noise"
+    assert made(0.001, 0.18, 0.07).verdict == "at the edge of the noise"  # CI: real; p: noise
+    assert made(-0.001, 0.18, 0.04).verdict == "at the edge of the noise"  # CI: noise; p: real
+    assert str(made(0.001, 0.18, 0.07)).endswith("at the edge of the noise")

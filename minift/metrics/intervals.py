@@ -235,9 +235,19 @@ class Comparison:
         """True when the interval of the difference contains 0."""
         return self.low <= 0.0 <= self.high
 
+    @property
+    def verdict(self) -> str:
+        """ "within noise" or "a real difference", read from the interval; "at the edge of
+        the noise" when the permutation test at the same level says the opposite (the two
+        procedures disagree only for differences near the noise's size)."""
+        permutation_says_real = self.p_value < 1.0 - self.confidence
+        if permutation_says_real == self.within_noise:
+            return "at the edge of the noise"
+        return "within noise" if self.within_noise else "a real difference"
+
     def __str__(self) -> str:
         p = "p<0.001" if self.p_value < 0.001 else f"p={self.p_value:.3f}"
-        verdict = "within noise" if self.within_noise else "a real difference"
+        verdict = self.verdict
         return (
             f"{self.name_a} {self.mean_a:.3f} vs {self.name_b} {self.mean_b:.3f}: "
             f"{self.difference:+.3f} ({self.confidence:.0%} CI {self.low:+.3f} to "
@@ -260,8 +270,9 @@ def compare(
 
     The difference is mean(a) - mean(b), its interval the :func:`paired_bootstrap`, its
     p-value the :func:`permutation_test`. The verdict reads the interval: "within noise"
-    when it contains 0, else "a real difference". (The two can disagree at the edge,
-    since they are different procedures; the sentence prints both.) For example,
+    when it contains 0, else "a real difference"; "at the edge of the noise" when the
+    permutation test at the same level disagrees (they are different procedures, and
+    differ only for differences about the size of the noise). For example,
     ``print(compare("LoRA", lora_correct, "prefix", prefix_correct))`` prints a line like
 
         LoRA 0.512 vs prefix 0.383: +0.129 (95% CI +0.079 to +0.179, p<0.001), a real difference
