@@ -7,6 +7,7 @@ construction, and that bad input is one clear error before any training.
 """
 
 import pytest
+import torch
 
 from minift.cli import main
 from minift.data.tasks import Task
@@ -16,6 +17,7 @@ from minift.recipes.continual import CONTINUAL_METHODS, ContinualConfig, run_con
 from minift.recipes.multitask import (
     MultitaskConfig,
     load_tasks,
+    run_adapter_fusion,
     run_multitask,
     train_config,
 )
@@ -40,6 +42,23 @@ def test_multitask_runs_end_to_end(base, style, weighting):
     for name in r.tasks:
         assert sum(r.val_scores[name]) / len(r.val_scores[name]) == pytest.approx(r.metrics[name])
     assert set(r.loss_weights) == set(r.tasks)
+
+
+def test_adapter_fusion_runs_end_to_end(base):
+    model, enc = base
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    sources, (target,) = load_tasks("doc-kind,doc-returns"), load_tasks("doc-argcount")
+    short = train_config(steps=3, progress=False)
+    r = run_adapter_fusion(sources, target, model, enc, train=short, source_train=short)
+    assert r.sources == ["doc-kind", "doc-returns"] and 0.0 <= r.metric <= 1.0
+    assert set(r.source_metrics) == set(r.sources)
+    n_layer, c = model.config.n_layer, model.config.n_embd
+    assert r.trainable == n_layer * (3 * c * c + c) + (c + 1) * target.num_labels
+    assert len(r.weights) == n_layer  # one fusion site per block (the pfeiffer layout)
+    assert all(len(p) == 2 and sum(p) == pytest.approx(1.0) for p in r.weights.values())
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # base kept
+    with pytest.raises(ValueError, match="task listed twice: doc-kind"):
+        run_adapter_fusion(sources + sources[:1], target, model, enc)
 
 
 @pytest.mark.parametrize("method", CONTINUAL_METHODS)

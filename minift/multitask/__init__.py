@@ -11,12 +11,14 @@ The jobs are minift.recipes.multitask and minift.recipes.continual.
 """
 
 from minift.multitask.continual import EWC, L2SP, ReservoirBuffer, fisher_diagonal
+from minift.multitask.fusion import AdapterFusion, apply_adapter_fusion, remove_fusion
 from minift.multitask.metrics import average_accuracy, backward_transfer, forgetting, stream_summary
 from minift.multitask.model import MultiTaskModel, check_tasks
 from minift.multitask.sampling import SCHEMES, TaskSampler, mixing_rates
 from minift.multitask.weighting import FixedWeighting, UncertaintyWeighting, make_weighting
 
 __all__ = [
+    "AdapterFusion", "apply_adapter_fusion", "remove_fusion",
     "EWC", "L2SP", "SCHEMES", "FixedWeighting", "MultiTaskModel", "ReservoirBuffer",
     "TaskSampler", "UncertaintyWeighting", "average_accuracy", "backward_transfer",
     "check_tasks", "fisher_diagonal", "forgetting", "make_weighting", "mixing_rates",

@@ -8,6 +8,9 @@
     loop      = the Trainer, one task's batch a step; evaluation of every task at the end
 
 `minift multitask --tasks a,b,c --sampling temperature --temperature 2`.
+
+AdapterFusion (Pfeiffer et al. 2021, ``run_adapter_fusion``): one adapter per source task,
+each trained alone, then a fusion layer over them (minift.multitask.fusion) for a target.
 """
 
 from __future__ import annotations
@@ -23,8 +26,12 @@ import torch
 from minift.data.tasks import Task
 from minift.model import GPT
 from minift.multitask import MultiTaskModel, TaskSampler, check_tasks, make_weighting
+from minift.multitask.fusion import apply_adapter_fusion, fusion_weights
 from minift.multitask.instruction import verbalized_objective
+from minift.peft.adapters import AdapterConfig, apply_adapters
+from minift.peft.core import adapter_layers
 from minift.peft.methods import METHODS
+from minift.recipes.finetune import FinetuneConfig, build_model, finetune
 from minift.recipes.tasks import get_task
 from minift.train import TrainConfig, Trainer
 from minift.train.objectives import task_objective, verbalizer_ids
@@ -161,4 +168,84 @@ def run_multitask(
         seconds=time.perf_counter() - t0,
         history=result.history,
         model=model if keep_model else None,
+    )
+
+
+@dataclass
+class FusionResult:
+    sources: list[str]
+    target: str
+    metric_name: str
+    metric: float  # the target's validation metric after the fusion stage
+    source_metrics: dict[str, float]  # each source adapter's own metric on its task
+    weights: dict[str, list[float]]  # per site, the mean attention over the source adapters
+    trainable: int  # parameters of the fusion stage (fusion layers + head)
+    seconds: float
+    history: list[dict]
+
+
+def run_adapter_fusion(
+    sources: list[Task],
+    target: Task,
+    base: GPT,
+    enc,
+    train: TrainConfig | None = None,
+    source_train: TrainConfig | None = None,
+    reduction_factor: int = 16,
+    batch_size: int = 32,
+    max_len: int = 24,
+    device: str | torch.device = "cpu",
+) -> FusionResult:
+    """AdapterFusion: a "pfeiffer" adapter per source task on its own copy of ``base``
+    (``source_train``), then, on a fresh copy with the target's head, those adapters frozen
+    under their task names and a fusion layer over them trained with the head (``train``).
+    ``base`` is unchanged; both stages default to the adapters' registered learning rate."""
+    names = [t.name for t in sources]
+    if not names:
+        raise ValueError("AdapterFusion needs at least one source task")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"task listed twice: {', '.join(twice)}; give each task once")
+    lr = METHODS["adapter"].lr
+    train = train or train_config(steps=60, lr=lr)
+    source_train = source_train or train_config(steps=60, lr=lr)
+    t0 = time.perf_counter()
+
+    trained, source_metrics = {}, {}
+    for task in sources:
+        options = dict(layout="pfeiffer", reduction_factor=reduction_factor, adapter_name=task.name)
+        ft = FinetuneConfig(
+            method="adapter", options=options, batch_size=batch_size, max_len=max_len,
+            train=replace(source_train, eval_every=0, eval_at_start=False),
+        )  # fmt: skip
+        r = finetune(task, base, enc, ft, device=device, keep_model=True)
+        trained[task.name] = [layer.adapter for _, layer in adapter_layers(r.model, task.name)]
+        source_metrics[task.name] = r.metric
+
+    ft = FinetuneConfig(batch_size=batch_size, max_len=max_len, train=train)
+    model = build_model(base, target, enc, ft).to(device)
+    for name, adapters in trained.items():
+        apply_adapters(model, AdapterConfig("pfeiffer", reduction_factor, adapter_name=name))
+        for src, (_, layer) in zip(adapters, adapter_layers(model, name), strict=True):
+            layer.adapter.load_state_dict(src.state_dict())
+    apply_adapter_fusion(model, names, seed=train.seed)
+
+    objective = task_objective(target, enc, max_len, batch_size, train.seed)
+    run = replace(
+        train, monitor=objective.monitor, mode=objective.mode, desc=f"fusion for {target.name}"
+    )
+    result = Trainer(model, run, objective.batch_fn, objective.loss_fn, objective.eval_fn).fit()
+    model.eval()
+    with torch.no_grad():
+        objective.eval_fn(model)  # a last pass whose attention fusion_weights reports
+    return FusionResult(
+        sources=names,
+        target=target.name,
+        metric_name=objective.monitor,
+        metric=result.history[-1][objective.monitor],
+        source_metrics=source_metrics,
+        weights=fusion_weights(model),
+        trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        seconds=time.perf_counter() - t0,
+        history=result.history,
     )
