@@ -1,6 +1,7 @@
 """Base sizes and the shipped base: names checked, the shipped files verified by hash,
 and the normal-mode default loaded from the package without pretraining."""
 
+import json
 import shutil
 
 import pytest
@@ -65,3 +66,17 @@ def test_a_damaged_shipped_file_is_a_one_line_error(tmp_path, monkeypatch):
     (copy / "model.safetensors").unlink()
     with pytest.raises(UserError, match="is missing"):
         shipped.shipped_file(f"{folder}/model.safetensors", sha)
+
+
+def test_ship_and_compare_round_trip(tmp_path, monkeypatch):
+    import minift.recipes.ship as ship
+
+    folder = base_dir("base")
+    assert "largest weight difference 0.00e+00" in ship.compare_with_shipped("base", folder)
+    assert ship.compare_with_shipped("small", folder) is None  # "small" ships nothing
+    monkeypatch.setattr(ship, "ASSETS", tmp_path)
+    where = ship.ship_base("base", folder)
+    dest = tmp_path / SHIPPED_BASES["base"][0]
+    assert str(dest) in where and SHIPPED_BASES["base"][1] in where  # the same bytes, the same hash
+    report = json.loads((dest / "report.json").read_text())
+    assert report["val_loss"] == base_report(size="base")["val_loss"]

@@ -45,7 +45,8 @@ def register(sub) -> None:
 
 def cmd_pretrain(args) -> None:
     from minift.io import read_json
-    from minift.recipes.pretrain import base_dir, compare_with_shipped, ship_base, size_name
+    from minift.recipes.pretrain import base_dir, size_name
+    from minift.recipes.ship import compare_with_shipped, ship_base
 
     size = size_name(args.size, fast=args.fast or None)
     rebuild = args.rebuild or args.ship

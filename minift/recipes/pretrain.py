@@ -31,7 +31,6 @@ import dataclasses
 import hashlib
 import json
 import pathlib
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -42,10 +41,9 @@ from minift.cache import build_once
 from minift.data.batching import window_batches
 from minift.data.encoding import default_encoding
 from minift.data.tokens import corpus_tokens
-from minift.errors import UserError
 from minift.io import read_json, write_json
 from minift.model import GPT, GPTConfig
-from minift.shipped import ASSETS, sha256_of, shipped_file
+from minift.shipped import shipped_file
 from minift.tokenizer import encoding_fingerprint
 from minift.train import TrainConfig, Trainer
 from minift.utils import fast_mode, minift_home
@@ -267,38 +265,3 @@ def load_base(
 def base_report(fast: bool | None = None, size: str | None = None) -> dict:
     """The pretraining report of a base (building it if needed)."""
     return read_json(base_dir(size_name(size, fast), verbose=False) / "report.json", "base report")
-
-
-def compare_with_shipped(size: str, folder: pathlib.Path) -> str | None:
-    """How far a rebuilt base is from the shipped one (None where none ships): the
-    largest weight difference and both validation losses."""
-    if size not in SHIPPED_BASES:
-        return None
-    try:
-        shipped = shipped_base_dir(size)
-    except UserError as err:
-        return f"no shipped copy to compare with: {err}"
-    ours, theirs = GPT.load(folder).state_dict(), GPT.load(shipped).state_dict()
-    diff = max((ours[k] - theirs[k]).abs().max().item() for k in theirs)
-    mine = read_json(folder / "report.json", "base report")["val_loss"]
-    ref = read_json(shipped / "report.json", "base report")["val_loss"]
-    return (
-        f"against the shipped {size!r}: largest weight difference {diff:.2e}, "
-        f"val loss {mine:.4f} here vs {ref:.4f} shipped"
-    )
-
-
-def ship_base(size: str, folder: pathlib.Path) -> str:
-    """Copy a built base into minift/assets/ (what SHIPPED_BASES points at); return where,
-    with the SHA-256 of its weights."""
-    recipe = SIZES[size]
-    name = SHIPPED_BASES.get(size, (f"{size}-{recipe.n_layer}x{recipe.n_embd}", ""))[0]
-    dest = ASSETS / name
-    dest.mkdir(parents=True, exist_ok=True)
-    for file in BASE_FILES[:2]:
-        shutil.copyfile(folder / file, dest / file)
-    report = read_json(folder / "report.json", "base report")
-    # the curve every 25 steps and at each evaluation: the full log would outweigh the weights
-    report["history"] = [h for h in report["history"] if h["step"] % 25 == 0 or "val_loss" in h]
-    write_json(dest / "report.json", report)
-    return f"{dest} (model.safetensors SHA-256 {sha256_of(dest / 'model.safetensors')})"
