@@ -16,9 +16,13 @@ import torch.nn.functional as F
 
 from minift.data.batching import classification_batch
 from minift.data.tasks import Task
-from minift.seeding import sample_rows
 from minift.tokenizer import pad_id
-from minift.train.objectives import TaskObjective, classification_inputs, verbalizer_ids
+from minift.train.objectives import (
+    TaskObjective,
+    classification_batches,
+    classification_rows,
+    verbalizer_ids,
+)
 
 
 def _label_position_logits(model, batch) -> torch.Tensor:
@@ -40,16 +44,8 @@ def verbalized_objective(
         )
     words = torch.tensor(ids)
     pad = pad_id(enc)
-    train_ids = classification_inputs(task, enc, task.train, max_len)
-    train_labels = [int(r["label"]) for r in task.train]
-    val_ids = classification_inputs(task, enc, task.val, max_len)
-    val_labels = [int(r["label"]) for r in task.val]
-
-    def batch_fn(step: int, micro: int):
-        rows = sample_rows(len(train_ids), batch_size, seed, step, micro).tolist()
-        return classification_batch(
-            [train_ids[i] for i in rows], [train_labels[i] for i in rows], pad, max_len
-        )
+    train_ids, train_labels, val_ids, val_labels = classification_rows(task, enc, max_len)
+    batch_fn = classification_batches(train_ids, train_labels, pad, max_len, batch_size, seed)
 
     def loss_fn(model, batch):
         logits = _label_position_logits(model, batch)

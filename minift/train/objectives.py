@@ -55,6 +55,26 @@ def verbalizer_ids(task: Task, enc) -> list[int] | None:
     return [enc.encode_ordinary(word)[0] for word in task.verbalizer]
 
 
+def classification_rows(task: Task, enc, max_len: int):
+    """(train ids, train labels, val ids, val labels) of a labelled task, cut to max_len."""
+    train_labels = [int(r["label"]) for r in task.train]
+    val_labels = [int(r["label"]) for r in task.val]
+    train_ids = classification_inputs(task, enc, task.train, max_len)
+    return train_ids, train_labels, classification_inputs(task, enc, task.val, max_len), val_labels
+
+
+def classification_batches(
+    ids: list[list[int]], labels: list[int], pad: int, max_len: int, batch_size: int, seed: int
+) -> Callable:
+    """batch_fn(step, micro): the rows minift.seeding.sample_rows picks, padded to a batch."""
+
+    def batch_fn(step: int, micro: int):
+        rows = sample_rows(len(ids), batch_size, seed, step, micro).tolist()
+        return classification_batch([ids[i] for i in rows], [labels[i] for i in rows], pad, max_len)
+
+    return batch_fn
+
+
 def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -63,16 +83,8 @@ def classification_objective(
     task: Task, enc, max_len: int, batch_size: int, seed: int
 ) -> TaskObjective:
     pad = pad_id(enc)
-    train_ids = classification_inputs(task, enc, task.train, max_len)
-    train_labels = [int(r["label"]) for r in task.train]
-    val_ids = classification_inputs(task, enc, task.val, max_len)
-    val_labels = [int(r["label"]) for r in task.val]
-
-    def batch_fn(step: int, micro: int):
-        rows = sample_rows(len(train_ids), batch_size, seed, step, micro).tolist()
-        return classification_batch(
-            [train_ids[i] for i in rows], [train_labels[i] for i in rows], pad, max_len
-        )
+    train_ids, train_labels, val_ids, val_labels = classification_rows(task, enc, max_len)
+    batch_fn = classification_batches(train_ids, train_labels, pad, max_len, batch_size, seed)
 
     def loss_fn(model, batch):
         out = model(batch["idx"], attention_mask=batch["attention_mask"], labels=batch["labels"])
