@@ -38,6 +38,8 @@ setup(
             "peft",
             "jupytext",
             "scikit-learn",  # tests only: the reference for minift.metrics
+            "sacrebleu",  # tests only: the reference for BLEU and chrF
+            "rouge-score",  # tests only: the reference for ROUGE
         ],
     },
     entry_points={"console_scripts": ["minift=minift.cli:main"]},
