@@ -40,6 +40,7 @@ setup(
             "scikit-learn",  # tests only: the reference for minift.metrics
             "sacrebleu",  # tests only: the reference for BLEU and chrF
             "rouge-score",  # tests only: the reference for ROUGE
+            "imbalanced-learn",  # tests only: the reference for SMOTE
         ],
     },
     entry_points={"console_scripts": ["minift=minift.cli:main"]},
