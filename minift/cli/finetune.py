@@ -13,6 +13,7 @@ from minift.cli.options import method_options_parser
 
 def register(sub) -> None:
     from minift.data.tasks import DEFAULT_TASK
+    from minift.imbalance import BALANCES
     from minift.peft.methods import METHODS
     from minift.recipes.finetune import FinetuneConfig
 
@@ -31,6 +32,8 @@ def register(sub) -> None:
     s.add_argument("--batch-size", type=int, default=defaults.batch_size)
     s.add_argument("--lr", type=float, default=None, help="default: the method's own")
     s.add_argument("--max-len", type=int, default=defaults.max_len, help="tokens per example")
+    s.add_argument("--balance", default=defaults.balance, choices=BALANCES,
+                   help="a remedy for skewed classes (smote: with --method probe only)")  # fmt: skip
     s.add_argument("--eval-every", type=int, default=defaults.train.eval_every)
     s.add_argument("--seed", type=int, default=defaults.train.seed)
     s.add_argument("--out", help="folder for metrics.jsonl and loss.png")
@@ -90,7 +93,7 @@ def cmd_finetune(args) -> None:
     )  # fmt: skip
     config = FinetuneConfig(
         method=args.method, options=args.options, batch_size=args.batch_size,
-        max_len=args.max_len, train=train,
+        max_len=args.max_len, balance=args.balance, train=train,
     )  # fmt: skip
     base, enc = load_model_and_encoding(args.model)
     refuse_unmerged_adapters(base, args.model)

@@ -54,6 +54,7 @@ class FinetuneConfig:
     batch_size: int = 32
     max_len: int = 24  # tokens per example (classification: text start + template)
     pooling: str = "last"  # the classification head's pooling: "last" or "mean"
+    balance: str = "none"  # a remedy for skewed classes (minift.recipes.balance)
     train: TrainConfig = field(default_factory=train_config)
 
     def __post_init__(self) -> None:
@@ -137,6 +138,13 @@ def finetune(
     virtual = getattr(find_gpt(model).soft_prompt, "num_tokens", 0)
     max_len = min(config.max_len, base.config.block_size - virtual)  # soft prompts take room
     objective = task_objective(task, enc, max_len, config.batch_size, config.train.seed)
+    if config.balance != "none":
+        from minift.recipes.balance import balance_objective
+
+        objective, prepared.fit = balance_objective(
+            config.balance, objective, task, enc, max_len, config.batch_size,
+            config.train.seed, prepared.fit, config.options,
+        )  # fmt: skip
     train = replace(
         config.train, lr=lr, monitor=objective.monitor, mode=objective.mode,
         desc=f"{config.method} on {task.name}",

@@ -1,0 +1,111 @@
+"""One name per remedy, and a linear head fitted on frozen features with any of them.
+
+    none          plain cross-entropy on the skewed rows (the floor)
+    weights       class-weighted cross-entropy, w_c = n / (K n_c)
+    focal         focal loss, gamma = 2 (Lin et al. 2017)
+    oversample    minority rows repeated until every class matches the largest
+    undersample   majority rows dropped until every class matches the smallest
+    smote         synthetic minority features (Chawla et al. 2002), then cross-entropy
+    logit-adjust  the logit-adjusted loss CE(z + log pi, y) (Menon et al. 2021)
+
+``fit_head`` fits W, b of  z = W x + b  on fixed features x by full-batch L-BFGS in
+float64, on standardised features (folded back at the end) with an L2 penalty l2 ||W||^2,
+so the remedies differ only in the data or the loss, never in how far training got.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from minift.errors import UserError
+from minift.imbalance.losses import (
+    class_priors,
+    class_weights,
+    focal_loss,
+    logit_adjusted_loss,
+    weighted_cross_entropy,
+)
+from minift.imbalance.sampling import random_oversample, undersample_indices
+from minift.imbalance.smote import smote
+
+BALANCES = ("none", "weights", "focal", "oversample", "undersample", "smote", "logit-adjust")
+RESAMPLERS = ("oversample", "undersample", "smote")
+
+
+def check_balance(balance: str) -> str:
+    if balance not in BALANCES:
+        raise UserError(f"unknown balance method {balance!r}; choose one of {', '.join(BALANCES)}")
+    return balance
+
+
+def balanced_loss(
+    balance: str, labels: torch.Tensor, num_classes: int, gamma: float = 2.0, tau: float = 1.0
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """loss(logits, labels) for ``balance`` given the training labels (for the class
+    frequencies); the resampling remedies change the rows and keep cross-entropy."""
+    check_balance(balance)
+    if balance == "weights":
+        w = class_weights(labels, num_classes)
+        return lambda z, y: weighted_cross_entropy(z, y, w)
+    if balance == "focal":
+        return lambda z, y: focal_loss(z, y, gamma)
+    if balance == "logit-adjust":
+        pi = class_priors(labels, num_classes)
+        return lambda z, y: logit_adjusted_loss(z, y, pi, tau)
+    return lambda z, y: F.cross_entropy(z, y)
+
+
+def resample(
+    X: torch.Tensor, y: torch.Tensor, num_classes: int, balance: str, seed: int = 0, k: int = 5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training features and labels after ``balance``'s resampling (unchanged for the
+    remedies that change the loss instead)."""
+    g = torch.Generator().manual_seed(seed)
+    if check_balance(balance) == "oversample":
+        idx = random_oversample(y, num_classes, g)
+    elif balance == "undersample":
+        idx = undersample_indices(y, num_classes, g)
+    elif balance == "smote":
+        return smote(X, y, k=k, seed=seed)
+    else:
+        return X, y
+    return X[idx], y[idx]
+
+
+def fit_head(
+    X: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    balance: str = "none",
+    l2: float = 1e-3,
+    seed: int = 0,
+    k: int = 5,
+    gamma: float = 2.0,
+    max_iter: int = 200,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """W (K, C) and b (K,) of a linear head on features X (n, C), fitted with ``balance``."""
+    y = torch.as_tensor(y, dtype=torch.long)
+    X_fit, y_fit = resample(X.double(), y, num_classes, balance, seed, k)
+    loss_of = balanced_loss(balance, y, num_classes, gamma)
+    mu, sigma = X_fit.mean(0), X_fit.std(0, unbiased=False).clamp_min(1e-8)
+    Z = (X_fit - mu) / sigma
+    W = torch.zeros(num_classes, X.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS(
+        [W, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,
+        history_size=20, line_search_fn="strong_wolfe",
+    )  # fmt: skip
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_of(Z @ W.T + b, y_fit) + l2 * W.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    W, b = W.detach() / sigma, b.detach()
+    return W, b - W @ mu
