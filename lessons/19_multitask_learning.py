@@ -19,6 +19,9 @@
 #   language-model head (`minift.multitask.instruction`).
 # - **Uncertainty weighting** (Kendall et al. 2018): each task's loss weighted by a learned
 #   exp(-s_i) / 2, plus s_i / 2 (`minift.multitask.weighting`).
+# - **AdapterFusion** (Pfeiffer et al. 2021): no shared training at all; one adapter per
+#   source task, each trained alone, then for a target task a small attention layer that
+#   reads, per token and per block, a mix of the frozen adapters (`minift.multitask.fusion`).
 #
 # What transfers here and what interferes is measured below, not assumed: the closing
 # cell says which comparisons this run can tell apart from noise.
@@ -32,7 +35,15 @@ import numpy as np
 from minift.claims import claim
 from minift.metrics import accuracy_se, compare
 from minift.multitask import TaskSampler, mixing_rates
-from minift.recipes.multitask import MultitaskConfig, load_tasks, run_multitask, train_config
+from minift.peft.methods import METHODS
+from minift.recipes.finetune import FinetuneConfig, finetune
+from minift.recipes.multitask import (
+    MultitaskConfig,
+    load_tasks,
+    run_adapter_fusion,
+    run_multitask,
+    train_config,
+)
 from minift.recipes.pretrain import load_base
 from minift.utils import fast_mode, output_dir
 
@@ -119,8 +130,30 @@ print(
     "learned loss weights exp(-s)/2:", {n: round(w, 4) for n, w in uncertain.loss_weights.items()}
 )
 
+# %% [markdown]
+# ## 5. AdapterFusion: composing adapters trained apart
+# An adapter for `stdlib-package` and one for `doc-kind`, each trained alone; then, for the
+# small task, a fusion layer over the two (both frozen) with a new head. Against it: one
+# adapter trained on the small task directly, for the same number of steps and at the
+# adapters' registered learning rate. The fusion's attention says which source adapter the
+# small task reads in each block.
+
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
+adapter_train = train_config(steps=STEPS, progress=False, lr=METHODS["adapter"].lr)
+sources, target = tasks[:2], tasks[2]
+fused = run_adapter_fusion(sources, target, base, enc, train=adapter_train, source_train=adapter_train)  # fmt: skip
+one_adapter = finetune(target, base, enc, FinetuneConfig(method="adapter", options={"layout": "pfeiffer"}, train=adapter_train))  # fmt: skip
+for name, m in fused.source_metrics.items():
+    print(f"adapter {name:15s} accuracy {m:.3f} on its own task")
+print(f"{SMALL}: fusion {fused.metric:.3f} ({fused.trainable} trainable), one adapter {one_adapter.metric:.3f} ({one_adapter.trainable} trainable)")  # fmt: skip
+attention = np.array(list(fused.weights.values()))  # sites x sources
+for site, w in fused.weights.items():
+    print(f"  {site}: " + ", ".join(f"{n} {x:.2f}" for n, x in zip(fused.sources, w)))
+c_fusion = compare(f"{SMALL} fusion", fused.val_scores, f"{SMALL} one adapter", one_adapter.val_scores)  # fmt: skip
+print(c_fusion)
+
+# %%
+fig, axes = plt.subplots(1, 4, figsize=(21, 4.4))
 ax = axes[0]
 for i, n in enumerate(names):
     ax.plot(temps, rates[:, i], marker="o", label=f"{n} ({sizes[i]} rows)")
@@ -144,6 +177,13 @@ ax.errorbar(T_SWEEP, small_acc, yerr=[accuracy_se(a, len(tasks[2].val)) for a in
 ax.axhline(1 / len(tasks[2].labels), color="grey", ls=":", label="chance")
 ax.set(xlabel="temperature T", ylabel=f"{SMALL} val accuracy (± 1 SE)", ylim=(0, 1), title="the small task against T")  # fmt: skip
 ax.legend(fontsize=8)
+ax = axes[3]
+bottom = np.zeros(len(attention))
+for i, n in enumerate(fused.sources):
+    ax.bar(np.arange(len(attention)), attention[:, i], bottom=bottom, label=f"adapter {n}")
+    bottom += attention[:, i]
+ax.set(xticks=np.arange(len(attention)), xlabel="block", ylabel="mean fusion attention", ylim=(0, 1), title=f"AdapterFusion for {SMALL}")  # fmt: skip
+ax.legend(fontsize=8)
 fig.tight_layout()
 fig.savefig(OUT / "multitask.png", dpi=110)
 plt.close(fig)
@@ -166,6 +206,9 @@ claim(f"a higher temperature helps the small task {SMALL} (T5, Raffel et al. 202
 for n in names:
     c = transfer[n]
     claim(f"{n} gains from sharing the backbone with the other tasks (positive transfer)", c.difference > 0 and not c.within_noise, str(c), at_scale=True)  # fmt: skip
+n_fusion = base.config.n_layer * (3 * base.config.n_embd**2 + base.config.n_embd) + (base.config.n_embd + 1) * target.num_labels  # fmt: skip
+claim("the fusion stage trains only W_Q, b_Q, W_K, W_V per block and the new head (the adapters stay frozen)", fused.trainable == n_fusion, f"{fused.trainable} trainable, formula {n_fusion}")  # fmt: skip
+claim(f"AdapterFusion over other tasks' adapters beats one adapter trained on {SMALL} alone (Pfeiffer et al. 2021)", c_fusion.difference > 0 and not c_fusion.within_noise, str(c_fusion), at_scale=True)  # fmt: skip
 claim("phrasing every task as a prompt for one LM head matches a head per task (within noise) or beats it", all(s.within_noise or s.difference > 0 for s in style.values()), "; ".join(str(s) for s in style.values()), at_scale=True)  # fmt: skip
 print(f"lesson done in {time.perf_counter() - t_start:.1f}s")
 
@@ -181,3 +224,7 @@ print(f"lesson done in {time.perf_counter() - t_start:.1f}s")
 #    then separate the tasks, and is the noisy one the one weighted down?
 # 5. Add the generation task `doc-name` to the instruction-style run: all four tasks then
 #    share every parameter. What happens to its exact match?
+# 6. Train the fusion with `fusion_reg=1.0` (the ||I - W_V||^2 penalty; `minift fusion
+#    --fusion-reg 1`): does holding W_V near the identity change the attention, or the
+#    accuracy? Then fuse an adapter of the target task itself with the others: does the
+#    fusion learn to read mostly that one?

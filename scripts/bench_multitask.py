@@ -1,13 +1,16 @@
 """Multi-task and continual benchmarks: the tables of issue 12, mean and spread over seeds.
 
-    python scripts/bench_multitask.py            # 3 seeds, the shipped base (minutes on a CPU)
+    python scripts/bench_multitask.py            # 3 seeds, the shipped base (tens of minutes on 2 cores)
     python scripts/bench_multitask.py --quick    # 1 seed, fast mode's tiny base, few steps
 
 Tables (each accuracy the mean over seeds, ± the standard deviation across seeds):
 1. each task alone vs all together, at equal total steps (equal mixing);
-2. the small task (doc-argcount) against the temperature T of the sampler;
+2. the small task (the last of --tasks) against the temperature T of the sampler;
 3. pairs: each task trained with one other, minus alone (> 0 transfer, < 0 interference);
-4. the continual stream: ACC, BWT, forgetting and seconds of every method.
+4. AdapterFusion for the small task over adapters of the other tasks, against one adapter
+   trained on the small task alone (same steps) and against full fine-tuning alone;
+5. the continual stream: ACC, BWT, forgetting and seconds of every method.
+Writes docs/results/multitask.json and docs/multitask.png (--out changes the folder).
 Record the output in docs/benchmarks.md with the machine and the command.
 """
 
@@ -16,13 +19,71 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
+import pathlib
 import platform
 import statistics
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def mean_sd(xs: list[float]) -> str:
     sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
     return f"{statistics.mean(xs):.3f} ± {sd:.3f}"
+
+
+def _sd(xs: list[float]) -> float:
+    return statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+def plot(results: dict, path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = results["tasks"]
+    fig, axes = plt.subplots(1, 4, figsize=(21, 4.6))
+    ax = axes[0]
+    x = np.arange(len(names))
+    for k, key in enumerate(("alone", "together")):
+        vals = [statistics.mean(results[key][n]) for n in names]
+        errs = [_sd(results[key][n]) for n in names]
+        ax.bar(x + (k - 0.5) * 0.38, vals, 0.38, yerr=errs, capsize=3, label=key)
+    ax.set(xticks=x, xticklabels=names, ylim=(0, 1), ylabel="val accuracy (mean ± SD over seeds)", title="alone vs together, equal total steps")  # fmt: skip
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    temps = sorted(results["by_temperature"], key=float)
+    ys = [statistics.mean(results["by_temperature"][t]) for t in temps]
+    es = [_sd(results["by_temperature"][t]) for t in temps]
+    ax.errorbar([float(t) for t in temps], ys, yerr=es, marker="o", capsize=3)
+    ax.set(xscale="log", xlabel="temperature T", ylabel=f"{names[-1]} accuracy", ylim=(0, 1), title="the small task against T")  # fmt: skip
+    ax = axes[2]
+    grid = np.full((len(names), len(names)), np.nan)
+    for key, xs in results["pairs"].items():
+        a, b = key.split(" + ")
+        grid[names.index(a), names.index(b)] = statistics.mean(xs)
+    lim = np.nanmax(np.abs(grid)) if np.isfinite(grid).any() else 1.0
+    im = ax.imshow(grid, cmap="RdBu", vmin=-lim, vmax=lim)
+    for i, j in itertools.product(range(len(names)), repeat=2):
+        if np.isfinite(grid[i, j]):
+            ax.text(j, i, f"{grid[i, j]:+.3f}", ha="center", va="center", fontsize=8)
+    ax.set(xticks=x, xticklabels=names, yticks=x, yticklabels=names, xlabel="trained with", ylabel="task", title="pair minus alone (blue: transfer)")  # fmt: skip
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax = axes[3]
+    methods = list(results["continual"])
+    acc = [statistics.mean(results["continual"][m]["acc"]) for m in methods]
+    fgt = [statistics.mean(results["continual"][m]["forgetting"]) for m in methods]
+    xm = np.arange(len(methods))
+    ax.bar(xm - 0.2, acc, 0.4, yerr=[_sd(results["continual"][m]["acc"]) for m in methods], capsize=3, label="ACC")  # fmt: skip
+    ax.bar(xm + 0.2, fgt, 0.4, yerr=[_sd(results["continual"][m]["forgetting"]) for m in methods], capsize=3, label="forgetting")  # fmt: skip
+    ax.set(xticks=xm, xticklabels=methods, title="continual stream", ylim=(0, 1))
+    ax.tick_params(axis="x", rotation=30)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
@@ -31,33 +92,46 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--steps", type=int, default=40, help="steps per task")
     p.add_argument("--tasks", default="stdlib-package,doc-kind,doc-argcount")
+    p.add_argument("--out", default=None, help="folder for multitask.json and multitask.png")
     args = p.parse_args()
     if args.quick:
         os.environ["MINIFT_FAST"] = "1"
         args.seeds, args.steps = 1, 6
 
+    from minift.io import write_json
     from minift.recipes.continual import (  # fmt: skip
         CONTINUAL_METHODS,
         DEFAULT_STREAM,
         ContinualConfig,
         run_continual,
     )
-    from minift.recipes.multitask import MultitaskConfig, load_tasks, run_multitask, train_config
+    from minift.recipes.finetune import FinetuneConfig, finetune
+    from minift.recipes.multitask import (  # fmt: skip
+        MultitaskConfig,
+        load_tasks,
+        run_adapter_fusion,
+        run_multitask,
+        train_config,
+    )
     from minift.recipes.pretrain import load_base
 
+    t_start = time.perf_counter()
     base, enc = load_base(progress=False)
     names = args.tasks.split(",")
-    seeds = range(args.seeds)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; steps per task {args.steps}, seeds {list(seeds)}")  # fmt: skip
+    seeds = list(range(args.seeds))
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    print(f"machine: {machine}; steps per task {args.steps}, seeds {seeds}")
 
     def run(task_list, steps, seed, **kw):
         cfg = MultitaskConfig(train=train_config(steps=steps, seed=seed, progress=False), **kw)
         return run_multitask(task_list, base, enc, cfg).metrics
 
-    alone = {n: [] for n in names}
-    together = {n: [] for n in names}
-    by_t: dict[float, list[float]] = {t: [] for t in (1.0, 2.0, 5.0)}
-    pairs: dict[tuple[str, str], list[float]] = {}
+    alone: dict[str, list[float]] = {n: [] for n in names}
+    together: dict[str, list[float]] = {n: [] for n in names}
+    by_t: dict[str, list[float]] = {str(t): [] for t in (1.0, 2.0, 5.0)}
+    pairs: dict[str, list[float]] = {}
+    fusion: dict[str, list[float]] = {"fusion": [], "one adapter": [], "full alone": []}
+    small = names[-1]
     for seed in seeds:
         tasks = load_tasks(names, seed=seed)
         for t in tasks:
@@ -65,33 +139,66 @@ def main() -> None:
         joint = run(tasks, args.steps * len(tasks), seed, sampling="equal")
         for n in names:
             together[n].append(joint[n])
-        small = names[-1]
         for temp in by_t:
-            by_t[temp].append(run(tasks, args.steps * len(tasks), seed, temperature=temp)[small])
+            by_t[temp].append(run(tasks, args.steps * len(tasks), seed, temperature=float(temp))[small])  # fmt: skip
         for a, b in itertools.permutations(range(len(tasks)), 2):
             m = run([tasks[a], tasks[b]], 2 * args.steps, seed, sampling="equal")
-            pairs.setdefault((names[a], names[b]), []).append(m[names[a]] - alone[names[a]][-1])
+            pairs.setdefault(f"{names[a]} + {names[b]}", []).append(m[names[a]] - alone[names[a]][-1])  # fmt: skip
+        # AdapterFusion: adapters of the other tasks, fused for the small one; against one
+        # adapter on the small task (the same steps as the fusion stage, the adapters' rate).
+        adapter_train = _with_lr(train_config(steps=args.steps, seed=seed, progress=False))
+        fr = run_adapter_fusion(tasks[:-1], tasks[-1], base, enc, train=adapter_train, source_train=adapter_train)  # fmt: skip
+        one = finetune(tasks[-1], base, enc, FinetuneConfig(method="adapter", options={"layout": "pfeiffer"}, train=adapter_train))  # fmt: skip
+        fusion["fusion"].append(fr.metric)
+        fusion["one adapter"].append(one.metric)
+        fusion["full alone"].append(alone[small][-1])
 
     print("\n| task | alone | together | together - alone |\n|---|---|---|---|")
     for n in names:
         diff = [j - a for j, a in zip(together[n], alone[n])]
         print(f"| {n} | {mean_sd(alone[n])} | {mean_sd(together[n])} | {mean_sd(diff)} |")
-    print(f"\n| T | {names[-1]} accuracy |\n|---|---|")
+    print(f"\n| T | {small} accuracy |\n|---|---|")
     for temp, xs in by_t.items():
-        print(f"| {temp:g} | {mean_sd(xs)} |")
-    print("\n| task | trained with | accuracy minus alone |\n|---|---|---|")
-    for (a, b), xs in pairs.items():
-        print(f"| {a} | {b} | {mean_sd(xs)} |")
+        print(f"| {float(temp):g} | {mean_sd(xs)} |")
+    print("\n| task + trained with | accuracy minus alone |\n|---|---|")
+    for key, xs in pairs.items():
+        print(f"| {key} | {mean_sd(xs)} |")
+    print(f"\n| {small}, {args.steps} steps | accuracy |\n|---|---|")
+    for key, xs in fusion.items():
+        print(f"| {key} | {mean_sd(xs)} |")
 
+    continual: dict[str, dict[str, list[float]]] = {}
     print("\n| method | ACC | BWT | forgetting | seconds |\n|---|---|---|---|---|")
     for method in CONTINUAL_METHODS:
-        rows = []
+        rows = continual.setdefault(method, {"acc": [], "bwt": [], "forgetting": [], "seconds": []})
         for seed in seeds:
             cfg = ContinualConfig(method=method, train=train_config(steps=args.steps, seed=seed, progress=False))  # fmt: skip
             r = run_continual(load_tasks(DEFAULT_STREAM, seed=seed), base, enc, cfg)
-            rows.append((r.summary["acc"], r.summary["bwt"], r.summary["forgetting"], r.seconds))
-        cols = list(zip(*rows))
-        print(f"| {method} | {mean_sd(list(cols[0]))} | {mean_sd(list(cols[1]))} | {mean_sd(list(cols[2]))} | {statistics.mean(cols[3]):.1f} |")  # fmt: skip
+            for key in ("acc", "bwt", "forgetting"):
+                rows[key].append(r.summary[key])
+            rows["seconds"].append(r.seconds)
+        print(f"| {method} | {mean_sd(rows['acc'])} | {mean_sd(rows['bwt'])} | {mean_sd(rows['forgetting'])} | {statistics.mean(rows['seconds']):.1f} |")  # fmt: skip
+
+    results = {
+        "machine": machine, "command": "python scripts/bench_multitask.py" + (" --quick" if args.quick else ""),  # fmt: skip
+        "steps_per_task": args.steps, "seeds": seeds, "tasks": names, "stream": list(DEFAULT_STREAM),
+        "alone": alone, "together": together, "by_temperature": by_t, "pairs": pairs,
+        "fusion": fusion, "continual": continual, "seconds": time.perf_counter() - t_start,
+    }  # fmt: skip
+    out = pathlib.Path(args.out) if args.out else (ROOT / "docs" if not args.quick else ROOT / "runs" / "bench_multitask")  # fmt: skip
+    (out / "results").mkdir(parents=True, exist_ok=True)
+    write_json(out / "results" / "multitask.json", results)
+    plot(results, out / "multitask.png")
+    print(f"\nwrote {out / 'results' / 'multitask.json'} and {out / 'multitask.png'} in {results['seconds']:.0f}s")  # fmt: skip
+
+
+def _with_lr(train):
+    """The adapters' registered learning rate (both stages of AdapterFusion use it)."""
+    from dataclasses import replace
+
+    from minift.peft.methods import METHODS
+
+    return replace(train, lr=METHODS["adapter"].lr)
 
 
 if __name__ == "__main__":

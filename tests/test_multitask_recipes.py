@@ -59,6 +59,28 @@ def test_adapter_fusion_runs_end_to_end(base):
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # base kept
     with pytest.raises(ValueError, match="task listed twice: doc-kind"):
         run_adapter_fusion(sources + sources[:1], target, model, enc)
+    with pytest.raises(ValueError, match="fusion_reg must be >= 0"):
+        run_adapter_fusion(sources, target, model, enc, fusion_reg=-1.0)
+
+
+def test_the_fusion_regulariser_keeps_the_values_near_the_identity(base):
+    model, enc = base
+    sources, (target,) = load_tasks("doc-kind"), load_tasks("doc-argcount")
+    # a rate large enough that W_V moves visibly in 4 steps
+    short = train_config(steps=4, progress=False, lr=0.05)
+    free = run_adapter_fusion(sources, target, model, enc, train=short, source_train=short)
+    held = run_adapter_fusion(sources, target, model, enc, train=short, source_train=short, fusion_reg=10.0)  # fmt: skip
+    assert free.source_metrics == held.source_metrics  # same adapters: only the fusion differs
+    assert 0.0 < held.value_distance < free.value_distance
+    steps = [row for row in held.history if "loss" in row]
+    assert steps and all("fusion_reg" in row for row in steps)
+
+
+def test_fusion_command_prints_the_adapters_weights(capsys):
+    argv = ["fusion", "--sources", "doc-kind", "--target", "doc-argcount", "--steps", "2"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "adapter doc-kind" in out and "fusion for doc-argcount" in out and "doc-kind 1.00" in out
 
 
 @pytest.mark.parametrize("method", CONTINUAL_METHODS)
@@ -87,6 +109,11 @@ def test_continual_methods_run_end_to_end(base, method):
         (["multitask", "--tasks", "doc-kind,doc-kind"], "task listed twice: doc-kind"),
         (["multitask", "--tasks", "doc-kind,file-words"], "kinds with no head here"),
         (["continual", "--tasks", "doc-kind,doc-name"], "a continual stream takes classification"),
+        (
+            ["fusion", "--sources", "doc-kind", "--target", "doc-kind"],
+            "the target doc-kind is also a source",
+        ),
+        (["fusion", "--sources", "doc-kind,nope"], "unknown task 'nope'"),
         (
             ["multitask", "--sampling", "temperature", "--temperature", "0"],
             "temperature and cap must be > 0",

@@ -1,8 +1,10 @@
-"""`minift multitask` and `minift continual`: many tasks on one model, at once or in turn.
+"""`minift multitask`, `minift continual` and `minift fusion`: many tasks on one model, at
+once, in turn, or as task adapters composed by AdapterFusion.
 
     minift multitask --tasks stdlib-package,doc-kind,doc-argcount --sampling temperature --temperature 2
     minift multitask --style instruction --weighting uncertainty
     minift continual --tasks doc-kind,stdlib-package,doc-returns --method ewc
+    minift fusion --sources stdlib-package,doc-kind --target doc-argcount
 
 The jobs are minift.recipes.multitask and minift.recipes.continual; every default here is
 their configs'.
@@ -41,6 +43,18 @@ def register(sub) -> None:
     _common(s, c.train.steps, c.batch_size, per_task=True)
     s.set_defaults(func=cmd_continual)
 
+    s = sub.add_parser(
+        "fusion", help="AdapterFusion: an adapter per source task, fused for a target"
+    )
+    s.add_argument(
+        "--sources", default="stdlib-package,doc-kind", help="comma-separated task names"
+    )
+    s.add_argument("--target", default="doc-argcount", help="the task the fusion layer learns")
+    s.add_argument("--reduction-factor", type=int, default=16, help="adapter width C / factor")
+    s.add_argument("--fusion-reg", type=float, default=0.0, help="lambda of ||I - W_V||^2")
+    _common(s, 60, 32, per_task=True)
+    s.set_defaults(func=cmd_fusion)
+
 
 def _common(s, steps: int, batch_size: int, per_task: bool = False) -> None:
     s.add_argument("--steps", type=int, default=steps, help="steps per task" if per_task else "steps in all")  # fmt: skip
@@ -49,12 +63,12 @@ def _common(s, steps: int, batch_size: int, per_task: bool = False) -> None:
     s.add_argument("--seed", type=int, default=0)
 
 
-def _train(args):
+def _train(args, default_lr: float | None = None):
     from minift.recipes.multitask import train_config
 
     changes = {"steps": args.steps, "seed": args.seed}
-    if args.lr is not None:
-        changes["lr"] = args.lr
+    if args.lr is not None or default_lr is not None:
+        changes["lr"] = args.lr if args.lr is not None else default_lr
     return train_config(**changes)
 
 
@@ -94,3 +108,27 @@ def cmd_continual(args: argparse.Namespace) -> None:
         print(f"{name[:16]:16s}" + " ".join(f"{x:10.3f}" for x in row))
     s = r.summary
     print(f"{r.method}: ACC {s['acc']:.3f}, BWT {s['bwt']:+.3f}, forgetting {s['forgetting']:.3f}, {r.seconds:.1f}s")  # fmt: skip
+
+
+def cmd_fusion(args: argparse.Namespace) -> None:
+    from minift.peft.methods import METHODS
+    from minift.recipes.multitask import load_tasks, run_adapter_fusion
+    from minift.recipes.pretrain import load_base
+
+    sources = load_tasks(args.sources, seed=args.seed)
+    (target,) = load_tasks(args.target, seed=args.seed)
+    if target.name in {t.name for t in sources}:
+        raise ValueError(f"the target {target.name} is also a source; fuse other tasks' adapters")
+    base, enc = load_base()
+    train = _train(args, default_lr=METHODS["adapter"].lr)
+    r = run_adapter_fusion(
+        sources, target, base, enc, train=train, source_train=train,
+        reduction_factor=args.reduction_factor, batch_size=args.batch_size,
+        fusion_reg=args.fusion_reg,
+    )  # fmt: skip
+    for name, metric in r.source_metrics.items():
+        print(f"adapter {name:16s} {r.metric_name} {metric:.3f} on its own task")
+    print(f"fusion for {r.target}: {r.metric_name} {r.metric:.3f}, {r.trainable} trainable parameters, {r.seconds:.1f}s")  # fmt: skip
+    print("mean attention over the adapters, per site:")
+    for site, weights in r.weights.items():
+        print(f"  {site}: " + ", ".join(f"{n} {w:.2f}" for n, w in zip(r.sources, weights)))

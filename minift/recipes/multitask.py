@@ -26,7 +26,7 @@ import torch
 from minift.data.tasks import Task
 from minift.model import GPT
 from minift.multitask import MultiTaskModel, TaskSampler, check_tasks, make_weighting
-from minift.multitask.fusion import apply_adapter_fusion, fusion_weights
+from minift.multitask.fusion import apply_adapter_fusion, fusion_regularization, fusion_weights
 from minift.multitask.instruction import verbalized_objective
 from minift.peft.adapters import AdapterConfig, apply_adapters
 from minift.peft.core import adapter_layers
@@ -180,8 +180,10 @@ class FusionResult:
     source_metrics: dict[str, float]  # each source adapter's own metric on its task
     weights: dict[str, list[float]]  # per site, the mean attention over the source adapters
     trainable: int  # parameters of the fusion stage (fusion layers + head)
+    value_distance: float  # sum over sites of ||I - W_V||^2 at the end (0 at the start)
     seconds: float
     history: list[dict]
+    val_scores: list[float]  # the target's metric per validation example, at the end
 
 
 def run_adapter_fusion(
@@ -194,15 +196,20 @@ def run_adapter_fusion(
     reduction_factor: int = 16,
     batch_size: int = 32,
     max_len: int = 24,
+    fusion_reg: float = 0.0,
     device: str | torch.device = "cpu",
 ) -> FusionResult:
     """AdapterFusion: a "pfeiffer" adapter per source task on its own copy of ``base``
     (``source_train``), then, on a fresh copy with the target's head, those adapters frozen
     under their task names and a fusion layer over them trained with the head (``train``).
-    ``base`` is unchanged; both stages default to the adapters' registered learning rate."""
+    ``base`` is unchanged; both stages default to the adapters' registered learning rate.
+    ``fusion_reg`` > 0 adds fusion_reg * sum ||I - W_V||^2 to the loss (keeps the values
+    near the adapters' own outputs, as adapter-transformers does)."""
     names = [t.name for t in sources]
     if not names:
         raise ValueError("AdapterFusion needs at least one source task")
+    if fusion_reg < 0:
+        raise ValueError(f"fusion_reg must be >= 0, got {fusion_reg}")
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ValueError(f"task listed twice: {', '.join(twice)}; give each task once")
@@ -234,18 +241,30 @@ def run_adapter_fusion(
     run = replace(
         train, monitor=objective.monitor, mode=objective.mode, desc=f"fusion for {target.name}"
     )
-    result = Trainer(model, run, objective.batch_fn, objective.loss_fn, objective.eval_fn).fit()
+    loss_fn = objective.loss_fn
+    if fusion_reg > 0:
+
+        def loss_fn(m, batch):
+            loss, extra = objective.loss_fn(m, batch)
+            reg = fusion_regularization(m)
+            return loss + fusion_reg * reg, {**extra, "fusion_reg": reg.item()}
+
+    result = Trainer(model, run, objective.batch_fn, loss_fn, objective.eval_fn).fit()
     model.eval()
     with torch.no_grad():
         objective.eval_fn(model)  # a last pass whose attention fusion_weights reports
+        weights = fusion_weights(model)
+        scores = objective.scores_fn(model)
     return FusionResult(
         sources=names,
         target=target.name,
         metric_name=objective.monitor,
         metric=result.history[-1][objective.monitor],
         source_metrics=source_metrics,
-        weights=fusion_weights(model),
+        weights=weights,
         trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        value_distance=fusion_regularization(model).item(),
         seconds=time.perf_counter() - t0,
         history=result.history,
+        val_scores=scores,
     )
