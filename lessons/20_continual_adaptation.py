@@ -95,6 +95,11 @@ n_val = sum(len(t.val) for t in tasks)
 final = {m: np.concatenate([r.final_scores[n] for n in names]) for m, r in runs.items()}
 for m in METHODS[1:]:
     print(compare(m, final[m], "naive", final["naive"]))
+# Where each method sits between the floor (naive, 0) and the ceiling (joint, 1) in ACC.
+gap = runs["joint"].summary["acc"] - runs["naive"].summary["acc"]
+for m in METHODS:
+    share = (runs[m].summary["acc"] - runs["naive"].summary["acc"]) / gap if gap else float("nan")
+    print(f"{m:14s} {share:+.2f} of the way from naive to joint")
 
 fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
 for ax, m in zip(axes[:2], ("naive", "replay")):
