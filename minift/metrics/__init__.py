@@ -1,12 +1,24 @@
-"""Evaluation metrics, written out and checked against the references (scikit-learn).
+"""Evaluation metrics, written out and checked against the references (scikit-learn,
+sacrebleu, rouge-score).
 
 - :mod:`minift.metrics.classification`: accuracy, precision / recall / F1 (micro, macro,
   weighted, per class), balanced accuracy, the confusion matrix, Matthews correlation.
 - :mod:`minift.metrics.intervals`: standard errors, bootstrap intervals, the paired
   bootstrap and permutation test, and :func:`compare`, the one sentence every comparison
   of two models prints ("within noise" or "a real difference").
+- :mod:`minift.metrics.text`: exact match and token F1 (SQuAD), corpus BLEU, chrF, ROUGE.
+- :mod:`minift.metrics.lm`: perplexity and bits per byte (tokenizer-independent).
+- :mod:`minift.metrics.calibration`: expected calibration error, reliability diagrams,
+  the Brier score.
 """
 
+from minift.metrics.calibration import (
+    Reliability,
+    brier_score,
+    calibration_from_probs,
+    expected_calibration_error,
+    reliability,
+)
 from minift.metrics.classification import (
     accuracy,
     balanced_accuracy,
@@ -27,8 +39,36 @@ from minift.metrics.intervals import (
     paired_bootstrap,
     permutation_test,
 )
+from minift.metrics.lm import LMStatistics, bits_per_byte, lm_statistics, perplexity
+from minift.metrics.text import (
+    BLEUScore,
+    bleu,
+    chrf,
+    exact_match,
+    exact_match_scores,
+    rouge,
+    token_f1,
+    token_f1_scores,
+)
 
 __all__ = [
+    "BLEUScore",
+    "LMStatistics",
+    "Reliability",
+    "bits_per_byte",
+    "bleu",
+    "brier_score",
+    "calibration_from_probs",
+    "chrf",
+    "exact_match",
+    "exact_match_scores",
+    "expected_calibration_error",
+    "lm_statistics",
+    "perplexity",
+    "reliability",
+    "rouge",
+    "token_f1",
+    "token_f1_scores",
     "Comparison",
     "Estimate",
     "accuracy",
