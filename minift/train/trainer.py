@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from minift.train import distributed as D
 from minift.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from minift.train.config import TrainConfig
+from minift.train.loss_scale import LossScaler
 from minift.train.metrics import MetricsLog, read_json_lines
 from minift.train.optim import make_optimizer, make_schedule
 
@@ -110,7 +111,7 @@ class Trainer:
         )
         if config.precision == "fp16" and self.device.type != "cuda":
             raise ValueError("fp16 training needs a CUDA GPU; use precision='bf16' on the CPU")
-        self.scaler = torch.amp.GradScaler("cuda", enabled=config.precision == "fp16")
+        self.scaler = LossScaler(enabled=config.precision == "fp16")  # minift.train.loss_scale
         self.out = pathlib.Path(config.out_dir) if config.out_dir else None
         self.log = MetricsLog(
             self.out / "metrics.jsonl" if self.out and self.dist.is_main else None
