@@ -29,7 +29,7 @@ from minift.metrics import compare
 from minift.recipes.rlhf_methods import run_ppo
 from minift.recipes.rlhf_stages import default_policy, default_reward_model, task_prompts
 from minift.rlhf import ppo
-from minift.rlhf.evaluate import evaluate_policy
+from minift.rlhf.evaluate import SampleRecorder, evaluate_policy
 from minift.rlhf.plots import plot_ppo
 from minift.rlhf.policy import PolicyWithValue, Reference
 from minift.rlhf.preference import encode_prompt
@@ -212,26 +212,10 @@ plot_ppo(run.result.history, OUT / "ppo_dashboard.png", title="PPO on file-words
 n_eval = 64 if FAST else 256
 
 
-class Recorder:
-    """Passed as the truth function and the reward model, it keeps each sample's value, so
-    two policies can be compared sample by sample (the same seed draws the same prompts)."""
-
-    def __init__(self):
-        self.truth, self.reward = [], []
-
-    def score(self, text: str) -> float:
-        self.truth.append(truth_score(text))
-        return self.truth[-1]
-
-    def __call__(self, sequences, attention_mask):
-        scores = reward_model(sequences, attention_mask)
-        self.reward += scores.tolist()
-        return scores
-
 
 samples = {}
 for name, m in (("reference", policy), ("PPO", run.model.policy)):
-    samples[name] = rec = Recorder()
+    samples[name] = rec = SampleRecorder(reward_model)
     samples[name].metrics = evaluate_policy(m, enc, task_prompts("val"), n_eval, rec, policy, truth=rec.score)  # fmt: skip
 before, after = samples["reference"].metrics, samples["PPO"].metrics
 truth_gain = compare("PPO truth", samples["PPO"].truth, "reference truth", samples["reference"].truth)  # fmt: skip

@@ -32,7 +32,7 @@ from minift.recipes.rlhf_methods import run_ppo
 from minift.recipes.rlhf_stages import default_policy, default_reward_model, task_prompts
 from minift.recipes.tasks import get_task
 from minift.rlhf.dpo import DPOConfig, pair_logprobs, train_config, train_dpo
-from minift.rlhf.evaluate import evaluate_best_of_n, evaluate_policy
+from minift.rlhf.evaluate import SampleRecorder, evaluate_best_of_n, evaluate_policy
 from minift.rlhf.plots import plot_ppo
 from minift.rlhf.preference import encode_pairs
 from minift.rlhf.tasks import truth_score
@@ -52,26 +52,9 @@ VAL_PROMPTS = task_prompts("val")
 results, truths, rewards = {}, {}, {}
 
 
-class Recorder:
-    """Passed as the truth function and the reward model, it keeps each sample's value, so
-    that two methods can be compared sample by sample: every evaluation draws the same
-    prompts (the same seed), so sample i of every method answers the same prompt."""
-
-    def __init__(self):
-        self.truth, self.reward = [], []
-
-    def score(self, text: str) -> float:
-        self.truth.append(truth_score(text))
-        return self.truth[-1]
-
-    def __call__(self, sequences, attention_mask):
-        scores = reward_model(sequences, attention_mask)
-        self.reward += scores.tolist()
-        return scores
-
 
 def evaluate(model, name: str) -> dict:
-    rec = Recorder()
+    rec = SampleRecorder(reward_model)
     m = evaluate_policy(model, enc, VAL_PROMPTS, N_EVAL, rec, policy, truth=rec.score)
     results[name], truths[name], rewards[name] = m, np.array(rec.truth), np.array(rec.reward)
     print(f"{name:22s} truth {m['truth']:+.3f}  reward {m['rm_score']:+.3f}  KL {m['kl']:6.2f}")
@@ -91,7 +74,7 @@ evaluate(policy, "reference (SFT)")
 N_VALUES = [2, 4] if FAST else [2, 4, 8, 16]
 kl_bound_error = 0.0
 for n in N_VALUES:
-    rec = Recorder()
+    rec = SampleRecorder(reward_model)
     m = evaluate_best_of_n(policy, enc, reward_model, VAL_PROMPTS, n, samples=N_EVAL // 2, truth=rec.score)  # fmt: skip
     results[f"best-of-{n}"], truths[f"best-of-{n}"] = m, np.array(rec.truth)
     kl_bound_error = max(kl_bound_error, abs(m["kl"] - (math.log(n) - (n - 1) / n)))

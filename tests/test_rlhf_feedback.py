@@ -194,3 +194,16 @@ def test_dpo_with_lora_from_the_cli_saves_a_policy_that_loads(base, model_dir, t
     pc, pr = pair_logprobs(saved, pairs, enc)
     rc, rr = pair_logprobs(model.eval(), pairs, enc)
     assert ((pc - rc) - (pr - rr)).mean() > 0  # it learned the preference through LoRA
+
+
+def test_sample_recorder_keeps_every_truth_and_reward_in_order():
+    import torch
+
+    from minift.rlhf.evaluate import SampleRecorder
+
+    rec = SampleRecorder(lambda seqs, mask: seqs.float().sum(1), truth=len)
+    assert rec.score("abc") == 3 and rec.score("") == 0
+    out = rec(torch.tensor([[1, 2], [3, 4]]), torch.ones(2, 2))
+    assert out.tolist() == [3.0, 7.0] and rec.reward == [3.0, 7.0] and rec.truth == [3, 0]
+    with pytest.raises(ValueError, match="no reward model"):
+        SampleRecorder()(torch.zeros(1, 1), torch.ones(1, 1))

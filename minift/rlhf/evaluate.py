@@ -28,6 +28,29 @@ from minift.rlhf.trainer import reward_model_fn
 from minift.tokenizer import eot_id, pad_id
 
 
+class SampleRecorder:
+    """Passed to an evaluation as its truth function and its reward model, it keeps every
+    sample's truth and reward, so that two policies can be compared sample by sample: an
+    evaluation with the same seed draws the same prompts, so sample i of every policy
+    answers the same prompt (a paired comparison, minift.metrics.compare)."""
+
+    def __init__(self, reward_model=None, truth: Callable[[str], float] = truth_score) -> None:
+        self.reward_model, self.truth_fn = reward_model, truth
+        self.truth: list[float] = []
+        self.reward: list[float] = []
+
+    def score(self, text: str) -> float:
+        self.truth.append(self.truth_fn(text))
+        return self.truth[-1]
+
+    def __call__(self, sequences: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.reward_model is None:
+            raise ValueError("this SampleRecorder has no reward model to call")
+        scores = self.reward_model(sequences, attention_mask)
+        self.reward += scores.tolist()
+        return scores
+
+
 @torch.no_grad()
 def evaluate_rollout(
     rollout: Rollout,
