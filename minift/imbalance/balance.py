@@ -2,7 +2,9 @@
 
     none          plain cross-entropy on the skewed rows (the floor)
     weights       class-weighted cross-entropy, w_c = n / (K n_c)
-    focal         focal loss, gamma = 2 (Lin et al. 2017)
+    focal         focal loss, gamma = 2, alpha-balanced with alpha_c = w_c (Lin et al. 2017);
+                  without alpha it reweights easy against hard rows, not the classes, and
+                  leaves the prior's pull on overlapping classes in place
     oversample    minority rows repeated until every class matches the largest
     undersample   majority rows dropped until every class matches the smallest
     smote         synthetic minority features (Chawla et al. 2002), then cross-entropy
@@ -51,7 +53,8 @@ def balanced_loss(
         w = class_weights(labels, num_classes)
         return lambda z, y: weighted_cross_entropy(z, y, w)
     if balance == "focal":
-        return lambda z, y: focal_loss(z, y, gamma)
+        w = class_weights(labels, num_classes)
+        return lambda z, y: focal_loss(z, y, gamma, alpha=w) / w[y].to(z).mean()
     if balance == "logit-adjust":
         pi = class_priors(labels, num_classes)
         return lambda z, y: logit_adjusted_loss(z, y, pi, tau)

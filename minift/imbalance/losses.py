@@ -69,10 +69,13 @@ def focal_loss(
     """Mean over rows of -alpha_y (1 - p_y)^gamma log p_y (alpha: per-class weights)."""
     if gamma < 0:
         raise UserError(f"focal loss needs gamma >= 0, got {gamma}")
-    log_p = F.log_softmax(logits, dim=-1).gather(-1, labels[:, None]).squeeze(-1)
-    # (1 - p)^gamma through -expm1(log p): exact where p is close to 1, where 1 - exp would
-    # cancel to zero and hide the small loss of the easy rows
-    loss = -((-torch.expm1(log_p)).clamp_min(0) ** gamma) * log_p
+    # With d = logsumexp over the other classes minus z_y:  -log p_y = softplus(d) and
+    # 1 - p_y = sigmoid(d). Both stay exact for a confident row (d << 0), where log_softmax
+    # rounds log p_y to 0 and 1 - p_y to 0, and would drop the easy rows' small loss.
+    z_y = logits.gather(-1, labels[:, None])
+    others = logits.scatter(-1, labels[:, None], float("-inf"))
+    d = torch.logsumexp(others, dim=-1) - z_y.squeeze(-1)
+    loss = torch.sigmoid(d) ** gamma * F.softplus(d)
     if alpha is not None:
         loss = alpha.to(loss)[labels] * loss
     return loss.mean()

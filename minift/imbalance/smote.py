@@ -55,14 +55,22 @@ def interpolate(
     return base + gaps.to(X)[:, None] * (X[neighbours[rows, cols]] - base)
 
 
+def draw_pairs(
+    m: int, k: int, n: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """n (row, neighbour column, gap) draws: the pair uniform over the m * k pairs, the gap
+    uniform on [0, 1), in that order (imbalanced-learn's)."""
+    pair = torch.randint(0, m * k, (n,), generator=generator)
+    gaps = torch.rand(n, generator=generator, dtype=torch.float64)
+    return pair // k, pair % k, gaps
+
+
 def smote_class(X: torch.Tensor, n_new: int, k: int, generator: torch.Generator) -> torch.Tensor:
     """n_new synthetic rows for one class's rows X (m, C)."""
     if len(X) == 1:
         raise UserError("SMOTE interpolates between two rows of a class; this class has one")
     neighbours = nearest_neighbours(X, k)
-    pair = torch.randint(0, len(X) * k, (n_new,), generator=generator)
-    gaps = torch.rand(n_new, generator=generator, dtype=torch.float64)
-    return interpolate(X, neighbours, pair // k, pair % k, gaps)
+    return interpolate(X, neighbours, *draw_pairs(len(X), k, n_new, generator))
 
 
 def smote(
