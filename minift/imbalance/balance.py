@@ -88,11 +88,13 @@ def fit_head(
     k: int = 5,
     gamma: float = 2.0,
     max_iter: int = 200,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """W (K, C) and b (K,) of a linear head on features X (n, C), fitted with ``balance``."""
+    """W (K, C) and b (K,) of a linear head on features X (n, C), fitted with ``balance``
+    (``loss``, a loss(logits, labels) of one's own, replaces the balance's loss)."""
     y = torch.as_tensor(y, dtype=torch.long)
     X_fit, y_fit = resample(X.double(), y, num_classes, balance, seed, k)
-    loss_of = balanced_loss(balance, y, num_classes, gamma)
+    loss_of = loss or balanced_loss(balance, y, num_classes, gamma)
     mu, sigma = X_fit.mean(0), X_fit.std(0, unbiased=False).clamp_min(1e-8)
     Z = (X_fit - mu) / sigma
     W = torch.zeros(num_classes, X.shape[1], dtype=torch.float64, requires_grad=True)
