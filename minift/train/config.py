@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from minift.train.optimizers import OPTIMIZERS
+
 
 @dataclass
 class TrainConfig:
@@ -16,6 +18,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float | None = 1.0
     grad_accum: int = 1
+    optimizer: str = "adamw"  # adamw | sgd (momentum = betas[0]) | adafactor | lion
     precision: str = "fp32"  # "fp32" | "bf16" (autocast, CPU or GPU) | "fp16" (GPU, loss scaling)
     eval_every: int = 0  # 0: evaluate only at the end (when an eval_fn is given)
     eval_at_start: bool = False  # also evaluate before the first step (logged as step 0)
@@ -46,6 +49,10 @@ class TrainConfig:
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(
                 f"grad_clip must be > 0 (or None for no clipping), got {self.grad_clip}"
+            )
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
             )
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")

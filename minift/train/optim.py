@@ -16,6 +16,8 @@ import math
 
 import torch
 
+from minift.train.optimizers import build_optimizer
+
 
 def decay_groups(named_params, weight_decay: float, lr: float | None = None) -> list[dict]:
     """Split trainable parameters into a decayed group (ndim >= 2) and an undecayed one."""
@@ -49,11 +51,12 @@ def make_optimizer(
     weight_decay: float = 0.1,
     betas: tuple[float, float] = (0.9, 0.95),
     param_groups: list[dict] | None = None,
-) -> torch.optim.AdamW:
+    name: str = "adamw",
+) -> torch.optim.Optimizer:
     groups = param_groups or decay_groups(unique_named_parameters(model), weight_decay)
     if not groups or not any(p.requires_grad for g in groups for p in g["params"]):
         raise ValueError("the model has no trainable parameters: nothing to optimise")
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay)
+    return build_optimizer(name, groups, lr, weight_decay, betas)  # minift.train.optimizers
 
 
 def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float:

@@ -104,7 +104,7 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(model, device_ids=ids)
         self.optimizer = make_optimizer(
-            model, config.lr, config.weight_decay, config.betas, param_groups
+            model, config.lr, config.weight_decay, config.betas, param_groups, config.optimizer
         )
         self.scheduler = make_schedule(
             self.optimizer, config.steps, config.warmup_steps, config.min_lr_ratio
