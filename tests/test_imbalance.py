@@ -183,3 +183,22 @@ def test_bad_inputs_are_clear_errors():
         skew_task(get_task("stdlib-package", seed=0, per_class=20), 4, n_max=100)
     with pytest.raises(UserError, match="only a classification task"):
         skew_task(get_task("sort-words", seed=0))
+
+
+def test_linear_head_fit_equals_scikit_learns_logistic_regression():
+    from sklearn.linear_model import LogisticRegression
+
+    from minift.train.features import fit_linear_head
+
+    g = torch.Generator().manual_seed(3)
+    n, C, K, l2 = 83, 7, 3, 1e-2
+    X = torch.randn(n, C, dtype=torch.float64, generator=g) * 2 + 0.5
+    y = (X[:, 0] + X[:, 1] ** 2 + torch.randn(n, dtype=torch.float64, generator=g) > 1.5).long()
+    y[X[:, 2] > 1.0] = 2
+    W, b = fit_linear_head(X, y, K, l2=l2, max_iter=500)
+    Z = ((X - X.mean(0)) / X.std(0, unbiased=False)).numpy()
+    # scikit-learn minimises sum CE + ||W||^2 / (2 C): ours is n times mean CE + l2 ||W||^2
+    ref = LogisticRegression(C=1 / (2 * n * l2), tol=1e-12, max_iter=10_000).fit(Z, y.numpy())
+    ours = torch.softmax(X @ W.T + b, -1).numpy()
+    # two iterative solvers, each stopped at its own tolerance: they agree to ~1e-6
+    np.testing.assert_allclose(ours, ref.predict_proba(Z), atol=1e-5)

@@ -10,9 +10,10 @@
     smote         synthetic minority features (Chawla et al. 2002), then cross-entropy
     logit-adjust  the logit-adjusted loss CE(z + log pi, y) (Menon et al. 2021)
 
-``fit_head`` fits W, b of  z = W x + b  on fixed features x by full-batch L-BFGS in
-float64, on standardised features (folded back at the end) with an L2 penalty l2 ||W||^2,
-so the remedies differ only in the data or the loss, never in how far training got.
+``fit_head`` fits W, b of  z = W x + b  on fixed features x to convergence
+(minift.train.features.fit_linear_head: full-batch L-BFGS in float64, an L2 penalty
+l2 ||W||^2), so the remedies differ only in the data or the loss, never in how far
+training got.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from minift.imbalance.losses import (
 )
 from minift.imbalance.sampling import random_oversample, undersample_indices
 from minift.imbalance.smote import smote
+from minift.train.features import fit_linear_head
 
 BALANCES = ("none", "weights", "focal", "oversample", "undersample", "smote", "logit-adjust")
 RESAMPLERS = ("oversample", "undersample", "smote")
@@ -95,22 +97,4 @@ def fit_head(
     y = torch.as_tensor(y, dtype=torch.long)
     X_fit, y_fit = resample(X.double(), y, num_classes, balance, seed, k)
     loss_of = loss or balanced_loss(balance, y, num_classes, gamma)
-    mu, sigma = X_fit.mean(0), X_fit.std(0, unbiased=False).clamp_min(1e-8)
-    Z = (X_fit - mu) / sigma
-    W = torch.zeros(num_classes, X.shape[1], dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS(
-        [W, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,
-        history_size=20, line_search_fn="strong_wolfe",
-    )  # fmt: skip
-
-    def closure():
-        opt.zero_grad()
-        loss = loss_of(Z @ W.T + b, y_fit) + l2 * W.pow(2).sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        opt.step(closure)
-    W, b = W.detach() / sigma, b.detach()
-    return W, b - W @ mu
+    return fit_linear_head(X_fit, y_fit, num_classes, l2, loss_of, max_iter)
