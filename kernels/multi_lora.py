@@ -1,0 +1,273 @@
+r"""Many LoRA adapters in one batch: the segmented gather matmul of Punica and S-LoRA.
+
+Serving many users from one base model means a batch whose rows belong to different
+users, each with their own adapter (A_l, B_l, s_l). For row m of x (M, K) with adapter
+l = ids[m] the low-rank term is
+
+    y_m = s_l (x_m A_l^T) B_l^T                 A_l (r, K), B_l (N, r), y (M, N),
+
+and y_m = 0 for a row with no adapter (ids[m] = -1). The base model's x W^T + b is the
+same for every row and stays one ordinary matmul; only this term differs per row.
+
+A loop over adapters (select the rows of adapter l, two matmuls, scatter back) launches
+2L small matmuls and copies rows around. Punica's SGMV kernel (Chen et al. 2023,
+"Punica: Multi-Tenant LoRA Serving") and S-LoRA (Sheng et al. 2023) instead sort the rows
+by adapter once, cut each adapter's run of rows ("segment") into row tiles, and launch
+one kernel over all tiles: each program reads its tile's adapter id, gathers its rows of
+x through the sort order, and applies that adapter's A and B. Here shrink (x A^T) and
+expand (u B^T) run in the same program, as in :mod:`.lora`'s fused kernel.
+
+Backward, with g = dL/dy, u_m = x_m A_l^T and (gB)_m = g_m B_l for the rows of adapter l:
+
+    dL/dx_m = s_l (g_m B_l) A_l                 the forward's form with A <- B^T, B <- A^T,
+    dL/dB_l = s_l sum_{m in l} g_m^T u_m        (N, r): a segmented outer-product sum,
+    dL/dA_l = s_l sum_{m in l} (gB)_m^T x_m     (r, K): the same, on the side product g B.
+
+So the Triton backward is the forward kernel once more (on transposed views, storing g B)
+and one segmented reduction kernel for each weight gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .dispatch import kernel_mode, triton_or_reference, use_triton
+
+MAX_TRITON_RANK = 128  # BLOCK_R's cap in multi_lora_triton; higher ranks take the reference
+
+
+# ------------------------------------------------------------------------ references
+def multi_lora_reference(
+    x: torch.Tensor,
+    lora_A: torch.Tensor,
+    lora_B: torch.Tensor,
+    ids: torch.Tensor,
+    scaling: torch.Tensor,
+) -> torch.Tensor:
+    """The definition, row by row: gather each row's (A, B, s), batched matmuls, autograd.
+
+    Memory M r (K + N): fine for tests, wasteful for serving. Rows with id -1 get 0.
+    """
+    has = ids >= 0
+    safe = ids.clamp(min=0)
+    u = torch.bmm(lora_A[safe], x.unsqueeze(-1)).squeeze(-1)  # (M, r)
+    y = torch.bmm(lora_B[safe], u.unsqueeze(-1)).squeeze(-1)  # (M, N)
+    return y * (scaling.to(y.dtype)[safe] * has.to(y.dtype)).unsqueeze(-1)
+
+
+def multi_lora_loop(
+    x: torch.Tensor,
+    lora_A: torch.Tensor,
+    lora_B: torch.Tensor,
+    ids: torch.Tensor,
+    scaling: torch.Tensor,
+) -> torch.Tensor:
+    """What serving does without the kernel: one pair of matmuls per adapter present."""
+    y = x.new_zeros(x.shape[0], lora_B.shape[1])
+    for adapter in torch.unique(ids[ids >= 0]).tolist():
+        rows = (ids == adapter).nonzero().squeeze(1)
+        part = (x[rows] @ lora_A[adapter].t()) @ lora_B[adapter].t()
+        y = y.index_copy(0, rows, part * scaling[adapter].to(y.dtype))
+    return y
+
+
+# ------------------------------------------------------------------------ segments
+@dataclass
+class Segments:
+    """Rows grouped by adapter: ``order`` lists row indices sorted by adapter (rows with no
+    adapter dropped); the rows of adapter l are order[starts[l]:starts[l + 1]]."""
+
+    order: torch.Tensor  # (rows with an adapter,) int32
+    starts: torch.Tensor  # (L + 1,) int32
+
+    def tiles(self, block_m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(adapter, first, end) of every BLOCK_M-row tile; a tile never spans two adapters."""
+        starts = self.starts.tolist()
+        adapter, first, end = [], [], []
+        for lid in range(len(starts) - 1):
+            for s in range(starts[lid], starts[lid + 1], block_m):
+                adapter.append(lid)
+                first.append(s)
+                end.append(min(s + block_m, starts[lid + 1]))
+        dev = self.order.device
+        as_t = lambda v: torch.tensor(v, dtype=torch.int32, device=dev)  # noqa: E731
+        return as_t(adapter), as_t(first), as_t(end)
+
+
+def segments(ids: torch.Tensor, n_adapters: int) -> Segments:
+    """Sort rows by adapter (stable, so a segment keeps the batch's row order)."""
+    keep = (ids >= 0).nonzero().squeeze(1)
+    kept = ids[keep]
+    order = keep[torch.sort(kept, stable=True).indices]
+    counts = torch.bincount(kept, minlength=n_adapters)
+    starts = torch.zeros(n_adapters + 1, dtype=torch.int64, device=ids.device)
+    starts[1:] = torch.cumsum(counts, 0)
+    return Segments(order.to(torch.int32), starts.to(torch.int32))
+
+
+# ------------------------------------------------------------------------ backends
+def _forward_torch(x, lora_A, lora_B, seg, scaling):
+    """Per segment: u = x A_l^T, y = s_l u B_l^T (u saved for dB)."""
+    y = x.new_zeros(x.shape[0], lora_B.shape[1])
+    u = x.new_zeros(x.shape[0], lora_A.shape[1])
+    starts = seg.starts.tolist()
+    for lid in range(len(starts) - 1):
+        rows = seg.order[starts[lid] : starts[lid + 1]].long()
+        if len(rows):
+            u[rows] = x[rows] @ lora_A[lid].t()
+            y[rows] = (u[rows] @ lora_B[lid].t()) * scaling[lid].item()
+    return y, u
+
+
+def _backward_torch(g, x, lora_A, lora_B, u, seg, scaling, needs):
+    dx = torch.zeros_like(x) if needs[0] else None
+    da = torch.zeros_like(lora_A) if needs[1] else None
+    db = torch.zeros_like(lora_B) if needs[2] else None
+    starts = seg.starts.tolist()
+    for lid in range(len(starts) - 1):
+        rows = seg.order[starts[lid] : starts[lid + 1]].long()
+        if not len(rows):
+            continue
+        s = scaling[lid].item()
+        gb = g[rows] @ lora_B[lid]  # (rows, r)
+        if dx is not None:
+            dx[rows] = s * (gb @ lora_A[lid])
+        if da is not None:
+            da[lid] = s * (gb.t() @ x[rows])
+        if db is not None:
+            db[lid] = s * (g[rows].t() @ u[rows])
+    return dx, da, db
+
+
+def _forward_triton(x, lora_A, lora_B, seg, scaling):
+    from .multi_lora_triton import sgmv
+
+    return sgmv(x, lora_A, lora_B, seg, scaling)
+
+
+def _backward_triton(g, x, lora_A, lora_B, u, seg, scaling, needs):
+    from .multi_lora_triton import segmented_outer, sgmv
+
+    dx = da = db = None
+    if needs[0] or needs[1]:
+        # dx = s (g B_l) A_l: the forward on A' = B^T (L, r, N) and B' = A^T (L, K, r),
+        # whose side product g A'^T = g B is what dA needs.
+        dx, gb = sgmv(g, lora_B.transpose(1, 2), lora_A.transpose(1, 2), seg, scaling)
+        if needs[1]:
+            da = segmented_outer(gb, x, seg, scaling, lora_A.dtype)
+        dx = dx if needs[0] else None
+    if needs[2]:
+        db = segmented_outer(g, u, seg, scaling, lora_B.dtype)
+    return dx, da, db
+
+
+_BACKENDS = {
+    "torch": (_forward_torch, _backward_torch),
+    "triton": (_forward_triton, _backward_triton),
+}
+
+
+class MultiLoRAFunction(torch.autograd.Function):
+    """y_m = s_l (x_m A_l^T) B_l^T, l = ids[m], with the backward of the module docstring.
+
+    ``seg`` is :func:`segments` of the ids; ``backend`` "torch" (a loop over segments,
+    checked by gradcheck) or "triton" (two kernels, one launch each per pass). No gradient
+    flows to ids or scaling.
+    """
+
+    @staticmethod
+    def forward(ctx, x, lora_A, lora_B, seg, scaling, backend="torch"):
+        args = (x, lora_A, lora_B, seg, scaling)
+        forward, _ = _BACKENDS[backend]
+        if backend == "triton":
+            key = ("multi_lora", x.dtype, lora_A.shape[1])
+            y, u = triton_or_reference(key, lambda: forward(*args), lambda: _forward_torch(*args))
+        else:
+            y, u = forward(*args)
+        ctx.save_for_backward(x, lora_A, lora_B, u, scaling)
+        ctx.seg, ctx.backend = seg, backend
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, lora_A, lora_B, u, scaling = ctx.saved_tensors
+        needs = ctx.needs_input_grad[:3]
+        args = (g.contiguous(), x, lora_A, lora_B, u, ctx.seg, scaling, needs)
+        _, backward = _BACKENDS[ctx.backend]
+        if ctx.backend == "triton":
+            key = ("multi_lora backward", x.dtype, lora_A.shape[1], needs)
+            grads = triton_or_reference(
+                key, lambda: backward(*args), lambda: _backward_torch(*args)
+            )
+        else:
+            grads = backward(*args)
+        return (*grads, None, None, None)
+
+
+def _check(x, lora_A, lora_B, ids, scaling) -> None:
+    if lora_A.dim() != 3 or lora_B.dim() != 3:
+        raise ValueError(
+            f"lora_A must be (adapters, r, in) and lora_B (adapters, out, r), got "
+            f"{tuple(lora_A.shape)} and {tuple(lora_B.shape)}"
+        )
+    n_adapters, r, k = lora_A.shape
+    if x.shape[-1] != k:
+        raise ValueError(f"x has {x.shape[-1]} features but lora_A expects {k}")
+    if lora_B.shape[0] != n_adapters or lora_B.shape[2] != r:
+        raise ValueError(
+            f"lora_B must be ({n_adapters}, out, {r}) to match lora_A, got {tuple(lora_B.shape)}"
+        )
+    if ids.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"adapter ids must be an integer tensor, got {ids.dtype}")
+    if ids.numel() and (int(ids.min()) < -1 or int(ids.max()) >= n_adapters):
+        raise ValueError(
+            f"adapter ids must lie in [-1, {n_adapters - 1}] (-1: no adapter), got "
+            f"[{int(ids.min())}, {int(ids.max())}]"
+        )
+    if scaling.shape != (n_adapters,):
+        raise ValueError(
+            f"scaling must be ({n_adapters},), one per adapter, got {tuple(scaling.shape)}"
+        )
+    if len({x.dtype, lora_A.dtype, lora_B.dtype}) > 1:
+        raise ValueError(
+            f"x, lora_A and lora_B must share one dtype, got {x.dtype}, {lora_A.dtype}, {lora_B.dtype}"
+        )
+
+
+def multi_lora(
+    x: torch.Tensor,
+    lora_A: torch.Tensor,
+    lora_B: torch.Tensor,
+    ids: torch.Tensor,
+    scaling: torch.Tensor | float,
+) -> torch.Tensor:
+    """Each row's own LoRA term, y_m = s_l (x_m A_l^T) B_l^T with l = ids[m], in one pass.
+
+    x: (..., K); lora_A: (L, r, K); lora_B: (L, N, r); ids: x.shape[:-1] or any prefix of
+    it (e.g. (batch,) for one adapter per sequence), -1 for no adapter; scaling: (L,) or
+    one float. Returns (..., N), to be added to the base layer's output. Triton on CUDA
+    (float16/bfloat16/float32, ranks up to 128), else the PyTorch loop over segments.
+    """
+    n_adapters = lora_A.shape[0] if lora_A.dim() == 3 else 0
+    if not torch.is_tensor(scaling):
+        scaling = torch.full((n_adapters,), float(scaling))
+    scaling = scaling.detach().to(device=x.device, dtype=torch.float32)
+    lead = x.shape[:-1]
+    if ids.shape != lead:
+        if ids.shape != lead[: ids.dim()]:
+            raise ValueError(
+                f"adapter ids of shape {tuple(ids.shape)} fit neither x's rows {tuple(lead)} "
+                "nor a prefix of them"
+            )
+        ids = ids.reshape(*ids.shape, *([1] * (len(lead) - ids.dim()))).expand(lead)
+    ids = ids.reshape(-1).to(x.device)
+    _check(x, lora_A, lora_B, ids, scaling)
+    x2 = x.reshape(-1, x.shape[-1])
+    seg = segments(ids.long(), n_adapters)
+    forced = kernel_mode() == "triton"
+    fits = lora_A.shape[1] <= MAX_TRITON_RANK and x.dtype != torch.float64
+    triton = use_triton(x, lora_A, lora_B) and x2.shape[0] > 0 and (fits or forced)
+    y = MultiLoRAFunction.apply(x2, lora_A, lora_B, seg, scaling, "triton" if triton else "torch")
+    return y.reshape(*lead, lora_B.shape[1])
