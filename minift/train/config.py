@@ -14,6 +14,7 @@ class TrainConfig:
     lr: float | None = 3e-4  # None only in a recipe's config: the method's default lr
     warmup_steps: int = 0
     min_lr_ratio: float = 0.1
+    schedule: str = "cosine"  # cosine | linear | constant, after warmup_steps (train.optim)
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float | None = 1.0
@@ -53,6 +54,10 @@ class TrainConfig:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(
                 f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
+            )
+        if self.schedule not in ("cosine", "linear", "constant"):
+            raise ValueError(
+                f"unknown schedule {self.schedule!r}; choose one of cosine, linear, constant"
             )
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be fp32, bf16 or fp16, got {self.precision!r}")

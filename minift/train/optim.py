@@ -68,7 +68,25 @@ def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def make_schedule(optimizer, total: int, warmup: int, min_ratio: float):
+def warmup_linear(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """Linear warmup, then a straight line down to min_ratio (BERT's schedule)."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = min(max((step - warmup) / max(1, total - warmup), 0.0), 1.0)
+    return 1 - (1 - min_ratio) * progress
+
+
+def warmup_constant(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    return (step + 1) / warmup if warmup > 0 and step < warmup else 1.0
+
+
+SCHEDULES = {"cosine": warmup_cosine, "linear": warmup_linear, "constant": warmup_constant}
+
+
+def make_schedule(optimizer, total: int, warmup: int, min_ratio: float, kind: str = "cosine"):
+    if kind not in SCHEDULES:
+        raise ValueError(f"unknown schedule {kind!r}; choose one of {', '.join(SCHEDULES)}")
+    rule = SCHEDULES[kind]
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine(step, total, warmup, min_ratio)
+        optimizer, lambda step: rule(step, total, warmup, min_ratio)
     )

@@ -107,7 +107,7 @@ class Trainer:
             model, config.lr, config.weight_decay, config.betas, param_groups, config.optimizer
         )
         self.scheduler = make_schedule(
-            self.optimizer, config.steps, config.warmup_steps, config.min_lr_ratio
+            self.optimizer, config.steps, config.warmup_steps, config.min_lr_ratio, config.schedule
         )
         if config.precision == "fp16" and self.device.type != "cuda":
             raise ValueError("fp16 training needs a CUDA GPU; use precision='bf16' on the CPU")
