@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from minift.model.attention import AttentionInputs, SelfAttention
 from minift.model.checkpoint import check_shapes, read_model_folder, save_model
@@ -99,6 +100,10 @@ class GPT(nn.Module):
         # Optional module giving (B, P, C) soft-prompt embeddings with a num_tokens
         # attribute: prompt tuning (minift.peft.prompt) sets it; None changes nothing.
         self.soft_prompt: nn.Module | None = None
+        # Activation checkpointing (Chen et al. 2016): keep only each block's input while
+        # training and recompute the block in the backward pass, trading about one extra
+        # forward for activation memory that no longer grows with depth times width.
+        self.activation_checkpointing = False
         if config.tie_weights:
             # One matrix both embeds tokens and scores them (Press and Wolf 2017).
             self.lm_head.weight = self.transformer.wte.weight
@@ -212,7 +217,13 @@ class GPT(nn.Module):
         attentions = [] if output_attentions else None
         for i, block in enumerate(self.transformer.h):
             layer_cache = cache.layers[i] if cache is not None else None
-            x, probs = block(x, inputs, layer_cache, need_weights=output_attentions)
+            recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
+            if recompute and layer_cache is None and not output_attentions:
+                # Non-reentrant checkpointing restores the RNG state, so the recomputed
+                # block draws the same dropout masks as the first pass.
+                x, probs = checkpoint(block, x, inputs, use_reentrant=False)
+            else:
+                x, probs = block(x, inputs, layer_cache, need_weights=output_attentions)
             if hidden is not None:
                 hidden.append(x)
             if attentions is not None:
