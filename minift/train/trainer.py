@@ -95,6 +95,7 @@ class Trainer:
         self.model = model
         self.batch_fn, self.loss_fn, self.eval_fn = batch_fn, loss_fn, eval_fn
         self.on_step = on_step
+        self.stop_requested = False  # on_step may set it (a spent budget): stop after this step
         self.device = next(model.parameters()).device
         self.dist = D.current()
         self.ddp = model
@@ -269,7 +270,7 @@ class Trainer:
             bar.set_postfix(loss=f"{row['loss']:.3f}", refresh=False)
             if cfg.ckpt_every and (done % cfg.ckpt_every == 0 or done == cfg.steps):
                 self.checkpoint(done, result, bad_evals)
-            if cfg.patience is not None and bad_evals >= cfg.patience:
+            if self.stop_requested or (cfg.patience is not None and bad_evals >= cfg.patience):
                 result.stopped_early = True
                 break
         bar.close()
