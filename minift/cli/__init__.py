@@ -17,6 +17,7 @@ CLI_MODULES: tuple[str, ...] = (
     "minift.cli.distill",
     "minift.cli.rlhf",
     "minift.cli.multitask",
+    "minift.cli.data_shift",
     "minift.cli.prompting",
 )
 

@@ -9,12 +9,13 @@ on the command line finds its task while no library module imports upward.
 
 from __future__ import annotations
 
+from minift.adapt import domains as _adapt_tasks  # registers stdlib-package-comments
 from minift.data import docstring_tasks as _docstring_tasks  # registers the doc-* suite
 from minift.data.tasks import DEFAULT_TASK, Task, get_task, list_tasks
 from minift.imbalance import skew as _imbalance_tasks  # registers stdlib-package-skewed
 from minift.longctx import task as _longctx_tasks  # registers long-passkey
 from minift.rlhf import tasks as _rlhf_tasks  # registers file-words and file-words-sft
 
-TASK_PACKAGES = (_docstring_tasks, _longctx_tasks, _rlhf_tasks, _imbalance_tasks)
+TASK_PACKAGES = (_docstring_tasks, _longctx_tasks, _rlhf_tasks, _imbalance_tasks, _adapt_tasks)
 
 __all__ = ["DEFAULT_TASK", "TASK_PACKAGES", "Task", "get_task", "list_tasks"]
