@@ -11,7 +11,8 @@ unsupervised domain adaptation tries to close using target texts *without* their
 
 A target example is one block of consecutive comment lines (``tokenize`` COMMENT tokens
 on adjacent lines, joined), at least ``min_chars`` long; licence headers, shebangs,
-encoding lines and linter pragmas are dropped. Its train split plays the unlabelled
+encoding lines, linter pragmas and blocks under 80% letters and spaces (rulers, commented-out
+code) are dropped. Its train split plays the unlabelled
 target data (its labels serve only the oracle, the ceiling); its val split is the target
 test set. Both are balanced by a seeded shuffle.
 
@@ -55,6 +56,13 @@ def comment_blocks(source: bytes) -> list[str]:
     return blocks
 
 
+def _is_prose(block: str, min_chars: int) -> bool:
+    """Long enough, and mostly letters (not a ruler of dashes or commented-out code)."""
+    return len(block) >= min_chars and sum(ch.isalpha() or ch == " " for ch in block) >= 0.8 * len(
+        block
+    )
+
+
 def package_comments(min_chars: int = 24) -> dict[str, list[str]]:
     """Distinct comment blocks of each package in STDLIB_PACKAGES, sorted."""
     if min_chars not in _MEMO:
@@ -63,7 +71,7 @@ def package_comments(min_chars: int = 24) -> dict[str, list[str]]:
             top = module.split(".")[0]
             if top in found:
                 found[top].update(
-                    b for b in comment_blocks(path.read_bytes()) if len(b) >= min_chars
+                    b for b in comment_blocks(path.read_bytes()) if _is_prose(b, min_chars)
                 )
         _MEMO[min_chars] = {p: sorted(v) for p, v in found.items()}
     return _MEMO[min_chars]
