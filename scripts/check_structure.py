@@ -53,6 +53,8 @@ TECHNIQUE_LAYER = 5  # every other subpackage of minift
 ALLOWED_SIDEWAYS = {
     ("minift.rlhf", "minift.peft"): "the PPO policy can train LoRA and use the LoRA-disabled "
     "model as its frozen reference, as TRL does",
+    ("minift.personal", "minift.rlhf"): "users' preference pairs and their DPO scoring are RLHF's",
+    ("minift.personal", "minift.peft"): "serving stacks the users' LoRA layers",
 }
 MODULE_STRING = re.compile(r"^minift(\.\w+)+$")
 

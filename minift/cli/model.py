@@ -22,6 +22,7 @@ def register(sub) -> None:
     s = sub.add_parser("generate", help="sample text from the base model or a saved model")
     s.add_argument("--prompt", default="Return the")
     s.add_argument("--model", help="a minift model folder or a Hugging Face GPT-2 folder")
+    s.add_argument("--adapter", help="a user's adapter: a name under $MINIFT_HOME/adapters or a folder (minift personalize)")  # fmt: skip
     s.add_argument("--max-new-tokens", type=int, default=60)
     s.add_argument("--temperature", type=float, default=0.8)
     s.add_argument("--top-k", type=int, default=None)
@@ -154,7 +155,12 @@ def cmd_generate(args) -> None:
 
     from minift.tokenizer import eot_id
 
-    model, enc = load_model_and_encoding(args.model)
+    if args.adapter:
+        from minift.recipes.personalize import load_user_model
+
+        model, enc = load_user_model(args.adapter)
+    else:
+        model, enc = load_model_and_encoding(args.model)
     ids = enc.encode_ordinary(args.prompt) or [eot_id(enc)]
     gen = torch.Generator().manual_seed(args.seed)
     out = model.generate(

@@ -45,7 +45,8 @@ def register(sub) -> None:
     s.set_defaults(func=cmd_rlhf)
 
     f = sub.add_parser("feedback", help="compare two sampled responses and record your preference (JSONL)")  # fmt: skip
-    f.add_argument("--out", default="preferences.jsonl", help="preference JSONL to append to")
+    f.add_argument("--out", default=None, help="preference JSONL to append to (default: preferences.jsonl, or $MINIFT_HOME/users/USER.jsonl with --user)")  # fmt: skip
+    f.add_argument("--user", default=None, help="whose preferences these are (for `minift personalize --user`)")  # fmt: skip
     f.add_argument("--model", help="policy to sample from (default: the SFT'd base)")
     f.add_argument("--prompts", help="text file, one prompt per line (default: file-words)")
     f.add_argument("--rounds", type=int, default=10)
@@ -100,7 +101,15 @@ def cmd_feedback(a: argparse.Namespace) -> None:
             raise ValueError(f"{a.prompts}: no prompts (one per line)")
     else:
         prompts = task_prompts("val")
+    out = a.out or "preferences.jsonl"
+    if a.user:
+        from minift.recipes.personalize import user_preferences_path
+
+        out = a.out or user_preferences_path(a.user)
+        pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
     policy, enc = load_policy(a.model)
     collect_feedback(
-        policy, enc, prompts, a.out, a.rounds, answers, a.max_new_tokens, a.temperature, a.seed
+        policy, enc, prompts, out, a.rounds, answers, a.max_new_tokens, a.temperature, a.seed
     )
+    if a.user:
+        print(f"train {a.user}'s adapter on them with `minift personalize --user {a.user}`")
