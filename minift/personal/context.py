@@ -39,14 +39,14 @@ def profile_context(user: User) -> str:
 
 
 def examples_context(pairs: Sequence[dict], enc, max_tokens: int) -> str:
-    """As many of the user's preferred responses (prompt + chosen, one per line) as fit in
-    ``max_tokens``; at least one must fit."""
+    """The user's preferred responses (prompt + chosen, one per line), in order, skipping
+    those that no longer fit in ``max_tokens``; at least one must fit."""
     lines, used = [], 0
     for p in pairs:
         line = p["prompt"] + p["chosen"] + "\n"
         n = len(enc.encode_ordinary(line))
         if used + n > max_tokens:
-            break
+            continue
         lines.append(line)
         used += n
     if not lines:
