@@ -46,10 +46,22 @@ def register(sub) -> None:
                    help="continue the run in --out from its newest checkpoint")  # fmt: skip
     s.set_defaults(func=cmd_finetune)
 
-    s = sub.add_parser("eval", help="evaluate a model saved by `minift finetune --save`")
-    s.add_argument("--model", required=True, help="the folder written by --save")
+    s = sub.add_parser(
+        "eval", help="evaluate a model: its own task, a file, or a suite with a report",
+        description="Without --suite: a model saved by `minift finetune --save` on its task "
+        "(or --task / --data). With --suite default|TASK[,TASK] (or --model base, or a TSV/CSV "
+        "--data): every task with its standard metrics and 95%% intervals, a table, and "
+        "report.json + report.md in --out.",
+    )  # fmt: skip
+    s.add_argument("--model", required=True, help="a folder written by --save, a model folder, or 'base'")  # fmt: skip
     s.add_argument("--task", help="a registered task (default: the one it was trained on)")
-    s.add_argument("--data", help="a JSONL file of the kind it was trained on (every row)")
+    s.add_argument("--data", help="a JSONL file, or a TSV/CSV of labelled texts (every row)")
+    s.add_argument("--suite", help="default, or comma-separated tasks (lm-pydocs for bits per byte)")  # fmt: skip
+    s.add_argument("--text-column", default="text", help="TSV/CSV: the column of texts")
+    s.add_argument("--label-column", default="label", help="TSV/CSV: the column of labels")
+    s.add_argument("--out", help="folder for report.json and report.md (default runs/eval/NAME)")
+    s.add_argument("--no-contamination", action="store_true", help="skip the n-gram overlap check")  # fmt: skip
+    s.add_argument("--seed", type=int, default=0, help="the seed the tasks are built with")
     s.add_argument("--batch-size", type=int, default=defaults.batch_size)
     s.set_defaults(func=cmd_eval)
 
@@ -121,11 +133,33 @@ def refuse_unmerged_adapters(base, path: str | None) -> None:
 
 
 def cmd_eval(args) -> None:
+    from minift.data.tables import is_table
+
+    if args.suite or args.model == "base" or (args.data and is_table(args.data)):
+        return cmd_eval_suite(args)
     from minift.recipes.evaluate import evaluate_saved
 
     metrics, meta, task = evaluate_saved(args.model, args.task, args.data, args.batch_size)
     shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
     print(f"{args.model} ({meta['method']}) on {task.name}, {len(task.val)} rows: {shown}")
+
+
+def cmd_eval_suite(args) -> None:
+    import pathlib
+
+    from minift.recipes.evaluate import report_markdown, run_suite, write_report
+
+    suite = args.suite or (args.task if args.task else None if args.data else "default")
+    if args.task and args.suite:
+        raise ValueError("give --suite or --task, not both (a suite may be one task: --suite T)")
+    report = run_suite(
+        args.model, suite, args.data, args.text_column, args.label_column, args.seed,
+        check_contamination=not args.no_contamination,
+    )  # fmt: skip
+    print(report_markdown(report))
+    name = pathlib.Path(args.model).name or "model"
+    paths = write_report(report, args.out or pathlib.Path("runs", "eval", name))
+    print("wrote", " and ".join(paths))
 
 
 def cmd_demo(args) -> None:

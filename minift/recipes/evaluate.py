@@ -57,3 +57,131 @@ def evaluate_saved(
     objective = task_objective(chosen, enc, meta["max_len"], batch_size, saved["seed"])
     metrics = objective.eval_fn(model)
     return {objective.monitor: metrics.pop(objective.monitor), **metrics}, meta, chosen
+
+
+# ---------------------------------------------------------------- the harness: --suite
+def load_subject(ref: str):
+    """ "base" (the embedded base), a folder saved by `minift finetune --save`, or a minift
+    or Hugging Face GPT-2 model folder, as a minift.recipes.suite.Subject."""
+    import pathlib
+
+    from minift.model import GPT
+    from minift.recipes.pretrain import load_base
+    from minift.recipes.saved import is_finetuned
+    from minift.recipes.suite import subject_from
+
+    if ref == "base":
+        model, enc = load_base()
+        return subject_from(model, enc, "base")
+    folder = pathlib.Path(ref)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--model {folder}: no such folder (or give --model base)")
+    if is_finetuned(folder):
+        model, enc, meta = load_finetuned(folder)
+        return subject_from(model, enc, f"{folder.name} ({meta['method']})", meta)
+    config = (folder / "config.json").read_text() if (folder / "config.json").is_file() else ""
+    if '"model_type"' in config:
+        from minift.model.hf_tokenizer import encoding_from_hf_folder
+
+        enc = encoding_from_hf_folder(folder)
+        return subject_from(GPT.from_pretrained(folder), enc, folder.name)
+    from minift.data.encoding import default_encoding
+    from minift.tokenizer import load_encoding
+
+    enc = load_encoding(folder / "encoding.json") if (folder / "encoding.json").is_file() else default_encoding()  # fmt: skip
+    return subject_from(GPT.load(folder), enc, folder.name)
+
+
+def file_task(path: str, text_column: str = "text", label_column: str = "label") -> Task:
+    """A local file as a task to score: JSONL (any kind), or a TSV/CSV of labelled texts
+    whose label names are also the label words a base model is prompted with."""
+    from minift.data.tables import is_table, load_table
+
+    if not is_table(path):
+        fmt, rows = load_jsonl(path)
+    else:
+        fmt, rows = "classification", load_table(path, text_column, label_column)
+    labels: list[str] = []
+    if fmt == "classification":
+        labels = sorted({str(r["label"]) for r in rows})
+        rows = [dict(r, label=labels.index(str(r["label"]))) for r in rows]
+    return Task(str(path), fmt, rows, rows, labels, verbalizer=[" " + x for x in labels])
+
+
+def suite_items(spec: str, seed: int = 0) -> list:
+    """ "default" (SUITES), or comma-separated names: "lm-pydocs" and registered tasks."""
+    from minift.recipes.suite import SUITES
+
+    names = SUITES[spec] if spec in SUITES else [n.strip() for n in spec.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"--suite {spec!r} names no task; give default or TASK[,TASK]")
+    return [n if n == "lm-pydocs" else get_task(n, seed=seed) for n in names]
+
+
+def run_suite(
+    model: str, suite: str | None = "default", data: str | None = None, text_column: str = "text",
+    label_column: str = "label", seed: int = 0, check_contamination: bool = True, subject=None,
+) -> dict:  # fmt: skip
+    """Score one model on a suite (and/or a local file); the report as a dict."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from minift.recipes.suite import SUITE_VERSION, pretraining_index, score
+
+    items = suite_items(suite, seed) if suite else []
+    if data is not None:
+        items.append(file_task(data, text_column, label_column))
+    subject = subject or load_subject(model)
+    try:
+        minift_version = version("minift")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        minift_version = "unknown"
+    index = pretraining_index() if check_contamination else None
+    scores = []
+    for item in items:
+        s = score(subject, item, index)
+        scores.append(s)
+        main = next(iter(s.metrics))
+        print(f"  {s.task:<16s} {main} {s.metrics[main]['value']:.3f} ({s.seconds:.1f} s)")
+    return {
+        "model": subject.name, "parameters": subject.parameters, "suite": suite,
+        "suite_version": SUITE_VERSION, "minift_version": minift_version,
+        "seed": seed, "tasks": [dict(s.__dict__, per_example=None) for s in scores],
+    }  # fmt: skip
+
+
+def _cell(m: dict) -> str:
+    if "low" in m:
+        return f"{m['value']:.3f} [{m['low']:.3f}, {m['high']:.3f}]"
+    return f"{m['value']:.3f}"
+
+
+def report_markdown(report: dict) -> str:
+    """The report as a markdown table: one row per task and metric, with its interval."""
+    lines = [
+        f"# {report['model']}: suite {report['suite']} v{report['suite_version']}",
+        "",
+        f"{report['parameters']:,} parameters; 95% bootstrap intervals over examples; "
+        "contamination: share of examples sharing an 8-word n-gram with the pretraining corpus.",
+        "",
+        "| task | kind | mode | n | metric | value [95% CI] | contamination |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for t in report["tasks"]:
+        dirty = "" if t["contamination"] is None else f"{t['contamination']:.1%}"
+        for name, m in t["metrics"].items():
+            lines.append(f"| {t['task']} | {t['kind']} | {t['mode']} | {t['n']} | {name} | {_cell(m)} | {dirty} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, out: str | os.PathLike) -> tuple[str, str]:
+    """report.json and report.md in ``out`` (written atomically)."""
+    import pathlib
+
+    from minift.io import atomic_path, write_json
+
+    folder = pathlib.Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "report.json", report)
+    with atomic_path(folder / "report.md") as tmp:
+        pathlib.Path(tmp).write_text(report_markdown(report), encoding="utf-8")
+    return str(folder / "report.json"), str(folder / "report.md")
