@@ -19,6 +19,7 @@ CLI_MODULES: tuple[str, ...] = (
     "minift.cli.multitask",
     "minift.cli.data_shift",
     "minift.cli.prompting",
+    "minift.cli.report",
     "minift.cli.personal",
 )
 
