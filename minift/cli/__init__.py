@@ -21,6 +21,7 @@ CLI_MODULES: tuple[str, ...] = (
     "minift.cli.prompting",
     "minift.cli.report",
     "minift.cli.personal",
+    "minift.cli.tune",
 )
 
 
