@@ -28,20 +28,31 @@ def paraphrase(
     top_k: int | None = 50,
     seed: int = 0,
     max_tokens: int = 32,
+    batch_size: int = 64,
 ) -> list[str]:
-    """One sampled rewrite of each text: its first ``keep`` of tokens, then the model's."""
+    """One sampled rewrite of each text: its first ``keep`` of tokens, then the model's.
+    Texts are generated in batches (prompts left-padded); each keeps as many new tokens as
+    it had tokens cut."""
     if not 0.0 < keep < 1.0:
         raise UserError(f"paraphrase keeps a fraction of each text in (0, 1), got {keep}")
     g = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
-    out = []
+    eot = eot_id(enc)
     model.eval()
-    for text in texts:
-        ids = enc.encode_ordinary(text)[:max_tokens] or [eot_id(enc)]
-        n_keep = max(1, int(len(ids) * keep))
-        new = max(1, len(ids) - n_keep)
-        idx = torch.tensor([ids[:n_keep]], device=device)
-        full = model.generate(idx, new, temperature=temperature, top_k=top_k, eos_token_id=eot_id(enc), generator=g)  # fmt: skip
-        tail = [t for t in full[0, n_keep:].tolist() if t != eot_id(enc)]
-        out.append(enc.decode(ids[:n_keep] + tail))
+    out = []
+    for start in range(0, len(texts), batch_size):
+        ids = [enc.encode_ordinary(t)[:max_tokens] or [eot] for t in texts[start : start + batch_size]]  # fmt: skip
+        heads = [x[: max(1, int(len(x) * keep))] for x in ids]
+        new = [max(1, len(x) - len(h)) for x, h in zip(ids, heads)]
+        width = max(len(h) for h in heads)
+        idx = torch.tensor([[eot] * (width - len(h)) + h for h in heads], device=device)
+        mask = torch.tensor([[0] * (width - len(h)) + [1] * len(h) for h in heads], device=device)
+        full = model.generate(
+            idx, max(new), temperature=temperature, top_k=top_k, eos_token_id=eot,
+            attention_mask=mask, generator=g,
+        )  # fmt: skip
+        for row, head, n in zip(full[:, width:].tolist(), heads, new):
+            tail = row[:n]
+            tail = tail[: tail.index(eot)] if eot in tail else tail
+            out.append(enc.decode(head + tail))
     return out
