@@ -22,6 +22,7 @@ import os
 import pathlib
 import platform
 import statistics
+import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -59,6 +60,8 @@ def plot(results: dict, path: pathlib.Path) -> None:
     es = [_sd(results["by_temperature"][t]) for t in temps]
     ax.errorbar([float(t) for t in temps], ys, yerr=es, marker="o", capsize=3)
     ax.set(xscale="log", xlabel="temperature T", ylabel=f"{names[-1]} accuracy", ylim=(0, 1), title="the small task against T")  # fmt: skip
+    ax.set_xticks([float(t) for t in temps], [f"{float(t):g}" for t in temps])
+    ax.minorticks_off()
     ax = axes[2]
     grid = np.full((len(names), len(names)), np.nan)
     for key, xs in results["pairs"].items():
@@ -86,45 +89,10 @@ def plot(results: dict, path: pathlib.Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="1 seed, tiny base, few steps")
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--steps", type=int, default=40, help="steps per task")
-    p.add_argument("--tasks", default="stdlib-package,doc-kind,doc-argcount")
-    p.add_argument("--out", default=None, help="folder for multitask.json and multitask.png")
-    args = p.parse_args()
-    if args.quick:
-        os.environ["MINIFT_FAST"] = "1"
-        args.seeds, args.steps = 1, 6
-
-    from minift.io import write_json
-    from minift.recipes.continual import (  # fmt: skip
-        CONTINUAL_METHODS,
-        DEFAULT_STREAM,
-        ContinualConfig,
-        run_continual,
-    )
+def multitask_tables(names, seeds, steps, run, base, enc) -> dict:
+    """Tables 1-4: alone vs together, the temperature sweep, pairs, AdapterFusion."""
     from minift.recipes.finetune import FinetuneConfig, finetune
-    from minift.recipes.multitask import (  # fmt: skip
-        MultitaskConfig,
-        load_tasks,
-        run_adapter_fusion,
-        run_multitask,
-        train_config,
-    )
-    from minift.recipes.pretrain import load_base
-
-    t_start = time.perf_counter()
-    base, enc = load_base(progress=False)
-    names = args.tasks.split(",")
-    seeds = list(range(args.seeds))
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-    print(f"machine: {machine}; steps per task {args.steps}, seeds {seeds}")
-
-    def run(task_list, steps, seed, **kw):
-        cfg = MultitaskConfig(train=train_config(steps=steps, seed=seed, progress=False), **kw)
-        return run_multitask(task_list, base, enc, cfg).metrics
+    from minift.recipes.multitask import load_tasks, run_adapter_fusion, train_config
 
     alone: dict[str, list[float]] = {n: [] for n in names}
     together: dict[str, list[float]] = {n: [] for n in names}
@@ -135,18 +103,18 @@ def main() -> None:
     for seed in seeds:
         tasks = load_tasks(names, seed=seed)
         for t in tasks:
-            alone[t.name].append(run([t], args.steps, seed)[t.name])
-        joint = run(tasks, args.steps * len(tasks), seed, sampling="equal")
+            alone[t.name].append(run([t], steps, seed)[t.name])
+        joint = run(tasks, steps * len(tasks), seed, sampling="equal")
         for n in names:
             together[n].append(joint[n])
         for temp in by_t:
-            by_t[temp].append(run(tasks, args.steps * len(tasks), seed, temperature=float(temp))[small])  # fmt: skip
+            by_t[temp].append(run(tasks, steps * len(tasks), seed, temperature=float(temp))[small])  # fmt: skip
         for a, b in itertools.permutations(range(len(tasks)), 2):
-            m = run([tasks[a], tasks[b]], 2 * args.steps, seed, sampling="equal")
+            m = run([tasks[a], tasks[b]], 2 * steps, seed, sampling="equal")
             pairs.setdefault(f"{names[a]} + {names[b]}", []).append(m[names[a]] - alone[names[a]][-1])  # fmt: skip
         # AdapterFusion: adapters of the other tasks, fused for the small one; against one
         # adapter on the small task (the same steps as the fusion stage, the adapters' rate).
-        adapter_train = _with_lr(train_config(steps=args.steps, seed=seed, progress=False))
+        adapter_train = _with_lr(train_config(steps=steps, seed=seed, progress=False))
         fr = run_adapter_fusion(tasks[:-1], tasks[-1], base, enc, train=adapter_train, source_train=adapter_train)  # fmt: skip
         one = finetune(tasks[-1], base, enc, FinetuneConfig(method="adapter", options={"layout": "pfeiffer"}, train=adapter_train))  # fmt: skip
         fusion["fusion"].append(fr.metric)
@@ -163,33 +131,105 @@ def main() -> None:
     print("\n| task + trained with | accuracy minus alone |\n|---|---|")
     for key, xs in pairs.items():
         print(f"| {key} | {mean_sd(xs)} |")
-    print(f"\n| {small}, {args.steps} steps | accuracy |\n|---|---|")
+    print(f"\n| {small}, {steps} steps | accuracy |\n|---|---|")
     for key, xs in fusion.items():
         print(f"| {key} | {mean_sd(xs)} |")
 
-    continual: dict[str, dict[str, list[float]]] = {}
-    print("\n| method | ACC | BWT | forgetting | seconds |\n|---|---|---|---|---|")
-    for method in CONTINUAL_METHODS:
-        rows = continual.setdefault(method, {"acc": [], "bwt": [], "forgetting": [], "seconds": []})
-        for seed in seeds:
+    return {
+        "alone": alone,
+        "together": together,
+        "by_temperature": by_t,
+        "pairs": pairs,
+        "fusion": fusion,
+    }
+
+
+def print_continual(continual: dict) -> None:
+    """Table 5, with each method's share of naive's forgetting removed, its cost against
+    naive's (CPU seconds), and where its ACC sits between naive (0) and joint (1)."""
+    mean = {m: {k: statistics.mean(v) for k, v in rows.items()} for m, rows in continual.items()}
+    naive, joint = mean["naive"], mean["joint"]
+    print("\n| method | ACC | BWT | forgetting | forgetting removed | CPU time / naive | naive (0) to joint (1) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for m, rows in continual.items():
+        removed = 1 - mean[m]["forgetting"] / naive["forgetting"] if naive["forgetting"] > 0 else float("nan")  # fmt: skip
+        where = (mean[m]["acc"] - naive["acc"]) / (joint["acc"] - naive["acc"]) if joint["acc"] != naive["acc"] else float("nan")  # fmt: skip
+        print(f"| {m} | {mean_sd(rows['acc'])} | {mean_sd(rows['bwt'])} | {mean_sd(rows['forgetting'])} | {removed:.0%} | x{mean[m]['cpu_seconds'] / naive['cpu_seconds']:.2f} | {where:+.2f} |")  # fmt: skip
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="1 seed, tiny base, few steps")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=40, help="steps per task")
+    p.add_argument("--tasks", default="stdlib-package,doc-kind,doc-argcount")
+    p.add_argument("--out", default=None, help="folder for multitask.json and multitask.png")
+    p.add_argument("--only", choices=("continual",), help="rerun table 5 alone, keeping the rest")
+    args = p.parse_args()
+    if args.quick:
+        os.environ["MINIFT_FAST"] = "1"
+        args.seeds, args.steps = 1, 6
+
+    from minift.io import read_json, write_json
+    from minift.recipes.continual import (  # fmt: skip
+        CONTINUAL_METHODS,
+        DEFAULT_STREAM,
+        ContinualConfig,
+        run_continual,
+    )
+    from minift.recipes.multitask import (  # fmt: skip
+        MultitaskConfig,
+        load_tasks,
+        run_multitask,
+        train_config,
+    )
+    from minift.recipes.pretrain import load_base
+
+    t_start = time.perf_counter()
+    base, enc = load_base(progress=False)
+    names = args.tasks.split(",")
+    seeds = list(range(args.seeds))
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    print(f"machine: {machine}; steps per task {args.steps}, seeds {seeds}")
+
+    def run(task_list, steps, seed, **kw):
+        cfg = MultitaskConfig(train=train_config(steps=steps, seed=seed, progress=False), **kw)
+        return run_multitask(task_list, base, enc, cfg).metrics
+
+    out = pathlib.Path(args.out) if args.out else (ROOT / "docs" if not args.quick else ROOT / "runs" / "bench_multitask")  # fmt: skip
+    if args.only == "continual":  # keep the multi-task tables of the last full run
+        results = read_json(out / "results" / "multitask.json", "the last full run's results")
+    else:
+        results = {"machine": machine, "steps_per_task": args.steps, "seeds": seeds, "tasks": names}
+        results.update(multitask_tables(names, seeds, args.steps, run, base, enc))
+
+    # Interleaved (each seed runs every method in turn) so that a change in the machine's
+    # load falls on all methods alike; the CPU seconds of this process are the fairer cost
+    # when other work shares the cores.
+    continual: dict[str, dict[str, list[float]]] = {
+        m: {"acc": [], "bwt": [], "forgetting": [], "seconds": [], "cpu_seconds": []} for m in CONTINUAL_METHODS
+    }  # fmt: skip
+    for seed in seeds:
+        for method in CONTINUAL_METHODS:
             cfg = ContinualConfig(method=method, train=train_config(steps=args.steps, seed=seed, progress=False))  # fmt: skip
+            cpu0 = time.process_time()
             r = run_continual(load_tasks(DEFAULT_STREAM, seed=seed), base, enc, cfg)
+            rows = continual[method]
             for key in ("acc", "bwt", "forgetting"):
                 rows[key].append(r.summary[key])
             rows["seconds"].append(r.seconds)
-        print(f"| {method} | {mean_sd(rows['acc'])} | {mean_sd(rows['bwt'])} | {mean_sd(rows['forgetting'])} | {statistics.mean(rows['seconds']):.1f} |")  # fmt: skip
+            rows["cpu_seconds"].append(time.process_time() - cpu0)
+    print_continual(continual)
 
-    results = {
-        "machine": machine, "command": "python scripts/bench_multitask.py" + (" --quick" if args.quick else ""),  # fmt: skip
-        "steps_per_task": args.steps, "seeds": seeds, "tasks": names, "stream": list(DEFAULT_STREAM),
-        "alone": alone, "together": together, "by_temperature": by_t, "pairs": pairs,
-        "fusion": fusion, "continual": continual, "seconds": time.perf_counter() - t_start,
-    }  # fmt: skip
-    out = pathlib.Path(args.out) if args.out else (ROOT / "docs" if not args.quick else ROOT / "runs" / "bench_multitask")  # fmt: skip
+    results.update(
+        command=" ".join(["python scripts/bench_multitask.py", *sys.argv[1:]]),
+        stream=list(DEFAULT_STREAM), continual=continual,
+        continual_seconds=time.perf_counter() - t_start,
+    )  # fmt: skip
     (out / "results").mkdir(parents=True, exist_ok=True)
     write_json(out / "results" / "multitask.json", results)
     plot(results, out / "multitask.png")
-    print(f"\nwrote {out / 'results' / 'multitask.json'} and {out / 'multitask.png'} in {results['seconds']:.0f}s")  # fmt: skip
+    print(f"\nwrote {out / 'results' / 'multitask.json'} and {out / 'multitask.png'} ({time.perf_counter() - t_start:.0f}s)")  # fmt: skip
 
 
 def _with_lr(train):
