@@ -5,6 +5,11 @@ a classification task, exact match and loss for sft, loss for text. Without --ta
 --data it runs on the validation rows of the task the model was trained on (rebuilt from
 its name and seed), so it reproduces the metric printed at the end of training; with
 --data it runs on every row of a JSONL file of the same kind.
+
+The harness (`minift eval --suite default|TASK[,TASK]`, `--model base`, a TSV/CSV --data
+with --text-column/--label-column): run_suite scores any model on the versioned standard
+suite of minift.recipes.suite, with 95% intervals and the contamination share, and
+write_report writes report.json and report.md.
 """
 
 from __future__ import annotations
