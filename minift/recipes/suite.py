@@ -23,6 +23,7 @@ minift.metrics.contamination).
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -192,7 +193,9 @@ def lm_documents(n: int = LM_DOCS) -> list[str]:
     return docs[:n]
 
 
+@functools.lru_cache(maxsize=2)
 def pretraining_index(n: int = CONTAMINATION_N) -> NgramIndex:
+    """The n-grams of pydocs' train split (built once per process: a few seconds)."""
     from minift.data.corpus import load_corpus
 
     return NgramIndex((d.text for d in load_corpus("pydocs", "train")), n)
