@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from minift.train import distributed as D
 from minift.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from minift.train.config import TrainConfig
+from minift.train.fsdp import is_sharded
 from minift.train.loss_scale import LossScaler
 from minift.train.metrics import MetricsLog, read_json_lines
 from minift.train.optim import make_optimizer, make_schedule
@@ -99,7 +100,7 @@ class Trainer:
         self.device = next(model.parameters()).device
         self.dist = D.current()
         self.ddp = model
-        if self.dist.enabled:
+        if self.dist.enabled and not is_sharded(model):  # FSDP already syncs (train.fsdp)
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -141,7 +142,9 @@ class Trainer:
             batch = to_device(batch, self.device)
             last = micro == cfg.grad_accum - 1
             sync = (
-                contextlib.nullcontext() if (last or not self.dist.enabled) else self.ddp.no_sync()
+                contextlib.nullcontext()
+                if (last or not hasattr(self.ddp, "no_sync"))
+                else self.ddp.no_sync()
             )
             with sync:
                 with self.autocast():

@@ -1,0 +1,61 @@
+"""Run by test_fsdp under torchrun (2 processes) and alone: train the same steps on the
+same global batches, FSDP-sharded per block when there are 2 processes, then dump the
+losses, the full weights, and how many parameter elements each process held."""
+
+import json
+import pathlib
+import sys
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+from test_trainer import cfg, model_factory, windows  # noqa: E402
+
+from minift.train import Trainer  # noqa: E402
+from minift.train.distributed import cleanup, setup_distributed  # noqa: E402
+from minift.train.fsdp import full_state, local_numel, shard_model  # noqa: E402
+
+
+def train(info, lora: bool) -> dict:
+    torch.manual_seed(0)
+    model = model_factory(dropout=0.0)
+    if lora:
+        from minift.peft import LoRAConfig, apply_lora
+
+        torch.manual_seed(1)
+        apply_lora(model, LoRAConfig(r=4, target_modules=["c_attn", "c_fc"]))
+        for layer in model.modules():  # a non-zero B, so the adapters' gradients are all live
+            if hasattr(layer, "lora_B"):
+                torch.nn.init.normal_(layer.lora_B, std=0.02)
+    total = sum(p.numel() for p in model.parameters())
+    if info.world_size > 1:
+        shard_model(model)
+    held = local_numel(model)
+    counts = [held]
+    if info.world_size > 1:
+        gathered = [None] * info.world_size
+        dist.all_gather_object(gathered, held)
+        counts = gathered
+    result = Trainer(model, cfg(steps=5, grad_accum=2), windows(8)).fit()
+    state = full_state(model)
+    trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)
+    return {
+        "losses": result.losses(),
+        "weights": {n: t.flatten().tolist() for n, t in state.items()},
+        "world_size": info.world_size, "held": counts, "total": total, "trainable": trainable,
+    }  # fmt: skip
+
+
+def main(out: str) -> None:
+    info = setup_distributed("cpu")
+    torch.set_num_threads(1)
+    runs = {mode: train(info, lora=mode == "lora") for mode in ("full", "lora")}
+    if info.is_main:
+        pathlib.Path(out + ".json").write_text(json.dumps(runs))
+    cleanup()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
