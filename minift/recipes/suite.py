@@ -8,7 +8,7 @@ kind               metrics (95% percentile-bootstrap intervals over examples)   
 =================  ==========================================================  ======
 lm                 bits per byte of held-out pydocs documents (tokenizer-free)  200 docs
 classification     accuracy, macro F1, expected calibration error (15 bins)     all val
-sft                exact match and token F1 (SQuAD), chrF, by greedy decoding   64
+sft                exact match and token F1 (SQuAD), chrF / 100, greedy decoding 64
 preference         pairwise accuracy: log p(chosen) > log p(rejected)            200
 =================  ==========================================================  ======
 
@@ -134,7 +134,7 @@ def score_sft(subject: Subject, task: Task) -> TaskScore:
     score = TaskScore(task.name, task.kind, "generate", len(rows), per_example=em)
     score.metrics["exact_match"] = _interval(em)
     score.metrics["token_f1"] = _interval(tf1)
-    score.metrics["chrf"] = {"value": chrf(outputs, refs)}
+    score.metrics["chrf"] = {"value": chrf(outputs, refs) / 100}  # on [0, 1] like the rest
     return score
 
 
