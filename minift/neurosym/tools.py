@@ -82,3 +82,40 @@ def pending_call(text: str) -> str | None:
         return None
     start = text.rfind(OPEN, 0, len(text) - len(CLOSE))
     return None if start < 0 else text[start + len(OPEN) : -len(CLOSE)]
+
+
+@dataclass
+class ToolRun:
+    text: str  # the continuation, tool results included
+    calls: list[ToolCall]
+    answer: str | None  # the result of the last call (None: the model made no call)
+
+
+def generate_with_tool(model, enc, prompt: str, max_new_tokens: int = 24, temperature: float = 0.0,
+                       generator=None) -> ToolRun:  # fmt: skip
+    """Decode from ``prompt``; when the text closes a call (``<<expr>>``), run it, write
+    `` result`` into the text and stop: the tool's result is the answer. Without a call the
+    model's own text is all there is (``answer`` None)."""
+    import torch
+
+    from minift.model.generation import sample_next
+    from minift.tokenizer import eot_id
+
+    eos = eot_id(enc)
+    ids = enc.encode_ordinary(prompt) or [eos]
+    text = ""
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            if len(ids) >= model.config.block_size:
+                break
+            logits = model(torch.tensor([ids[-model.config.block_size :]])).logits[:, -1, :]
+            token = int(sample_next(logits, temperature, generator=generator))
+            if token == eos:
+                break
+            ids.append(token)
+            text += enc.decode([token])
+            expression = pending_call(text)
+            if expression is not None:
+                call = execute(expression)
+                return ToolRun(text + " " + call.result, [call], call.result)
+    return ToolRun(text, [], None)
