@@ -2,7 +2,7 @@
 (on a CUDA GPU) the multi-LoRA kernel against a loop over adapters.
 
     python scripts/bench_personal.py               # CPU: quality table + decoding cost (~5 min)
-    python scripts/bench_personal.py --fast        # the fast-mode base, a smoke run (~30 s)
+    python scripts/bench_personal.py --smoke       # the fast-mode base, a smoke run (~30 s)
     python scripts/bench_personal.py --gpu-only    # on a CUDA GPU: the kernel section alone
 
 1. Quality (CPU): every personalization method of minift.recipes.personalize, per
@@ -35,7 +35,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--fast", action="store_true", help="the fast-mode base (a smoke run)")
+    p.add_argument("--smoke", action="store_true", help="the fast-mode base (a short run)")
     p.add_argument("--gpu-only", action="store_true", help="only the kernel section (CUDA)")
     p.add_argument("--out", default=str(ROOT / "docs" / "results"))
     return p.parse_args(argv)
@@ -205,7 +205,7 @@ def plot(results: dict, out: pathlib.Path) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.fast:
+    if args.smoke:
         os.environ["MINIFT_FAST"] = "1"
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
