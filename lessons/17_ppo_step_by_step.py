@@ -212,7 +212,6 @@ plot_ppo(run.result.history, OUT / "ppo_dashboard.png", title="PPO on file-words
 n_eval = 64 if FAST else 256
 
 
-
 samples = {}
 for name, m in (("reference", policy), ("PPO", run.model.policy)):
     samples[name] = rec = SampleRecorder(reward_model)

@@ -52,7 +52,6 @@ VAL_PROMPTS = task_prompts("val")
 results, truths, rewards = {}, {}, {}
 
 
-
 def evaluate(model, name: str) -> dict:
     rec = SampleRecorder(reward_model)
     m = evaluate_policy(model, enc, VAL_PROMPTS, N_EVAL, rec, policy, truth=rec.score)
