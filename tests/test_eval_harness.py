@@ -71,6 +71,20 @@ def test_base_prompt_accuracy_and_bits_per_byte_agree_with_the_library(base):
     assert stats.bits_per_byte == pytest.approx(stats.nll / math.log(2) / sum(len(d.encode()) for d in docs))  # fmt: skip
 
 
+def test_compare_reports_pairs_the_per_example_scores(saved):
+    from minift.metrics import compare
+    from minift.recipes.evaluate import compare_reports
+
+    path, result = saved
+    tuned = run_suite(str(path), "doc-returns", check_contamination=False)
+    base_report = run_suite("base", "doc-returns", check_contamination=False)
+    (c,) = compare_reports(tuned, base_report)
+    expected = compare("x", result.val_scores, "y", base_report["tasks"][0]["per_example"])
+    assert (c.difference, c.low, c.high, c.p_value) == (expected.difference, expected.low, expected.high, expected.p_value)  # fmt: skip
+    with pytest.raises(ValueError, match="suite versions differ"):
+        compare_reports(tuned, dict(base_report, suite_version=0))
+
+
 def test_tables_tsv_and_csv(tmp_path):
     tsv = tmp_path / "dev.tsv"
     tsv.write_text('sentence\tlabel\tid\nsays "hi", twice\tpos\t1\n\nbad day\tneg\t2\n')
@@ -121,6 +135,10 @@ def test_cli_suite_and_bad_inputs(tmp_path, capsys):
     assert minift.cli.main(["eval", "--model", "base", "--suite", "doc-returns", "--out", str(tmp_path / "r"), "--no-contamination"]) == 0  # fmt: skip
     assert (tmp_path / "r" / "report.md").is_file()
     assert "| doc-returns | classification | prompt |" in capsys.readouterr().out
+    again = ["eval", "--model", "base", "--suite", "doc-returns", "--out", str(tmp_path / "r2"), "--no-contamination"]  # fmt: skip
+    assert minift.cli.main([*again, "--compare", str(tmp_path / "r" / "report.json")]) == 0
+    assert "base doc-returns 0." in capsys.readouterr().out  # the same model: +0.000, within noise
+    assert minift.cli.main([*again, "--compare", str(tmp_path / "nothing.json")]) == 2
     for argv, message in [
         (["--suite", "nope"], "unknown task 'nope'"),
         (["--suite", "doc-kind", "--task", "doc-kind"], "not both"),

@@ -61,6 +61,7 @@ def register(sub) -> None:
     s.add_argument("--label-column", default="label", help="TSV/CSV: the column of labels")
     s.add_argument("--out", help="folder for report.json and report.md (default runs/eval/NAME)")
     s.add_argument("--no-contamination", action="store_true", help="skip the n-gram overlap check")  # fmt: skip
+    s.add_argument("--compare", help="a report.json of another model: paired tests, task by task")  # fmt: skip
     s.add_argument("--seed", type=int, default=0, help="the seed the tasks are built with")
     s.add_argument("--batch-size", type=int, default=defaults.batch_size)
     s.set_defaults(func=cmd_eval)
@@ -147,8 +148,10 @@ def cmd_eval(args) -> None:
 def cmd_eval_suite(args) -> None:
     import pathlib
 
-    from minift.recipes.evaluate import report_markdown, run_suite, write_report
+    from minift.io import read_json
+    from minift.recipes.evaluate import compare_reports, report_markdown, run_suite, write_report
 
+    other = read_json(args.compare, "report") if args.compare else None  # before any work
     suite = args.suite or (args.task if args.task else None if args.data else "default")
     if args.task and args.suite:
         raise ValueError("give --suite or --task, not both (a suite may be one task: --suite T)")
@@ -160,6 +163,8 @@ def cmd_eval_suite(args) -> None:
     name = pathlib.Path(args.model).name or "model"
     paths = write_report(report, args.out or pathlib.Path("runs", "eval", name))
     print("wrote", " and ".join(paths))
+    for comparison in compare_reports(report, other) if other else []:
+        print(comparison)
 
 
 def cmd_demo(args) -> None:

@@ -150,8 +150,24 @@ def run_suite(
     return {
         "model": subject.name, "parameters": subject.parameters, "suite": suite,
         "suite_version": SUITE_VERSION, "minift_version": minift_version,
-        "seed": seed, "tasks": [dict(s.__dict__, per_example=None) for s in scores],
+        "seed": seed, "tasks": [dict(s.__dict__) for s in scores],
     }  # fmt: skip
+
+
+def compare_reports(a: dict, b: dict) -> list:
+    """Paired comparisons (minift.metrics.compare) of two reports' main metric on every task
+    both scored per example on the same rows: is model a better than model b?"""
+    from minift.metrics import compare
+
+    if a["suite_version"] != b["suite_version"]:
+        raise ValueError(f"suite versions differ ({a['suite_version']} and {b['suite_version']}): the rows are not the same")  # fmt: skip
+    theirs = {t["task"]: t for t in b["tasks"]}
+    out = []
+    for t in a["tasks"]:
+        u = theirs.get(t["task"])
+        if u and t.get("per_example") and u.get("per_example") and t["n"] == u["n"]:
+            out.append(compare(f"{a['model']} {t['task']}", t["per_example"], b["model"], u["per_example"]))  # fmt: skip
+    return out
 
 
 def _cell(m: dict) -> str:
