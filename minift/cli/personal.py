@@ -20,7 +20,7 @@ def register(sub) -> None:
     job = PersonalizeJob(user="default")
     s = sub.add_parser("personalize", help="train a user's own LoRA adapter from their preferences (DPO)")  # fmt: skip
     s.add_argument("--user", required=True, help="whose adapter: a name (or a simulated user: storage, text, net, brief, verbose)")  # fmt: skip
-    s.add_argument("--data", default=None, help="preference JSONL (default: what `minift feedback --user NAME` recorded)")  # fmt: skip
+    s.add_argument("--data", default=None, help="preference JSONL (DPO) or the user's own prompt/response JSONL (SFT); default: what `minift feedback --user NAME` recorded")  # fmt: skip
     s.add_argument("--model", default=None, help="policy to adapt (minift model folder; default: the SFT'd base)")  # fmt: skip
     s.add_argument("--rank", type=int, default=job.rank)
     s.add_argument("--steps", type=int, default=job.steps)

@@ -19,10 +19,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from minift.data.batching import sft_example, sft_padded_batch
+from minift.data.jsonl import detect_format, load_jsonl
 from minift.errors import UserError
 from minift.io import read_json, write_json
 from minift.model import GPT
-from minift.peft import PromptConfig, apply_prompt_tuning, load_adapter, save_adapter
+from minift.peft import PromptConfig, apply_lora, apply_prompt_tuning, load_adapter, save_adapter
 from minift.personal.context import (
     context_budget,
     examples_context,
@@ -33,8 +35,12 @@ from minift.personal.context import (
 from minift.personal.users import USERS, get_user, user_pairs
 from minift.recipes.rlhf import load_policy
 from minift.recipes.rlhf_methods import rlhf_lora, run_dpo
+from minift.recipes.rlhf_stages import sft_train_config
 from minift.rlhf.dpo import DPOConfig, fit_dpo, train_config
-from minift.rlhf.preference import load_preferences, split_preferences
+from minift.rlhf.preference import encode_prompt, load_preferences, split_preferences
+from minift.seeding import sample_rows
+from minift.tokenizer import eot_id, pad_id
+from minift.train import Trainer
 from minift.utils import fast_mode, minift_home
 
 META = "personal.json"
@@ -65,6 +71,33 @@ def dpo_config(
 def user_lora(policy: GPT, enc, pairs: Sequence[dict], rank: int, config: DPOConfig) -> GPT:
     """A LoRA adapter (rank ``rank`` on c_attn and c_fc) trained by DPO on ``pairs``."""
     return run_dpo(policy, enc, list(pairs), None, config, rlhf_lora(rank)).model
+
+
+def user_lora_sft(policy: GPT, enc, rows: Sequence[dict], rank: int, steps: int, lr: float,
+                  seed: int = 0) -> GPT:  # fmt: skip
+    """A LoRA adapter trained on the user's own prompt/response rows (their data, not
+    comparisons) by supervised fine-tuning: cross-entropy on the response tokens."""
+    torch.manual_seed(seed)
+    model = apply_lora(copy.deepcopy(policy), rlhf_lora(rank))
+    eot, block = eot_id(enc), policy.config.block_size
+    examples = []
+    for r in rows:
+        response = enc.encode_ordinary(r["response"])
+        if len(response) + 1 < block:
+            examples.append(sft_example(encode_prompt(enc, r["prompt"]), response, eot, block))
+    if not examples:
+        raise UserError(f"no prompt/response row fits the model's {block}-token block")
+
+    def batch_fn(step: int, micro: int):
+        picked = sample_rows(len(examples), 16, seed, step, micro).tolist()
+        return sft_padded_batch([examples[i] for i in picked], pad_id(enc))
+
+    def loss_fn(m, b):
+        return m(b["idx"], b["targets"], attention_mask=b["attention_mask"]).loss, {}
+
+    Trainer(model, sft_train_config(steps=steps, lr=lr, warmup_steps=min(10, steps // 5), seed=seed),
+            batch_fn, loss_fn).fit()  # fmt: skip
+    return model.eval()
 
 
 def user_soft_prompt(
@@ -157,8 +190,11 @@ class PersonalizeJob:
 
 
 def job_pairs(job: PersonalizeJob) -> tuple[list[dict], str]:
-    """(rows, where they came from): --data, the user's feedback file, or a simulated user."""
+    """(rows, where they came from): --data (preference pairs, or the user's own
+    prompt/response rows), the user's feedback file, or a simulated user."""
     if job.data:
+        if detect_format(job.data) == "sft":
+            return load_jsonl(job.data, "sft")[1], job.data
         return load_preferences(job.data), job.data
     recorded = user_preferences_path(job.user)
     if recorded.exists():
@@ -172,16 +208,21 @@ def job_pairs(job: PersonalizeJob) -> tuple[list[dict], str]:
 
 
 def run_personalize(job: PersonalizeJob) -> dict:
-    """Train ``job.user``'s adapter by DPO, report held-out accuracy, save the adapter."""
+    """Train ``job.user``'s adapter (DPO on preference pairs, SFT on prompt/response rows),
+    report held-out accuracy, save the adapter."""
     rows, source = job_pairs(job)
     if not rows:
-        raise UserError(f"{source} holds no preference pairs")
+        raise UserError(f"{source} holds no rows")
     policy, enc = load_policy(job.model)
-    train, val = split_preferences(rows, job.seed)
-    model = user_lora(
-        policy, enc, train, job.rank, dpo_config(job.steps, job.lr, job.beta, job.seed)
-    )
-    report = {"user": job.user, "source": source, "train_pairs": len(train), "val_pairs": len(val)}
+    if "chosen" not in rows[0]:  # the user's own responses: supervised fine-tuning
+        model = user_lora_sft(policy, enc, rows, job.rank, job.steps, job.lr, job.seed)
+        train, val = rows, []
+    else:
+        train, val = split_preferences(rows, job.seed)
+        config = dpo_config(job.steps, job.lr, job.beta, job.seed)
+        model = user_lora(policy, enc, train, job.rank, config)
+    method = "dpo" if "chosen" in rows[0] else "sft"
+    report = {"user": job.user, "method": method, "source": source, "train_rows": len(train), "val_pairs": len(val)}  # fmt: skip
     if val:
         report["val_accuracy"] = float(preference_correct(model, enc, val, policy).mean())
     if job.user in USERS:  # a simulated user: score on their own held-out pairs too
