@@ -139,6 +139,10 @@ def score_sft(subject: Subject, task: Task) -> TaskScore:
 
 
 def _sequence_logprob(model, prompt: list[int], response: list[int]) -> float:
+    """log p(response | prompt), summed over the response's tokens (the prompt cut from
+    the left when both do not fit); an empty response has log-probability 0."""
+    if not response:
+        return 0.0
     ids = (prompt + response)[-(model.config.block_size + 1) :]
     x = torch.tensor([ids])
     logp = torch.log_softmax(model(x[:, :-1]).logits[0].double(), -1)
