@@ -14,8 +14,14 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from test_trainer import cfg, model_factory, windows  # noqa: E402
 
 from minift.train import Trainer  # noqa: E402
-from minift.train.distributed import cleanup, setup_distributed  # noqa: E402
-from minift.train.fsdp import full_state, local_numel, shard_model  # noqa: E402
+from minift.train.distributed import cleanup, setup_distributed, shard  # noqa: E402
+from minift.train.fsdp import (  # noqa: E402
+    full_state,
+    load_sharded,
+    local_numel,
+    save_sharded,
+    shard_model,
+)
 
 
 def train(info, lora: bool) -> dict:
@@ -48,10 +54,48 @@ def train(info, lora: bool) -> dict:
     }  # fmt: skip
 
 
+def checkpoint_round_trip(info, folder: str) -> dict:
+    """Train 3 steps, save the sharded checkpoint, load it into a fresh sharded model and
+    optimizer, and take 2 more steps with both: the two must stay identical."""
+    torch.manual_seed(0)
+
+    def fresh():
+        model = model_factory(dropout=0.0)
+        shard_model(model)
+        return model, torch.optim.AdamW(model.parameters(), lr=3e-3)
+
+    def step(model, opt, k):
+        x, y = windows(8)(k, 0)
+        x, y = shard(x, info.rank, info.world_size), shard(y, info.rank, info.world_size)
+        model(x, y).loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+    a, opt_a = fresh()
+    for k in range(3):
+        step(a, opt_a, k)
+    save_sharded(a, opt_a, folder)
+    b, opt_b = fresh()
+    before = max(
+        float((x - y).abs().max()) for x, y in zip(full_state(a).values(), full_state(b).values())
+    )
+    load_sharded(b, opt_b, folder)
+    for k in range(3, 5):
+        step(a, opt_a, k)
+        step(b, opt_b, k)
+    after = max(
+        float((x - y).abs().max()) for x, y in zip(full_state(a).values(), full_state(b).values())
+    )
+    return {"differs_before_load": before, "max_diff_after_resume": after}
+
+
 def main(out: str) -> None:
     info = setup_distributed("cpu")
     torch.set_num_threads(1)
     runs = {mode: train(info, lora=mode == "lora") for mode in ("full", "lora")}
+    if info.world_size > 1:
+        folder = str(pathlib.Path(out).parent / "sharded_ckpt")
+        runs["checkpoint"] = checkpoint_round_trip(info, folder)
     if info.is_main:
         pathlib.Path(out + ".json").write_text(json.dumps(runs))
     cleanup()

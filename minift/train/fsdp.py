@@ -66,3 +66,28 @@ def full_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     for name, p in model.named_parameters():
         out[name] = (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
     return out
+
+
+def save_sharded(model: torch.nn.Module, optimizer, path, extra: dict | None = None) -> None:
+    """Each process writes its own shards of the weights and optimizer state (PyTorch's
+    distributed checkpoint format: one file per rank plus a metadata file), so a model
+    that fits no single device is never gathered in one place to be saved."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optim": optim_state, **(extra or {})}, checkpoint_id=str(path))
+
+
+def load_sharded(model: torch.nn.Module, optimizer, path) -> None:
+    """Read a save_sharded checkpoint into an already sharded model and its optimizer (the
+    same number of processes, or another: the format reshards on load)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_state, optim_state = get_state_dict(model, optimizer)
+    state = {"model": model_state, "optim": optim_state}
+    dcp.load(state, checkpoint_id=str(path))
+    set_state_dict(
+        model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
+    )
