@@ -159,3 +159,16 @@ def test_a_task_the_suite_cannot_score_is_a_clear_error():
     odd = Task("odd", "text", [{"text": "a"}], [{"text": "a"}])
     with pytest.raises(ValueError, match="the suite scores"):
         S.score(subject, odd)
+
+
+def test_preference_score_is_the_sum_of_response_log_probabilities(base):
+    import torch
+
+    model, enc = base
+    subject = load_subject("base")
+    prompt, response = enc.encode_ordinary("Return the"), enc.encode_ordinary(" file name.")
+    ids = torch.tensor([prompt + response])
+    logp = torch.log_softmax(model(ids[:, :-1]).logits[0].double(), -1)
+    expected = sum(logp[len(prompt) - 1 + i, t].item() for i, t in enumerate(response))
+    assert S._sequence_logprob(subject.lm, prompt, response) == pytest.approx(expected, rel=1e-12)
+    assert S._sequence_logprob(subject.lm, prompt, []) == 0.0
