@@ -158,3 +158,13 @@ def test_the_checkers_and_first_accepted():
     assert found.accepted == "h(1)" and found.tried == 3
     none = first_accepted(["f(", "g)"], is_python_call)
     assert none.accepted is None and none.tried == 2
+
+
+def test_the_vectorised_mask_equals_the_allowed_list_at_every_budget(base):
+    _, enc = base
+    index = build_index(r"[a-z_]+\((([a-z_]+|[0-9]+)(, ([a-z_]+|[0-9]+))*)?\)", enc)
+    for state in range(len(index.next)):
+        for left in (None, 1, 2, 3, 5, 30):
+            want = torch.zeros(enc.n_vocab + 7, dtype=torch.bool)
+            want[index.allowed(state, left)] = True
+            assert torch.equal(index.mask(state, left, size=enc.n_vocab + 7), want)

@@ -69,6 +69,7 @@ class TokenIndex:
         self.dfa_state = states  # index state -> DFA state
         self.accepting = frozenset(i for i, s in enumerate(states) if s in dfa.accepting)
         self.distance = self._distances()
+        self._tensors: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.next)
         if self.distance[0] is None:
             raise UserError(
                 f"the vocabulary cannot spell any text matching {dfa.pattern!r}: no sequence "
@@ -108,9 +109,18 @@ class TokenIndex:
     def mask(
         self, state: int, tokens_left: int | None = None, size: int | None = None
     ) -> torch.Tensor:
-        """A boolean (vocab,) mask of :meth:`allowed` (``size`` pads to a larger model vocab)."""
+        """A boolean (vocab,) mask of :meth:`allowed` (``size`` pads to a larger model vocab),
+        vectorised: each state's token ids and their distances are tensors built once."""
+        if self._tensors[state] is None:
+            row = [(t, self.distance[n]) for t, n in self.next[state].items()]
+            row = [(t, d) for t, d in row if d is not None]
+            ids = torch.tensor([t for t, _ in row], dtype=torch.long)
+            self._tensors[state] = (ids, torch.tensor([d for _, d in row], dtype=torch.long))
+        ids, dist = self._tensors[state]
         m = torch.zeros(size or self.vocab_size, dtype=torch.bool)
-        m[self.allowed(state, tokens_left)] = True
+        m[ids if tokens_left is None else ids[dist + 1 <= tokens_left]] = True
+        if state in self.accepting:
+            m[self.eos_id] = True
         return m
 
     def advance(self, state: int, token: int) -> int:
