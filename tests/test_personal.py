@@ -183,3 +183,24 @@ def test_personalize_from_the_users_own_responses_trains_by_sft(tmp_path):
     meta = json.loads((dest / "personal.json").read_text())
     assert meta["method"] == "sft" and meta["train_rows"] == 48
     assert meta["hidden_preference_accuracy"] > 0.6
+
+
+def test_serving_through_the_triton_kernel_equals_each_users_model(monkeypatch):
+    """The same mixed batch with MINIFT_KERNELS=triton (the interpreter on CPU): the
+    segmented kernel inside a real model gives each user's own logits."""
+    pytest.importorskip("triton")
+    import os
+
+    if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+        pytest.skip("Triton on CPU needs TRITON_INTERPRET=1")
+    base = tiny()
+    models = [adapted(base, 2, seed=8), adapted(base, 3, seed=9)]
+    served = stack_adapters(base, models)
+    idx = torch.randint(0, 71, (3, 5))
+    monkeypatch.setenv("MINIFT_KERNELS", "reference")  # each user's model the plain way
+    want = [m(idx[row : row + 1]).logits for row, m in enumerate([models[1], base, models[0]])]
+    monkeypatch.setenv("MINIFT_KERNELS", "triton")
+    with users(served, [1, -1, 0]):
+        out = served(idx).logits
+    for row in range(3):
+        assert torch.allclose(out[row : row + 1], want[row], rtol=0, atol=1e-10)
