@@ -168,3 +168,10 @@ def test_the_vectorised_mask_equals_the_allowed_list_at_every_budget(base):
             want = torch.zeros(enc.n_vocab + 7, dtype=torch.bool)
             want[index.allowed(state, left)] = True
             assert torch.equal(index.mask(state, left, size=enc.n_vocab + 7), want)
+
+
+def test_the_verifier_check_compares_expressions_by_their_trees():
+    from minift.recipes.neurosym import same_expression
+
+    assert same_expression(" 72+97", "72 + 97")  # a call keeps the prompt's leading space
+    assert not same_expression("72+97", "97+72") and not same_expression("72+", "72")

@@ -84,7 +84,9 @@ def tool_correct(model: GPT, enc, questions) -> tuple[np.ndarray, list]:
 def same_expression(a: str, b: str) -> bool:
     """The exact check a verifier can run at inference: both parse to the same tree."""
     try:
-        return ast.dump(ast.parse(a, mode="eval")) == ast.dump(ast.parse(b, mode="eval"))
+        return ast.dump(ast.parse(a.strip(), mode="eval")) == ast.dump(
+            ast.parse(b.strip(), mode="eval")
+        )
     except SyntaxError:
         return False
 
