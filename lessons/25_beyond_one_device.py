@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 
+import numpy as np
 import torch
 
 WORKER = "--worker" in sys.argv
@@ -51,9 +52,9 @@ def fine_tune(out: str | None) -> dict:
             shard_model(model)
         held = local_numel(model)
         config = TrainConfig(steps=steps, lr=1e-3, warmup_steps=0, weight_decay=0.0, progress=False)
-        t0 = time.perf_counter()
-        result = Trainer(model, config, batches).fit()
-        seconds = (time.perf_counter() - t0) / steps
+        stamps = []  # step times after the first (which also sets up communication)
+        result = Trainer(model, config, batches, on_step=lambda d, t, s=stamps: s.append(time.perf_counter())).fit()  # fmt: skip
+        seconds = float(np.median(np.diff(stamps)))
         weights = torch.cat([t.flatten() for t in full_state(model).values()])
         results[engine] = dict(losses=result.losses(), held=held, seconds=seconds,
                                total=base.num_params(), weights=weights.tolist())  # fmt: skip
@@ -72,10 +73,11 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 
 from minift.claims import claim  # noqa: E402
+from minift.model import GPTConfig  # noqa: E402
 from minift.train.fsdp import shard_model  # noqa: E402
+from minift.train.memory import memory_per_device, parameter_counts  # noqa: E402
 from minift.utils import fast_mode, output_dir  # noqa: E402
 
 t_start = time.perf_counter()
@@ -87,40 +89,27 @@ OUT = output_dir("lessons", "25")
 # Mixed-precision AdamW training keeps, per parameter: bf16 weights (2 bytes) and
 # gradients (2), an fp32 master copy (4) and two fp32 Adam moments (8): 16 bytes. LoRA
 # keeps the frozen base in bf16 (2 bytes) and the 16 bytes only for the adapters (here
-# r = 16 on every linear layer of each block); QLoRA the base in NF4 (4.127 bits).
+# r = 16 on every linear layer of each block); QLoRA the blocks' linear weights in NF4
+# (4.127 bits), the embeddings in bf16 (`minift/train/memory.py`, checked against a real
+# step's tensors by tests/test_memory.py; `scripts/scaling_note.py` has more sizes).
 # FSDP divides everything by W. Activations are left out: they depend on batch and
 # length, and checkpointing (lesson 24) cuts them.
 
 # %%
-# (layers, width): GPT-2's four sizes and GPT-3 175B (Brown et al. 2020), the same layout
-SIZES = {
-    "124M": (12, 768),
-    "355M": (24, 1024),
-    "774M": (36, 1280),
-    "1.5B": (48, 1600),
-    "175B": (96, 12288),
-}
-
-
-def counts(n_layer, d, r=16):
-    n = 12 * n_layer * d * d + 50257 * d + 1024 * d  # blocks + token and position tables
-    lora = (
-        n_layer * r * (d + 3 * d + d + d + d + 4 * d + 4 * d + d)
-    )  # c_attn, c_proj, c_fc, mlp.c_proj
-    return n, lora
-
-
+# (layers, width, heads, positions): GPT-2's four sizes and GPT-3 175B (Brown et al. 2020)
+SIZES = {"124M": (12, 768, 12, 1024), "355M": (24, 1024, 16, 1024), "774M": (36, 1280, 20, 1024),
+         "1.5B": (48, 1600, 25, 1024), "175B": (96, 12288, 96, 2048)}  # fmt: skip
+COLS = [("full", {}), ("FSDP W=8", {"fsdp": 8}), ("LoRA", {"method": "lora"}), ("QLoRA", {"method": "qlora"})]  # fmt: skip
 rows = []
 print(
-    f"{'model':6s} {'params':>8s} {'full':>9s} {'FSDP W=8':>9s} {'LoRA':>9s} {'QLoRA':>9s}   (GiB per device)"
+    f"{'model':6s} {'params':>8s} " + " ".join(f"{c:>9s}" for c, _ in COLS) + "   (GiB per device)"
 )
-for name, (L, d) in SIZES.items():
-    n, a = counts(L, d)
-    gib = 2**30
-    full, fsdp8 = 16 * n / gib, 16 * n / 8 / gib
-    lora, qlora = (2 * n + 16 * a) / gib, (4.127 / 8 * n + 16 * a) / gib
-    rows.append((name, n, full, fsdp8, lora, qlora))
-    print(f"{name:6s} {n / 1e6:7.0f}M {full:9.2f} {fsdp8:9.2f} {lora:9.2f} {qlora:9.2f}")
+for name, (L, d, h, T) in SIZES.items():
+    config = GPTConfig(n_layer=L, n_embd=d, n_head=h, block_size=T)
+    n = parameter_counts(config).total
+    gib = [memory_per_device(config, **{"method": "full", **kw})["total"] / 2**30 for _, kw in COLS]
+    rows.append((name, n, *gib))
+    print(f"{name:6s} {n / 1e6:7.0f}M " + " ".join(f"{g:9.2f}" for g in gib))
 
 # %% [markdown]
 # ## DDP and FSDP on 2 processes, against 1
