@@ -25,6 +25,10 @@ def test_ece_by_hand():
 def test_bin_edges_are_right_closed_and_zero_joins_the_first_bin():
     r = C.reliability([0.0, 0.1, 0.1000001, 0.5, 1.0], [0, 0, 0, 0, 1], n_bins=10)
     assert r.count.tolist() == [2, 1, 0, 0, 1, 0, 0, 0, 0, 1]
+    # 0.1 * 3 is the edge 0.30000000000000004 itself (np.linspace's), whose 10 x is above 3:
+    # it must still close the bin (0.2, 0.3], as 0.6 and 0.7 computed the same way must
+    r = C.reliability([0.1 * 3, 0.1 * 6, 0.1 * 7], [1, 1, 1], n_bins=10)
+    assert r.count.tolist() == [0, 0, 1, 0, 0, 1, 1, 0, 0, 0]
 
 
 def test_perfectly_calibrated_and_overconfident():
@@ -43,8 +47,9 @@ def test_matches_a_direct_loop_on_random_probabilities(seed):
     r = C.calibration_from_probs(torch.tensor(probs), labels, n_bins=m)
     conf, right = probs.max(1), (probs.argmax(1) == labels)
     ece, gaps = 0.0, []
+    edges = np.linspace(0, 1, m + 1)
     for b in range(m):
-        lo, hi = b / m, (b + 1) / m
+        lo, hi = edges[b], edges[b + 1]
         inside = (conf > lo) & (conf <= hi) if b else (conf <= hi)
         if inside.any():
             gap = abs(right[inside].mean() - conf[inside].mean())

@@ -87,8 +87,10 @@ def reliability(confidences: Any, correct: Any, n_bins: int = 15) -> Reliability
     if not np.isin(hit, (0.0, 1.0)).all():
         raise ValueError("correct must hold 1 (right) or 0 (wrong) per example")
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    # bin m holds (edges[m], edges[m+1]]; ceil(conf * M) - 1 is that m, and 0 joins bin 0
-    index = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    # bin m holds (edges[m], edges[m+1]]: the first edge >= conf is edges[m+1]. Searching
+    # the edges the bins are reported with (not ceil(conf * M)) keeps a confidence equal to
+    # an edge in the bin that edge closes: 0.1 * 3 == edges[3] but ceil(0.1 * 3 * 10) = 4.
+    index = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
     count = np.bincount(index, minlength=n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_conf = np.bincount(index, weights=conf, minlength=n_bins) / count
