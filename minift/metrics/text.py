@@ -137,8 +137,9 @@ def token_f1(predictions, references) -> float:
 
 
 # ------------------------------------------------------------------------------- BLEU
-# mteval-v13a's tokenisation, as rules: split off most symbols, then periods and commas
-# except between digits, then a dash after a digit.
+# The tokenisation rules of NIST's mteval-v13a.pl (the WMT standard; sacrebleu's "13a"),
+# written as regular expressions: split off every ASCII symbol except . , - and ', then
+# periods and commas unless between digits, then a dash after a digit.
 _13A_RULES = (
     (re.compile(r"([\{-\~\[-\` -\&\(-\+\:-\@\/])"), r" \1 "),
     (re.compile(r"([^0-9])([\.,])"), r"\1 \2 "),
