@@ -143,3 +143,24 @@ def test_exact_match_and_token_f1_by_hand():
 def test_bad_input_is_a_clear_error(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_bleu_interval_resamples_sentences():
+    hyps, streams, refs = corpus(11)
+    hyps, refs = hyps * 5, refs * 5  # 5-35 sentences
+    est = T.bleu_interval(hyps, refs, n_resamples=300, seed=1)
+    assert est.value == pytest.approx(T.bleu(hyps, refs).score, abs=1e-12)
+    assert est.low <= est.value <= est.high
+    assert T.bleu_interval(hyps, refs, n_resamples=300, seed=1) == est  # seeded
+    same = T.bleu_interval(["a b c d e"] * 4, ["a b c d e"] * 4, n_resamples=50)
+    assert (same.low, same.high) == pytest.approx((100.0, 100.0))
+    # by hand: one resample of sentence indices, summed statistics, corpus BLEU
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, len(hyps), len(hyps))
+    manual = T.bleu([hyps[i] for i in idx], [refs[i] for i in idx]).score
+    rows = np.array([T.bleu_statistics(h, r) for h, r in zip(hyps, refs)])
+    assert T.bleu_from_statistics(rows[idx].sum(0)).score == pytest.approx(manual, abs=1e-9)
+    with pytest.raises(ValueError, match="different lengths"):
+        T.bleu_interval(["a"], ["a", "b"])

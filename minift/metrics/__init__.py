@@ -43,6 +43,7 @@ from minift.metrics.lm import LMStatistics, bits_per_byte, lm_statistics, perple
 from minift.metrics.text import (
     BLEUScore,
     bleu,
+    bleu_interval,
     chrf,
     exact_match,
     exact_match_scores,
@@ -57,6 +58,7 @@ __all__ = [
     "Reliability",
     "bits_per_byte",
     "bleu",
+    "bleu_interval",
     "brier_score",
     "calibration_from_probs",
     "chrf",

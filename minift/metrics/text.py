@@ -405,3 +405,38 @@ def rouge(predictions, references, rouge_types: Sequence[str] = ROUGE_TYPES) -> 
         pairs = [rouge_pair(p, r, t) for p, r in zip(preds, refs)]
         out[t] = PRF(*(sum(getattr(x, f) for x in pairs) / len(pairs) for f in PRF.__dataclass_fields__))  # fmt: skip
     return out
+
+
+def bleu_interval(
+    predictions,
+    references,
+    *,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    **options,
+):
+    """A percentile bootstrap interval for corpus BLEU (Koehn, "Statistical significance
+    tests for machine translation evaluation", EMNLP 2004): resample the *sentences*, sum
+    their statistics, recompute BLEU. Corpus BLEU is not a mean of sentence scores, so the
+    sentences' sufficient statistics are resampled, not per-sentence BLEUs. ``options`` are
+    :func:`bleu`'s (max_order, smooth, smooth_value, tokenize, lowercase)."""
+    import numpy as np
+
+    from minift.metrics.intervals import bootstrap_ci
+
+    score = bleu(predictions, references, **options)  # checks every input and option
+    max_order = options.get("max_order", 4)
+    split = {k: options[k] for k in ("smooth", "smooth_value") if k in options}
+    preds, refs = list(predictions), _as_reference_sets(references, len(predictions))
+    if options.get("lowercase"):
+        preds = [p.lower() for p in preds]
+        refs = [[r.lower() for r in group] for group in refs]
+    tok = options.get("tokenize", "13a")
+    rows = np.array([bleu_statistics(p, g, max_order, tok) for p, g in zip(preds, refs)])
+
+    def corpus(idx):
+        return bleu_from_statistics(rows[np.asarray(idx, dtype=np.int64)].sum(0), max_order, **split).score  # fmt: skip
+
+    del score  # computed first for its checks; the interval's value is the same BLEU
+    return bootstrap_ci(np.arange(len(rows)), corpus, n_resamples=n_resamples, confidence=confidence, seed=seed)  # fmt: skip
