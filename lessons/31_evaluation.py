@@ -236,10 +236,10 @@ claim("the fine-tune scores higher on contaminated examples than on clean ones, 
 print(f"lesson done in {time.perf_counter() - t_start:.1f}s")
 
 # %% [markdown]
-# Reading the contamination result: the texts are in the pretraining corpus, the labels
-# are not (the package a summary belongs to is never written next to it there). What the
-# base may have memorised is the text's continuation, which is exactly what "See also:"
-# prompting reads; whether dirty examples score higher is measured above, not assumed.
+# Reading the contamination result: the texts are in the pretraining corpus; the label is
+# not part of a text (a function's docstring rarely names its package), but the base may
+# have memorised what follows a text, which is what "See also:" prompting reads. Whether
+# dirty examples score higher is measured above, not assumed.
 #
 # ## Exercises
 # 1. Run the coverage simulation at n = 5 and n = 20 with a true accuracy of 0.95. Why
