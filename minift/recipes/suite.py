@@ -223,7 +223,7 @@ def score(subject: Subject, item, index: NgramIndex | None = None) -> TaskScore:
 
 def subject_from(model, enc, name: str, meta: dict | None = None) -> Subject:
     """A Subject from a loaded model (a GPT, or a classifier around one) and its metadata."""
-    lm = find_gpt(model).eval()
+    lm = find_gpt(model.eval())  # no dropout while scoring
     head = model if model is not lm else None
     trained = None
     if meta is not None:
