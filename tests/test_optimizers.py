@@ -107,12 +107,12 @@ def test_each_optimizer_trains_through_the_trainer(name):
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=41))
     data = torch.randint(0, 41, (8, 17), generator=torch.Generator().manual_seed(1))
     lr = {"adamw": 3e-3, "sgd": 0.3, "adafactor": 0.1, "lion": 1e-3}[name]
-    config = TrainConfig(steps=25, lr=lr, optimizer=name, progress=False, warmup_steps=0)
+    config = TrainConfig(steps=12, lr=lr, optimizer=name, progress=False, warmup_steps=0)
     trainer = Trainer(model, config, lambda s, m: (data[:, :-1], data[:, 1:]))
     losses = trainer.fit().losses()
     assert type(trainer.optimizer).__name__ == {"adamw": "AdamW", "sgd": "SGDMomentum",
                                                 "adafactor": "Adafactor", "lion": "Lion"}[name]  # fmt: skip
-    assert losses[-1] < losses[0] - 0.3
+    assert losses[-1] < losses[0] - 0.2
 
 
 def test_unknown_optimizer_is_a_clear_error():
