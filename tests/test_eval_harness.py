@@ -172,3 +172,14 @@ def test_preference_score_is_the_sum_of_response_log_probabilities(base):
     expected = sum(logp[len(prompt) - 1 + i, t].item() for i, t in enumerate(response))
     assert S._sequence_logprob(subject.lm, prompt, response) == pytest.approx(expected, rel=1e-12)
     assert S._sequence_logprob(subject.lm, prompt, []) == 0.0
+
+
+@pytest.mark.parametrize("method,merge", [("full", False), ("lora", True), ("probe", False)])
+def test_full_merged_and_head_folders_are_scored_by_their_head(base, tmp_path, method, merge):
+    model, enc = base
+    task = get_task("doc-returns")
+    train = train_config(steps=2, eval_every=2, eval_at_start=False, progress=False)
+    result = finetune(task, model, enc, FinetuneConfig(method, train=train), keep_model=True)
+    path = save_finetuned(tmp_path / "m", result, task, enc, base_reference(None, model), merge)
+    scored = S.score(load_subject(str(path)), task)
+    assert scored.mode == "head" and scored.per_example == result.val_scores
