@@ -138,6 +138,7 @@ def score_sft(subject: Subject, task: Task) -> TaskScore:
     return score
 
 
+@torch.no_grad()
 def _sequence_logprob(model, prompt: list[int], response: list[int]) -> float:
     """log p(response | prompt), summed over the response's tokens (the prompt cut from
     the left when both do not fit); an empty response has log-probability 0."""
