@@ -76,14 +76,15 @@ def test_chrf_matches_sacrebleu(seed):
     assert T.chrf(hyps, refs) == pytest.approx(sacrebleu.corpus_chrf(hyps, streams).score, abs=1e-9)
 
 
-def test_chrf_options_match_sacrebleu():
+def test_chrf_options_and_chrf_plus_plus_match_sacrebleu():
     from sacrebleu.metrics import CHRF
 
-    for seed in range(20):
+    for seed in range(30):
         hyps, streams, refs = corpus(200 + seed)
-        for order, beta in ((4, 1.0), (6, 3.0), (2, 2.0)):
-            theirs = CHRF(char_order=order, word_order=0, beta=beta).corpus_score(hyps, streams)
-            assert T.chrf(hyps, refs, order=order, beta=beta) == pytest.approx(theirs.score, abs=1e-9)  # fmt: skip
+        for order, beta, words in ((4, 1.0, 0), (6, 3.0, 0), (2, 2.0, 0), (6, 2.0, 2), (3, 1.0, 1)):
+            theirs = CHRF(char_order=order, word_order=words, beta=beta).corpus_score(hyps, streams)
+            assert T.chrf(hyps, refs, order=order, beta=beta, word_order=words) == pytest.approx(theirs.score, abs=1e-9)  # fmt: skip
+    assert T.chrf_words("(hi) world, a . x.") == ["(hi", ")", "world", ",", "a", ".", "x", "."]
 
 
 @pytest.mark.parametrize("seed", range(100))
@@ -134,6 +135,7 @@ def test_exact_match_and_token_f1_by_hand():
         (lambda: T.bleu(["a"], ["a"], tokenize="intl"), "tokenize must be one of"),
         (lambda: T.chrf(["a"], ["a", "b"]), "different lengths"),
         (lambda: T.chrf(["a"], ["a"], beta=0), "beta"),
+        (lambda: T.chrf(["a"], ["a"], word_order=-1), "word_order"),
         (lambda: T.rouge(["a"], ["a"], ("rougeX",)), "rouge_type must be one of"),
         (lambda: T.rouge(["a", "b"], ["a"]), "different lengths"),
         (lambda: T.exact_match([1], ["a"]), "not a string"),
