@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from minift.errors import UserError
 from minift.model.grad_reverse import GradientReversal, dann_lambda
+from minift.train.features import single_thread
 
 
 class DANN(nn.Module):
@@ -93,9 +94,17 @@ def train_dann(
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     g = torch.Generator().manual_seed(config.seed)
     Xs, Xt, ys = X_source.float(), X_target.float(), torch.as_tensor(y_source).long()
-    B = config.batch_size
     model.train()
     history = []
+    with single_thread():
+        _train(model, opt, Xs, ys, Xt, config, g, history)
+    model.history = history
+    return model.eval()
+
+
+def _train(model, opt, Xs, ys, Xt, config: DANNConfig, g: torch.Generator, history: list) -> None:
+    """The loop: one source and one target batch a step, lambda on DANN's ramp."""
+    B = config.batch_size
     for step in range(config.steps):
         model.reverse.lambd = dann_lambda(step / max(1, config.steps - 1), config.lambd)
         i = torch.randint(0, len(Xs), (B,), generator=g)
@@ -111,8 +120,6 @@ def train_dann(
         opt.step()
         if step % 50 == 0 or step == config.steps - 1:
             history.append({"step": step, "task_loss": task_loss.item(), "domain_loss": domain_loss.item(), "lambda": model.reverse.lambd})  # fmt: skip
-    model.history = history
-    return model.eval()
 
 
 @torch.no_grad()

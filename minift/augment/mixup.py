@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from minift.errors import UserError
+from minift.train.features import single_thread
 
 
 def mix_batch(
@@ -60,6 +61,13 @@ def train_head(
     torch.nn.init.zeros_(head.weight)
     torch.nn.init.zeros_(head.bias)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    with single_thread():
+        _train(head, opt, Z, Y, alpha, steps, batch_size, g)
+    W = head.weight.detach() / sigma
+    return W, head.bias.detach() - W @ mu
+
+
+def _train(head, opt, Z, Y, alpha, steps: int, batch_size: int, g: torch.Generator) -> None:
     for _ in range(steps):
         idx = torch.randint(0, len(Z), (batch_size,), generator=g)
         xb, yb = Z[idx], Y[idx]
@@ -69,5 +77,3 @@ def train_head(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    W = head.weight.detach() / sigma
-    return W, head.bias.detach() - W @ mu
