@@ -202,3 +202,14 @@ def test_linear_head_fit_equals_scikit_learns_logistic_regression():
     ours = torch.softmax(X @ W.T + b, -1).numpy()
     # two iterative solvers, each stopped at its own tolerance: they agree to ~1e-6
     np.testing.assert_allclose(ours, ref.predict_proba(Z), atol=1e-5)
+
+
+def test_minift_finetune_balance_smote_needs_the_probe(capsys):
+    import minift.cli
+
+    argv = ["finetune", "--task", "stdlib-package-skewed", "--method", "lora", "--balance", "smote"]
+    assert minift.cli.main(argv) == 2
+    assert "needs a frozen backbone: use --method probe" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse lists the choices
+        minift.cli.main(["finetune", "--balance", "smote2"])
+    assert "invalid choice: 'smote2'" in capsys.readouterr().err
