@@ -8,7 +8,7 @@
 # |-----------------|------------------------------------------------------|---------------------------|
 # | uniform         | mean of the members' probabilities                   | nothing                   |
 # | fitted weights  | sum_m w_m p_m, w on the simplex, min NLL             | M - 1 numbers             |
-# | stacking        | logistic regression on the members' log-probs (Wolpert 1992) | M C x C + C        |
+# | stacking        | logistic regression on the members' log-probs (Wolpert 1992), L2 by 3-fold CV | M C x C + C |
 # | gate            | g(x) = softmax(V h(x)): weights per input (Jacobs et al. 1991) | (F + 1) M        |
 # | soup            | average the *weights* of the LoRA fine-tunes (Wortsman et al. 2022) | nothing     |
 #
@@ -28,6 +28,7 @@ import torch
 from minift.claims import claim
 from minift.ensemble import (
     Stacker,
+    choose_l2,
     fit_gate,
     fit_weights,
     greedy_soup,
@@ -90,7 +91,8 @@ print(f"best member: {best}")
 uniform = uniform_average(P_test).numpy()
 weights = fit_weights(P_fit, y_fit)
 weighted = weighted_average(P_test, weights).numpy()
-stacker = Stacker(l2=1.0).fit(P_fit, y_fit)
+l2 = choose_l2(P_fit, y_fit)  # by 3-fold cross-validation on the fit half
+stacker = Stacker(l2=l2).fit(P_fit, y_fit)
 stacked = stacker.predict_proba(P_test).numpy()
 h_fit = input_features(base, task, enc, fit_rows)
 h_test = input_features(base, task, enc, test_rows)
@@ -99,6 +101,7 @@ with torch.no_grad():
     g_test = gate(h_test)
 gated = mixture(P_test, g_test).numpy()
 print("fitted weights: " + ", ".join(f"{n} {w:.2f}" for n, w in zip(names, weights)))
+print(f"stacking's L2 strength, chosen by cross-validation: {l2:g}")
 combos = {"uniform": uniform, "weighted": weighted, "stacking": stacked, "gate": gated}
 
 # %% [markdown]

@@ -64,6 +64,18 @@ def test_stacking_equals_scikit_learn_logistic_regression():
     assert np.allclose(ours.predict_proba(p).numpy(), ref.predict_proba(feats), atol=1e-6)
 
 
+def test_cross_validation_shrinks_stacking_on_members_that_carry_no_signal():
+    from minift.ensemble import choose_l2
+
+    p = dirichlet(3, 90, 4, seed=9)
+    y = np.random.default_rng(10).integers(0, 4, 90)  # independent of the members
+    assert choose_l2(p, y, grid=(0.01, 1.0, 100.0)) == 100.0
+    good, y_good = members_with_truth(90, 4, seed=11)
+    assert choose_l2(good, y_good, grid=(0.01, 1.0, 100.0)) < 100.0
+    with pytest.raises(UserError, match="at least 3 rows"):
+        choose_l2(p[:, :2], y[:2])
+
+
 def test_a_gate_pinned_to_one_member_equals_that_member_and_starts_uniform():
     p = dirichlet(3, 10, 4, seed=4)
     feats = torch.randn(10, 6, dtype=torch.float64)

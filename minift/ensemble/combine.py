@@ -154,3 +154,25 @@ class Stacker:
         if z.shape[1] != self.weight.shape[1]:
             raise UserError(f"the stacker was fitted on {self.weight.shape[1]} features, got {z.shape[1]}")  # fmt: skip
         return torch.softmax(z @ self.weight.t() + self.bias, -1)
+
+
+def choose_l2(probs, labels, grid=(0.1, 1.0, 10.0, 100.0), folds: int = 3, seed: int = 0) -> float:
+    """The stacker's L2 strength with the lowest k-fold cross-validated NLL on (probs,
+    labels): a few hundred validation rows and M C features overfit easily, so the
+    penalty is chosen on held-out folds rather than fixed."""
+    p = check_probs(probs, labels)
+    y = np.asarray(labels)
+    n = p.shape[1]
+    if n < folds:
+        raise UserError(f"{folds}-fold cross-validation needs at least {folds} rows, got {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    losses = []
+    for l2 in grid:
+        total = 0.0
+        for k in range(folds):
+            held = order[k::folds]
+            kept = np.setdiff1d(order, held)
+            fit = Stacker(l2, steps=60).fit(p[:, kept], y[kept])  # close enough to rank l2s
+            total += nll(fit.predict_proba(p[:, held]), y[held]) * len(held)
+        losses.append(total / n)
+    return float(grid[int(np.argmin(losses))])
