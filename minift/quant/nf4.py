@@ -25,6 +25,7 @@ floats here; symmetric int8 is the simpler choice with the same storage). That c
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -42,6 +43,12 @@ def nf4_code() -> torch.Tensor:
     neg = -torch.special.ndtri(torch.linspace(top, 0.5, 8, dtype=torch.float64)[:-1])
     levels = torch.cat([neg, torch.zeros(1, dtype=torch.float64), pos])
     return levels.sort().values / torch.special.ndtri(torch.tensor(top, dtype=torch.float64))
+
+
+@functools.cache
+def nf4_code_f32(device: torch.device) -> torch.Tensor:
+    """The code book in float32 on ``device``, computed once per device."""
+    return nf4_code().float().to(device)
 
 
 @dataclass

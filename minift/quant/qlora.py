@@ -23,7 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minift.quant.nf4 import NF4Tensor, quantize_nf4
+from minift.kernels.nf4 import nf4_linear
+from minift.quant.nf4 import NF4Tensor, nf4_code_f32, quantize_nf4
 
 
 class NF4Linear(nn.Module):
@@ -48,8 +49,12 @@ class NF4Linear(nn.Module):
         return self.nf4().dequantize(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bias = None if self.bias is None else self.bias.to(x.dtype)
-        return F.linear(x, self.dequantized_weight(x.dtype), bias)
+        # Dequantized inside the matmul by a Triton kernel on CUDA (minift.kernels.nf4);
+        # elsewhere dequantize-then-matmul, the kernel's reference.
+        q = self.nf4()
+        return nf4_linear(
+            x, self.packed, q.block_scales(), nf4_code_f32(x.device), self.shape, self.bias
+        )
 
     def weight_bytes(self) -> int:
         return self.nf4().nbytes()
