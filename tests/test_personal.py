@@ -204,3 +204,12 @@ def test_serving_through_the_triton_kernel_equals_each_users_model(monkeypatch):
         out = served(idx).logits
     for row in range(3):
         assert torch.allclose(out[row : row + 1], want[row], rtol=0, atol=1e-10)
+
+
+def test_each_user_is_a_registered_preference_task():
+    from minift.recipes.tasks import get_task, list_tasks
+
+    assert {f"user-{u}" for u in USERS} <= set(list_tasks())
+    task = get_task("user-verbose")
+    assert task.kind == "preference" and task.train == user_pairs("verbose", "train", 48)
+    assert agreement(USERS["verbose"], task.val) == 1.0

@@ -22,6 +22,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 
+from minift.data.tasks import Task, register_task
 from minift.errors import UserError
 from minift.rlhf.tasks import STORAGE_WORDS, demonstrations
 
@@ -112,3 +113,19 @@ def agreement(user: User, rows: list[dict]) -> float:
     """Fraction of preference rows whose choice ``user`` shares (1.0 on their own pairs)."""
     votes = [user.prefers(r["chosen"], r["rejected"]) for r in rows]
     return sum(v is True for v in votes) / max(1, len(votes))
+
+
+def _register(name: str) -> None:
+    @register_task(f"user-{name}")
+    def build(seed: int = 0, n_train: int = 48, n_val: int = 64) -> Task:
+        return Task(
+            name=f"user-{name}",
+            kind="preference",
+            train=user_pairs(name, "train", n_train, seed),
+            val=user_pairs(name, "val", n_val, seed),
+            description=f"simulated user {name!r}'s preferences: {USERS[name].profile}",
+        )
+
+
+for _name in USERS:  # user-storage, user-text, user-net, user-brief, user-verbose
+    _register(_name)

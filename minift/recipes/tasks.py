@@ -14,8 +14,16 @@ from minift.data import docstring_tasks as _docstring_tasks  # registers the doc
 from minift.data.tasks import DEFAULT_TASK, Task, get_task, list_tasks
 from minift.imbalance import skew as _imbalance_tasks  # registers stdlib-package-skewed
 from minift.longctx import task as _longctx_tasks  # registers long-passkey
+from minift.personal import users as _personal_tasks  # registers user-storage ... user-verbose
 from minift.rlhf import tasks as _rlhf_tasks  # registers file-words and file-words-sft
 
-TASK_PACKAGES = (_docstring_tasks, _longctx_tasks, _rlhf_tasks, _imbalance_tasks, _adapt_tasks)
+TASK_PACKAGES = (
+    _docstring_tasks,
+    _longctx_tasks,
+    _rlhf_tasks,
+    _imbalance_tasks,
+    _adapt_tasks,
+    _personal_tasks,
+)
 
 __all__ = ["DEFAULT_TASK", "TASK_PACKAGES", "Task", "get_task", "list_tasks"]
