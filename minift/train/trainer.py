@@ -100,6 +100,9 @@ class Trainer:
         self.device = next(model.parameters()).device
         self.dist = D.current()
         self.ddp = model
+        if is_sharded(model) and config.ckpt_every:
+            raise ValueError("an FSDP-sharded model is checkpointed by minift.train.fsdp.save_sharded, "
+                             "not by ckpt_every (which writes one unsharded file); set ckpt_every=0")  # fmt: skip
         if self.dist.enabled and not is_sharded(model):  # FSDP already syncs (train.fsdp)
             from torch.nn.parallel import DistributedDataParallel
 
