@@ -55,6 +55,7 @@ class FinetuneConfig:
     max_len: int = 24  # tokens per example (classification: text start + template)
     pooling: str = "last"  # the classification head's pooling: "last" or "mean"
     balance: str = "none"  # a remedy for skewed classes (minift.recipes.balance)
+    adversarial: Any = None  # a minift.robust.AdversarialConfig: adversarial training
     train: TrainConfig = field(default_factory=train_config)
 
     def __post_init__(self) -> None:
@@ -145,6 +146,10 @@ def finetune(
             config.balance, objective, task, enc, max_len, config.batch_size,
             config.train.seed, prepared.fit, config.options,
         )  # fmt: skip
+    if config.adversarial is not None:
+        from minift.robust import adversarial_objective
+
+        objective = adversarial_objective(objective, config.adversarial, task.kind)
     train = replace(
         config.train, lr=lr, monitor=objective.monitor, mode=objective.mode,
         desc=f"{config.method} on {task.name}",
