@@ -22,6 +22,7 @@ CLI_MODULES: tuple[str, ...] = (
     "minift.cli.report",
     "minift.cli.personal",
     "minift.cli.tune",
+    "minift.cli.trust",
 )
 
 
