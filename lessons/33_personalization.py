@@ -71,7 +71,7 @@ for n, row in zip(NAMES, agree):
 
 # %%
 config = CompareConfig(users=NAMES, n_train=32 if FAST else 48, n_val=48 if FAST else 64,
-                       lora_steps=15 if FAST else 40, prompt_steps=15 if FAST else 40)  # fmt: skip
+                       lora_steps=15 if FAST else 30, prompt_steps=15 if FAST else 30)  # fmt: skip
 t0 = time.perf_counter()
 result = compare_users(policy, enc, config)
 correct = result["correct"]
