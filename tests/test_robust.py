@@ -238,3 +238,12 @@ def test_bad_attack_inputs_are_clear_errors():
     objective = TaskObjective(None, None, None, "val", "max")
     with pytest.raises(UserError, match="classification tasks"):
         adversarial_objective(objective, AdversarialConfig(), kind="sft")
+
+
+def test_minift_robust_refuses_bad_input_before_any_work(capsys):
+    from minift.cli import main
+
+    assert main(["robust", "--radius", "-0.5"]) == 2
+    assert "radius must be >= 0" in capsys.readouterr().err
+    assert main(["robust", "--trainings", "standard,trades"]) == 2
+    assert "choices: standard, fgm, pgd, freelb" in capsys.readouterr().err

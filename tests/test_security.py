@@ -192,3 +192,27 @@ def test_pem_private_key_blocks_are_one_finding():
     key = "-----BEGIN RSA PRIVATE KEY-----\nMIIEow" + "A" * 60 + "\n-----END RSA PRIVATE KEY-----"
     out, found = scrub(f"key:\n{key}\nend")
     assert [f.kind for f in found] == ["private_key"] and out == "key:\n<SECRET>\nend"
+
+
+def test_minift_scrub_writes_the_scrubbed_rows_and_refuses_a_missing_field(tmp_path, capsys):
+    import json
+
+    from minift.cli import main
+
+    src = tmp_path / "in.jsonl"
+    src.write_text(
+        json.dumps({"text": "write to ops@corp.example.com, host 10.2.3.4", "label": 1}) + "\n"
+    )
+    assert main(["scrub", str(src), str(tmp_path / "out.jsonl")]) == 0
+    (row,) = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert row == {"text": "write to <EMAIL>, host <IP>", "label": 1}
+    assert main(["scrub", str(src), str(tmp_path / "bad.jsonl"), "--fields", "response"]) == 2
+    assert "missing field 'response'" in capsys.readouterr().err
+    assert not (tmp_path / "bad.jsonl").exists()
+
+
+def test_minift_backdoor_refuses_a_bad_rate_before_any_work(capsys):
+    from minift.cli import main
+
+    assert main(["backdoor", "--rates", "0,1.5"]) == 2
+    assert "poison rate must be in [0, 1], got 1.5" in capsys.readouterr().err

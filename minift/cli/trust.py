@@ -1,9 +1,14 @@
-"""`minift robust`: adversarial training and attacks on a fine-tuned classifier.
+"""Trustworthy fine-tuning: `minift robust` (adversarial training and attacks),
+`minift backdoor` (a poisoned fine-tune and two defences), `minift scrub` (secrets out of
+a JSONL file).
 
     minift robust --task doc-returns --method full --radius 0.2 --trainings standard,fgm,pgd,freelb
     minift robust --method lora --norm linf --radius 0.005 --radii 0.002,0.005 --swaps 1
+    minift backdoor --task doc-returns --rates 0,0.01,0.03,0.1 --defend-at 0.1
+    minift scrub data.jsonl clean.jsonl --fields text,response
 
-The job is minift.recipes.robust; the algorithms minift.robust.
+The jobs are minift.recipes.robust and minift.recipes.security; the algorithms
+minift.robust and minift.security.
 """
 
 from __future__ import annotations
@@ -43,6 +48,23 @@ def register(sub) -> None:
     s.add_argument("--lr", type=float, default=None, help="default: the method's")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_robust)
+
+    s = sub.add_parser("backdoor", help="poison a share of the rows with a trigger; defend")
+    s.add_argument("--task", default="doc-returns", help="a classification task")
+    s.add_argument("--method", default="full", choices=sorted(METHODS))
+    s.add_argument("--rates", type=_floats, default=(0.0, 0.03, 0.1), help="poison rates")
+    s.add_argument("--target", type=int, default=0, help="the label the trigger forces")
+    s.add_argument("--defend-at", type=float, default=None, help="run ONION and spectral signatures at this rate")  # fmt: skip
+    s.add_argument("--eps", type=float, default=0.2, help="spectral: bound on a class's poisoned share")  # fmt: skip
+    s.add_argument("--steps", type=int, default=60)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_backdoor)
+
+    s = sub.add_parser("scrub", help="replace e-mails, IPs, keys and tokens in a JSONL file")
+    s.add_argument("input", help="a JSONL file")
+    s.add_argument("output", help="where the scrubbed rows go (written atomically)")
+    s.add_argument("--fields", default="text", help="comma-separated string fields to scrub")
+    s.set_defaults(func=cmd_scrub)
 
 
 def cmd_robust(args: argparse.Namespace) -> None:
@@ -87,3 +109,66 @@ def cmd_robust(args: argparse.Namespace) -> None:
             print(
                 " ", compare(f"{r.training} {c}", r.scores[c], f"{ref.training} {c}", ref.scores[c])
             )
+
+
+def cmd_backdoor(args: argparse.Namespace) -> None:
+    from minift.recipes.finetune import FinetuneConfig, train_config
+    from minift.recipes.pretrain import load_base
+    from minift.recipes.security import (
+        backdoor,
+        detection,
+        onion_defence,
+        spectral_defence,
+        without,
+    )
+    from minift.recipes.tasks import get_task
+    from minift.security import check_rate, poison_rows
+    from minift.utils import default_device
+
+    for rate in (*args.rates, *([args.defend_at] if args.defend_at is not None else [])):
+        check_rate(rate)  # before any work
+    task = get_task(args.task, seed=args.seed)
+    base, enc = load_base()
+    device = default_device()
+    base = base.to(device)
+    config = FinetuneConfig(method=args.method, train=train_config(steps=args.steps, seed=args.seed, eval_every=0))  # fmt: skip
+    for rate in args.rates:
+        r = backdoor(task, base, enc, config, rate, args.target, args.seed)
+        print(f"poison rate {rate:5.3f} ({len(r.poisoned)} rows): clean accuracy {r.clean_accuracy:.3f}, attack success {r.attack_success:.3f}")  # fmt: skip
+    if args.defend_at is None:
+        return
+    attacked = backdoor(task, base, enc, config, args.defend_at, args.target, args.seed)
+    rows, _ = poison_rows(task.train, args.defend_at, args.target, args.seed)
+    flags = {
+        "ONION": onion_defence(base, enc, task, rows),
+        "spectral": spectral_defence(attacked.model, task, enc, rows, args.eps, config.max_len),
+    }
+    for name, flagged in flags.items():
+        found = detection(flagged, attacked.poisoned)
+        kept, left = without(rows, flagged, attacked.poisoned)
+        again = backdoor(task, base, enc, config, 0.0, args.target, args.seed, kept, left)
+        print(f"{name}: flagged {found['flagged']}, found {found['found']}/{len(attacked.poisoned)}; attack success {attacked.attack_success:.3f} -> {again.attack_success:.3f}, clean {again.clean_accuracy:.3f}")  # fmt: skip
+
+
+def cmd_scrub(args: argparse.Namespace) -> None:
+    import json
+    from collections import Counter
+
+    from minift.data.jsonl import read_jsonl
+    from minift.errors import UserError
+    from minift.io import atomic_path
+    from minift.security import scrub
+
+    fields = [f.strip() for f in args.fields.split(",") if f.strip()]
+    rows = read_jsonl(args.input, required=fields)
+    counts: Counter = Counter()
+    for i, row in enumerate(rows):
+        for f in fields:
+            if not isinstance(row[f], str):
+                raise UserError(f"{args.input}: row {i + 1}: field {f!r} is not a string")
+            row[f], found = scrub(row[f])
+            counts.update(x.kind for x in found)
+    with atomic_path(args.output) as tmp:
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    summary = ", ".join(f"{k} {n}" for k, n in sorted(counts.items())) or "nothing found"
+    print(f"{len(rows)} rows scrubbed into {args.output}: {summary}")
