@@ -216,3 +216,22 @@ def test_minift_backdoor_refuses_a_bad_rate_before_any_work(capsys):
 
     assert main(["backdoor", "--rates", "0,1.5"]) == 2
     assert "poison rate must be in [0, 1], got 1.5" in capsys.readouterr().err
+
+
+def test_canary_exposure_by_hand():
+    import math
+
+    from minift.security.canary import candidates, exposure, make_canary
+
+    text, value = make_canary(digits=6, seed=3)
+    assert text.endswith(value) and len(value) == 6 and value.isdigit()
+    cands = candidates(6, 50, seed=3, exclude=value)
+    assert len(set(cands)) == 50 and value not in cands
+    # 1 of 4 sampled candidates is at least as likely: rank = 1 + (1000 - 1) / 4
+    assert exposure(2.0, [1.0, 3.0, 4.0, 5.0], 1000) == pytest.approx(math.log2(1000) - math.log2(1 + 999 / 4))  # fmt: skip
+    # all more likely: rank ~ |R|, exposure ~ 0
+    assert exposure(9.0, [1.0, 2.0], 1000) == pytest.approx(0.0)
+    # none more likely: the sample only shows exposure >= log2 m
+    assert exposure(0.5, [1.0] * 8, 10**6) == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="no candidates"):
+        exposure(1.0, [], 10)
