@@ -17,6 +17,7 @@ import pathlib
 import time
 
 from minift.io import atomic_path, write_json
+from minift.recipes.demo import DEFAULT_METHODS
 from minift.recipes.evaluate import run_suite
 from minift.recipes.finetune import FinetuneConfig, finetune, train_config
 from minift.recipes.pretrain import load_base
@@ -24,7 +25,7 @@ from minift.recipes.suite import SUITE_VERSION, subject_from
 from minift.recipes.tasks import get_task
 from minift.train.flops import added_trainable, flops_per_step
 
-REPORT_METHODS = ("probe", "lora", "full")
+REPORT_METHODS = DEFAULT_METHODS  # the demo's twelve strategies, scratch included
 
 
 def fine_tuning_flops(model, gpt_config, result, n_train: int, batch_size: int) -> float:
