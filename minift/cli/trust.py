@@ -140,7 +140,7 @@ def cmd_backdoor(args: argparse.Namespace) -> None:
     attacked = backdoor(task, base, enc, config, args.defend_at, args.target, args.seed)
     rows, _ = poison_rows(task.train, args.defend_at, args.target, args.seed)
     flags = {
-        "ONION": onion_defence(base, enc, task, rows),
+        "ONION": onion_defence(base, enc, task, rows, config.max_len),
         "spectral": spectral_defence(attacked.model, task, enc, rows, args.eps, config.max_len),
     }
     for name, flagged in flags.items():

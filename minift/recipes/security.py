@@ -82,13 +82,25 @@ def backdoor(
     return BackdoorRun(rate, result.metric, asr, list(poisoned or []), result.model)
 
 
-def onion_defence(base, enc, task: Task, rows: list[dict], quantile: float = 0.95) -> list[int]:
+def visible(text: str, enc, max_len: int) -> str:
+    """The words of ``text`` the classifier reads (its first max_len tokens): a trigger
+    can only act there, so ONION need not score the rest."""
+    words = text.split(" ")
+    n = 1
+    while n < len(words) and len(enc.encode_ordinary(" ".join(words[: n + 1]))) <= max_len:
+        n += 1
+    return " ".join(words[:n])
+
+
+def onion_defence(
+    base, enc, task: Task, rows: list[dict], max_len: int, quantile: float = 0.95
+) -> list[int]:
     """The training rows ONION flags; the threshold is the ``quantile`` of the clean
-    validation rows' largest word suspicion (trusted data)."""
-    clean = suspicion(base, enc, [r["text"] for r in task.val])
-    return onion_flags(
-        suspicion(base, enc, [r["text"] for r in rows]), onion_threshold(clean, quantile)
-    )
+    validation rows' largest word suspicion (trusted data). Only the words the
+    classifier reads are scored."""
+    clean = suspicion(base, enc, [visible(r["text"], enc, max_len) for r in task.val])
+    scores = suspicion(base, enc, [visible(r["text"], enc, max_len) for r in rows])
+    return onion_flags(scores, onion_threshold(clean, quantile))
 
 
 def spectral_defence(

@@ -30,9 +30,11 @@ def perplexities(model, enc, texts: list[str], batch_size: int = 256) -> list[fl
     limit = model.config.block_size
     seqs = [([eot] + ids)[:limit] for ids in enc.encode_ordinary_batch(texts)]
     device = next(model.parameters()).device
-    out: list[float] = []
-    for i in range(0, len(seqs), batch_size):
-        chunk = seqs[i : i + batch_size]
+    out = [0.0] * len(seqs)
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # batches of like lengths
+    for i in range(0, len(order), batch_size):
+        rows = order[i : i + batch_size]
+        chunk = [seqs[j] for j in rows]
         T = max(len(s) for s in chunk)
         idx = torch.full((len(chunk), T), eot, dtype=torch.long)
         mask = torch.zeros(len(chunk), T, dtype=torch.long)
@@ -44,7 +46,8 @@ def perplexities(model, enc, texts: list[str], batch_size: int = 256) -> list[fl
         nll = F.cross_entropy(logits.transpose(1, 2), idx[:, 1:], reduction="none")
         m = mask[:, 1:].float()
         mean = (nll * m).sum(1) / m.sum(1).clamp(min=1)
-        out += [math.exp(min(v, 50.0)) for v in mean.tolist()]
+        for j, v in zip(rows, mean.tolist()):
+            out[j] = math.exp(min(v, 50.0))
     return out
 
 
