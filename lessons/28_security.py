@@ -93,6 +93,7 @@ for name, flagged in flags.items():
     )
     print(f"{name:8s} flagged {found['flagged']:3d} rows, {found['found']}/{len(attacked.poisoned)} of the poisoned (precision {found['precision']:.2f}); retrained: clean {after[name].clean_accuracy:.3f}, attack success {attacked.attack_success:.3f} -> {after[name].attack_success:.3f}")  # fmt: skip
     found_by[name] = found
+    print(f"{'':9s}{len(left)} poisoned rows survive it: a poison rate of {len(left) / len(kept):.3f} in what is retrained on")  # fmt: skip
 
 # %% [markdown]
 # ## 3. Secrets in training text
@@ -147,7 +148,10 @@ for name in after:
 print(f"lesson time: {time.perf_counter() - t_start:.1f} s")
 
 # %% [markdown]
-# The attack success at rate 0 is the model's own rate of answering the target class on
+# A defence that finds most poisoned rows but not all leaves a smaller poison rate behind,
+# and section 1 shows how few rows a backdoor needs: compare each defence's surviving
+# rate, printed above, with the rates of section 1. The attack success at rate 0 is the
+# model's own rate of answering the target class on
 # triggered rows: the baseline an attack must beat. Both defences need something the
 # attacker could deny them: ONION, a trigger that reads as unnatural (a trigger of common
 # words in a fluent phrase slips through); spectral signatures, a poisoned share large
