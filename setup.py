@@ -41,6 +41,7 @@ setup(
             "sacrebleu",  # tests only: the reference for BLEU and chrF
             "rouge-score",  # tests only: the reference for ROUGE
             "imbalanced-learn",  # tests only: the reference for SMOTE
+            "fairlearn",  # tests only: the reference for minift.fairness
         ],
     },
     entry_points={"console_scripts": ["minift=minift.cli:main"]},
