@@ -1,0 +1,78 @@
+"""Fairness metrics against hand-computed values and fairlearn; counterfactual swaps."""
+
+import numpy as np
+import pytest
+import torch
+
+from minift.errors import UserError
+from minift.fairness import (
+    accuracy_gap,
+    counterfactual_change,
+    counterfactual_rows,
+    demographic_parity_difference,
+    equalized_odds_difference,
+    group_rates,
+    selection_rates,
+    swap_attribute,
+)
+
+# two groups of 5 rows, counted by hand below
+Y = [1, 1, 0, 0, 1, 1, 0, 0, 0, 1]
+P = [1, 0, 1, 0, 1, 1, 1, 1, 0, 0]
+A = ["a", "a", "a", "a", "a", "b", "b", "b", "b", "b"]
+
+
+def test_metrics_by_hand():
+    # a: predicted 1 on 3 of 5; b: on 3 of 5 -> parity 0
+    assert selection_rates(P, A) == {"a": 0.6, "b": 0.6}
+    assert demographic_parity_difference(Y, P, A) == 0.0
+    r = group_rates(Y, P, A)
+    # a: positives rows 0,1,4 -> predicted 1,0,1: TPR 2/3; negatives 2,3 -> 1,0: FPR 1/2
+    # b: positives 5,9 -> 1,0: TPR 1/2; negatives 6,7,8 -> 1,1,0: FPR 2/3
+    assert r["tpr"] == pytest.approx({"a": 2 / 3, "b": 1 / 2})
+    assert r["fpr"] == pytest.approx({"a": 1 / 2, "b": 2 / 3})
+    assert equalized_odds_difference(Y, P, A) == pytest.approx(1 / 6)
+    # accuracy a: rows 0,3,4 right = 3/5; b: rows 5,8 right = 2/5
+    assert accuracy_gap(Y, P, A) == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_against_fairlearn_on_random_predictions(seed):
+    from fairlearn import metrics as fl  # a dev dependency (setup.py)
+    rng = np.random.default_rng(seed)
+    n = 97 + seed
+    y, p = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    a = rng.choice(["g1", "g2", "g3"], n)
+    assert demographic_parity_difference(y, p, a) == pytest.approx(
+        fl.demographic_parity_difference(y, p, sensitive_features=a), abs=1e-12
+    )
+    assert equalized_odds_difference(y, p, a) == pytest.approx(
+        fl.equalized_odds_difference(y, p, sensitive_features=a), abs=1e-12
+    )
+
+
+def test_one_group_and_ragged_input_are_clear_errors():
+    with pytest.raises(UserError, match="at least two groups"):
+        demographic_parity_difference([1, 0], [1, 1], ["a", "a"])
+    with pytest.raises(ValueError, match="one entry per row"):
+        equalized_odds_difference([1, 0], [1], ["a", "b"])
+
+
+def test_counterfactual_change():
+    probs = torch.tensor([[0.9, 0.1], [0.4, 0.6], [0.5, 0.5]], dtype=torch.float64)
+    swapped = torch.tensor([[0.7, 0.3], [0.6, 0.4], [0.5, 0.5]], dtype=torch.float64)
+    out = counterfactual_change(probs, swapped)
+    assert out["flip_rate"] == pytest.approx(1 / 3)
+    assert out["mean_change"] == pytest.approx((0.2 + 0.2 + 0.0) / 3)
+    assert counterfactual_change(probs, probs) == {"flip_rate": 0.0, "mean_change": 0.0}
+
+
+def test_swap_attribute_keeps_case_and_punctuation():
+    assert (
+        swap_attribute("He said his brother, Mr. Smith, saw HER.")
+        == "She said her sister, Mrs. Smith, saw HIM."
+    )
+    assert swap_attribute(swap_attribute("The man and the boy.")) == "The man and the boy."
+    assert swap_attribute("Theme and shelf") == "Theme and shelf"  # inside words nothing moves
+    rows = [{"text": "she reads", "label": 1}, {"text": "it reads", "label": 0}]
+    assert counterfactual_rows(rows) == [{"text": "he reads", "label": 1}]
