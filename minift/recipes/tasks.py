@@ -12,6 +12,7 @@ from __future__ import annotations
 from minift.adapt import domains as _adapt_tasks  # registers stdlib-package-comments
 from minift.data import docstring_tasks as _docstring_tasks  # registers the doc-* suite
 from minift.data.tasks import DEFAULT_TASK, Task, get_task, list_tasks
+from minift.fairness import task as _fairness_tasks  # registers doc-returns-people
 from minift.imbalance import skew as _imbalance_tasks  # registers stdlib-package-skewed
 from minift.longctx import task as _longctx_tasks  # registers long-passkey
 from minift.personal import users as _personal_tasks  # registers user-storage ... user-verbose
@@ -24,6 +25,7 @@ TASK_PACKAGES = (
     _imbalance_tasks,
     _adapt_tasks,
     _personal_tasks,
+    _fairness_tasks,
 )
 
 __all__ = ["DEFAULT_TASK", "TASK_PACKAGES", "Task", "get_task", "list_tasks"]
