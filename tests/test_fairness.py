@@ -39,6 +39,7 @@ def test_metrics_by_hand():
 @pytest.mark.parametrize("seed", range(5))
 def test_against_fairlearn_on_random_predictions(seed):
     from fairlearn import metrics as fl  # a dev dependency (setup.py)
+
     rng = np.random.default_rng(seed)
     n = 97 + seed
     y, p = rng.integers(0, 2, n), rng.integers(0, 2, n)
@@ -76,3 +77,23 @@ def test_swap_attribute_keeps_case_and_punctuation():
     assert swap_attribute("Theme and shelf") == "Theme and shelf"  # inside words nothing moves
     rows = [{"text": "she reads", "label": 1}, {"text": "it reads", "label": 0}]
     assert counterfactual_rows(rows) == [{"text": "he reads", "label": 1}]
+    grouped = [{"text": "She reads", "label": 1, "group": 1}]
+    assert counterfactual_rows(grouped, group_swap={0: 1, 1: 0}) == [
+        {"text": "He reads", "label": 1, "group": 0}
+    ]
+
+
+def test_mitigations_make_the_attribute_independent_of_the_label():
+    from collections import Counter
+
+    from minift.recipes.fairness import mitigate
+    from minift.recipes.tasks import get_task
+
+    task = get_task("doc-returns-people", seed=1, per_class=40)
+    for how in ("cda", "reweight"):
+        cells = Counter((r["group"], r["label"]) for r in mitigate(task, how).train)
+        for y in (0, 1):
+            share = cells[(1, y)] / (cells[(0, y)] + cells[(1, y)])
+            assert abs(share - 0.5) <= (0.0 if how == "cda" else 0.1), (how, cells)
+    with pytest.raises(UserError, match="choices: none, cda, reweight"):
+        mitigate(task, "drop")

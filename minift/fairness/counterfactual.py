@@ -43,12 +43,18 @@ def swap_attribute(text: str, pairs=GENDER_PAIRS) -> str:
     return _WORD.sub(repl, text)
 
 
-def counterfactual_rows(rows: list[dict], pairs=GENDER_PAIRS) -> list[dict]:
+def counterfactual_rows(
+    rows: list[dict], pairs=GENDER_PAIRS, group_swap: dict | None = None
+) -> list[dict]:
     """Counterfactual data augmentation: each row's swap, same label (rows with nothing to
-    swap are left out, they would be duplicates)."""
+    swap are left out, they would be duplicates); ``group_swap`` maps a row's ``group``
+    to its counterpart's, e.g. {0: 1, 1: 0}."""
     out = []
     for r in rows:
         swapped = swap_attribute(r["text"], pairs)
         if swapped != r["text"]:
-            out.append({**r, "text": swapped})
+            row = {**r, "text": swapped}
+            if group_swap is not None and "group" in r:
+                row["group"] = group_swap[r["group"]]
+            out.append(row)
     return out
