@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from minift.data.tasks import Task
+from minift.errors import UserError
 from minift.model import GPT
 from minift.model.heads import SequenceClassifier
 from minift.model.params import count_parameters, find_gpt
@@ -148,6 +149,9 @@ def finetune(
         )  # fmt: skip
     if config.adversarial is not None:
         from minift.robust import adversarial_objective
+
+        if prepared.fit is not None:
+            raise UserError(f"method {config.method!r} is fitted in closed form, not by a loss: adversarial training needs a method that trains by gradient steps")  # fmt: skip
 
         objective = adversarial_objective(objective, config.adversarial, task.kind)
     train = replace(
