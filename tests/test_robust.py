@@ -247,3 +247,27 @@ def test_minift_robust_refuses_bad_input_before_any_work(capsys):
     assert "radius must be >= 0" in capsys.readouterr().err
     assert main(["robust", "--trainings", "standard,trades"]) == 2
     assert "choices: standard, fgm, pgd, freelb" in capsys.readouterr().err
+
+
+def test_adversarial_training_runs_with_lora_and_refuses_a_closed_form_method():
+    from minift.recipes.finetune import FinetuneConfig, finetune, train_config
+    from minift.recipes.pretrain import load_base
+    from minift.recipes.tasks import get_task
+
+    base, enc = load_base(progress=False, verbose=False)
+    task = get_task("doc-returns", seed=0, per_class=20)
+    adv = AdversarialConfig("fgm", radius=0.2)
+    cfg = FinetuneConfig(method="lora", adversarial=adv, train=train_config(steps=2, eval_every=0, progress=False))  # fmt: skip
+    plain = finetune(
+        task, base, enc, FinetuneConfig(method="lora", train=cfg.train), keep_model=True
+    )
+    robust = finetune(task, base, enc, cfg, keep_model=True)
+    a, b = plain.model.state_dict(), robust.model.state_dict()
+    lora = [k for k in a if "lora_B" in k]
+    assert lora and any(
+        not torch.equal(a[k], b[k]) for k in lora
+    )  # the adversarial term moved LoRA
+    frozen = [k for k in a if "lora" not in k and "head" not in k]
+    assert all(torch.equal(a[k], b[k]) for k in frozen)  # and nothing else
+    with pytest.raises(UserError, match="fitted in closed form"):
+        finetune(task, base, enc, FinetuneConfig(method="probe", adversarial=adv))

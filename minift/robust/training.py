@@ -75,6 +75,8 @@ def adversarial_loss(model, batch: dict, config: AdversarialConfig) -> tuple[tor
     """The training loss of ``config.method`` on a classification batch (idx,
     attention_mask, labels), and the clean loss as an extra metric."""
     embeds = token_embeddings(model, batch["idx"])
+    if not embeds.requires_grad:  # a frozen wte (LoRA, ...): FGM still needs grad_e L
+        embeds = embeds.detach().requires_grad_(True)
     mask = batch["attention_mask"]
     r, w = config.radius, config.weight
     if config.method == "freelb":
