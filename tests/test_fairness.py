@@ -97,3 +97,12 @@ def test_mitigations_make_the_attribute_independent_of_the_label():
             assert abs(share - 0.5) <= (0.0 if how == "cda" else 0.1), (how, cells)
     with pytest.raises(UserError, match="choices: none, cda, reweight"):
         mitigate(task, "drop")
+
+
+def test_minift_fairness_refuses_bad_input(capsys):
+    from minift.cli import main
+
+    assert main(["fairness", "--mitigations", "none,drop"]) == 2
+    assert "choices: none, cda, reweight" in capsys.readouterr().err
+    assert main(["fairness", "--task", "doc-returns"]) == 2  # its rows have no group
+    assert "rows have a 'group'" in capsys.readouterr().err

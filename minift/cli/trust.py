@@ -1,11 +1,12 @@
 """Trustworthy fine-tuning: `minift robust` (adversarial training and attacks),
 `minift backdoor` (a poisoned fine-tune and two defences), `minift scrub` (secrets out of
-a JSONL file).
+a JSONL file), `minift fairness` (group metrics and mitigations).
 
     minift robust --task doc-returns --method full --radius 0.2 --trainings standard,fgm,pgd,freelb
     minift robust --method lora --norm linf --radius 0.005 --radii 0.002,0.005 --swaps 1
     minift backdoor --task doc-returns --rates 0,0.01,0.03,0.1 --defend-at 0.1
     minift scrub data.jsonl clean.jsonl --fields text,response
+    minift fairness --task doc-returns-people --mitigations none,cda,reweight
 
 The jobs are minift.recipes.robust and minift.recipes.security; the algorithms
 minift.robust and minift.security.
@@ -65,6 +66,14 @@ def register(sub) -> None:
     s.add_argument("output", help="where the scrubbed rows go (written atomically)")
     s.add_argument("--fields", default="text", help="comma-separated string fields to scrub")
     s.set_defaults(func=cmd_scrub)
+
+    s = sub.add_parser("fairness", help="group fairness and counterfactual flips; mitigations")
+    s.add_argument("--task", default="doc-returns-people", help="rows with a 'group' field")
+    s.add_argument("--method", default="full", choices=sorted(METHODS))
+    s.add_argument("--mitigations", default="none,cda,reweight", help="comma-separated")
+    s.add_argument("--steps", type=int, default=60)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_fairness)
 
 
 def cmd_robust(args: argparse.Namespace) -> None:
@@ -172,3 +181,26 @@ def cmd_scrub(args: argparse.Namespace) -> None:
         tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     summary = ", ".join(f"{k} {n}" for k, n in sorted(counts.items())) or "nothing found"
     print(f"{len(rows)} rows scrubbed into {args.output}: {summary}")
+
+
+def cmd_fairness(args: argparse.Namespace) -> None:
+    from minift.errors import UserError
+    from minift.recipes.fairness import MITIGATIONS, run_fairness
+    from minift.recipes.finetune import FinetuneConfig, train_config
+    from minift.recipes.pretrain import load_base
+    from minift.recipes.tasks import get_task
+
+    hows = [m.strip() for m in args.mitigations.split(",") if m.strip()]
+    bad = [m for m in hows if m not in MITIGATIONS]
+    if bad or not hows:
+        raise UserError(f"unknown mitigation {bad or hows}; choices: {', '.join(MITIGATIONS)}")
+    task = get_task(args.task, seed=args.seed)
+    if task.kind != "classification" or any("group" not in r for r in task.train + task.val):
+        raise UserError(f"{args.task}: fairness needs a classification task whose rows have a 'group'")  # fmt: skip
+    base, enc = load_base()
+    config = FinetuneConfig(method=args.method, train=train_config(steps=args.steps, seed=args.seed, eval_every=0))  # fmt: skip
+    reports = run_fairness(task, base, enc, config, hows)
+    cols = ["accuracy", "accuracy_gap", "demographic_parity", "equalized_odds", "flip_rate"]
+    print(f"{'training':9s}" + "".join(f"{c:>19s}" for c in cols))
+    for how, r in reports.items():
+        print(f"{how:9s}" + "".join(f"{r[c]:>19.3f}" for c in cols))
