@@ -95,7 +95,7 @@ def test_mitigations_make_the_attribute_independent_of_the_label():
         for y in (0, 1):
             share = cells[(1, y)] / (cells[(0, y)] + cells[(1, y)])
             assert abs(share - 0.5) <= (0.0 if how == "cda" else 0.1), (how, cells)
-    with pytest.raises(UserError, match="choices: none, cda, reweight"):
+    with pytest.raises(UserError, match="choices: none, cda, reweight, adversary"):
         mitigate(task, "drop")
 
 
@@ -103,6 +103,27 @@ def test_minift_fairness_refuses_bad_input(capsys):
     from minift.cli import main
 
     assert main(["fairness", "--mitigations", "none,drop"]) == 2
-    assert "choices: none, cda, reweight" in capsys.readouterr().err
+    assert "choices: none, cda, reweight, adversary" in capsys.readouterr().err
     assert main(["fairness", "--task", "doc-returns"]) == 2  # its rows have no group
     assert "rows have a 'group'" in capsys.readouterr().err
+
+
+def test_adversarial_removal_trains_the_adversary_and_refuses_other_methods():
+    from minift.recipes.fairness_adversary import adversarial_removal
+    from minift.recipes.finetune import FinetuneConfig, train_config
+    from minift.recipes.pretrain import load_base
+    from minift.recipes.tasks import get_task
+
+    base, enc = load_base(progress=False, verbose=False)
+    task = get_task("doc-returns-people", seed=0, per_class=16)
+
+    def run(steps):
+        cfg = FinetuneConfig(method="full", train=train_config(steps=steps, warmup_steps=0, progress=False))  # fmt: skip
+        return adversarial_removal(task, base, enc, cfg)
+
+    before, after = run(0), run(3)  # the same seeds: run(0) is run(3)'s starting point
+    assert after.adversary.weight.shape == (2, base.config.n_embd)
+    assert torch.equal(run(0).adversary.weight, before.adversary.weight)  # deterministic
+    assert not torch.equal(after.adversary.weight, before.adversary.weight)  # it trained
+    with pytest.raises(ValueError, match="trains the full model"):
+        adversarial_removal(task, base, enc, FinetuneConfig(method="lora"))

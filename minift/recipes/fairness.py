@@ -13,11 +13,14 @@ mitigations in the data.
 - reweight (Kamiran and Calders 2012): each (group, label) cell gets the weight that makes
   group and label independent, P(g) P(y) / P(g, y); applied here by drawing each cell's
   rows that many times as often (whole copies, rounded), which the fixed-batch trainer
-  takes without a change to its loss.
+  takes without a change to its loss;
+- adversary: adversarial removal of the attribute from the pooled features through a
+  gradient-reversal layer (minift.recipes.fairness_adversary; full fine-tuning only).
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import replace
 
@@ -38,7 +41,7 @@ from minift.fairness import (
 from minift.recipes.finetune import FinetuneConfig, finetune
 from minift.recipes.security import batches_of
 
-MITIGATIONS = ("none", "cda", "reweight")
+MITIGATIONS = ("none", "cda", "reweight", "adversary")
 
 
 def reweighted_rows(rows: list[dict]) -> list[dict]:
@@ -65,7 +68,7 @@ def mitigate(task: Task, how: str, pairs=GENDER_PAIRS) -> Task:
         return replace(task, train=task.train + counterfactual_rows(task.train, pairs, swap))
     if how == "reweight":
         return replace(task, train=reweighted_rows(task.train))
-    return task
+    return task  # none, and adversary (which changes the loss, not the rows)
 
 
 @torch.no_grad()
@@ -99,9 +102,15 @@ def fairness_report(model, task: Task, enc, max_len: int, pairs=GENDER_PAIRS) ->
 
 def run_fairness(task: Task, base, enc, config: FinetuneConfig, mitigations=MITIGATIONS) -> dict:
     """The fairness report of a fine-tune under each mitigation."""
+    from minift.recipes.fairness_adversary import adversarial_removal
+
     out = {}
     for how in mitigations:
-        result = finetune(mitigate(task, how), base, enc, config, keep_model=True)
-        out[how] = fairness_report(result.model, task, enc, result.max_len)
-        out[how]["seconds"] = result.seconds
+        t0 = time.perf_counter()
+        if how == "adversary":
+            model = adversarial_removal(mitigate(task, how), base, enc, config)
+        else:
+            model = finetune(mitigate(task, how), base, enc, config, keep_model=True).model
+        out[how] = fairness_report(model, task, enc, config.max_len)
+        out[how]["seconds"] = time.perf_counter() - t0
     return out
