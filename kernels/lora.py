@@ -30,6 +30,9 @@ import torch
 from .dispatch import kernel_mode, triton_or_reference, use_triton
 
 MAX_TRITON_RANK = 128  # BLOCK_R's cap in lora_triton; higher ranks take the reference
+# The kernels accumulate in float32: float64 inputs take the reference (in the default
+# mode) rather than silently losing precision.
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def lora_linear_reference(
@@ -177,8 +180,14 @@ def lora_linear(
     empty = x.numel() == 0  # no programs to launch: the reference handles it
     # Ranks past the kernel's tile take the reference, unless Triton is forced (then the
     # launcher's error names the limit).
-    fits = lora_A.shape[0] <= MAX_TRITON_RANK or kernel_mode() == "triton"
+    forced = kernel_mode() == "triton"
+    fits = (lora_A.shape[0] <= MAX_TRITON_RANK and x.dtype in SUPPORTED_DTYPES) or forced
     triton = use_triton(x, weight, bias, lora_A, lora_B) and not empty and fits
+    if triton and x.dtype not in SUPPORTED_DTYPES:
+        raise ValueError(
+            f"the Triton LoRA kernel takes float16, bfloat16 or float32, not {x.dtype} "
+            "(MINIFT_KERNELS=reference or unset runs the PyTorch reference)"
+        )
     backend = "triton" if triton else "torch"
     with torch.autocast(x.device.type, enabled=False):
         y = LoRALinearFunction.apply(x.reshape(-1, x.shape[-1]), weight, bias, lora_A, lora_B,

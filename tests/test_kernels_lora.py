@@ -115,6 +115,21 @@ def test_bad_shapes_are_named():
         lora_linear(x.double(), weight, b, a, bm, 1.0)
 
 
+def test_float64_is_named_when_triton_is_forced(force_triton):
+    """The kernels accumulate in float32; a float64 call must not quietly lose precision."""
+    inputs = make_inputs((3,), 20, 9, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="float16, bfloat16 or float32, not torch.float64"):
+        lora_linear(*inputs, 0.5)
+
+
+@requires_cuda
+def test_gpu_float64_takes_the_reference_by_default(monkeypatch):
+    monkeypatch.delenv("MINIFT_KERNELS", raising=False)
+    inputs = make_inputs((3,), 20, 9, 4, dtype=torch.float64)
+    y = lora_linear(*inputs, 0.5)
+    assert rel_err(y, lora_linear_reference(*inputs, 0.5)) < 1e-12
+
+
 def test_tiles_below_16_are_rejected_even_in_the_interpreter():
     """tl.dot on a GPU needs tiles >= 16; the interpreter would not notice, the launcher does."""
     pytest.importorskip("triton")
