@@ -110,3 +110,27 @@ def test_bad_texts_are_clear_errors(enc):
         lm.lm_statistics(model, enc, ["dog", ""], block_size=8)
     with pytest.raises(ValueError, match="non-empty list"):
         lm.lm_statistics(model, enc, "dog", block_size=8)
+
+
+def test_a_soft_prompt_shrinks_the_windows_to_the_room_left(enc):
+    """Prompt tuning puts P embeddings in front of every call: a text is scored in windows
+    of block_size - P tokens, each with the prompt in front (as the model was tuned)."""
+    from minift.peft.prompt import PromptConfig, apply_prompt_tuning
+
+    torch.manual_seed(4)
+    config = GPTConfig(vocab_size=enc.n_vocab, block_size=16, n_layer=1, n_head=2, n_embd=12)
+    model = apply_prompt_tuning(GPT(config).double().eval(), PromptConfig(num_virtual_tokens=5))
+    gpt = model if isinstance(model, GPT) else model.base_model
+    room = gpt.text_room()
+    assert room == 11
+    ids = [eot_id(enc), *enc.encode_ordinary(TEXT)]
+    assert len(ids) - 1 > room  # several windows
+    expected = 0.0
+    with torch.no_grad():
+        for start in range(0, len(ids) - 1, room):
+            window = ids[start : start + room + 1]
+            logp = torch.log_softmax(gpt(torch.tensor([window[:-1]])).logits[0].double(), -1)
+            expected -= sum(logp[i, t].item() for i, t in enumerate(window[1:]))
+    stats = lm.lm_statistics(gpt, enc, [TEXT])
+    assert stats.n_tokens == len(ids) - 1
+    assert stats.nll == pytest.approx(expected, rel=1e-12)

@@ -75,8 +75,8 @@ def lm_statistics(model, enc, texts: list[str], block_size: int | None = None) -
     """Score every token of every text (see the module doc); NLL summed in float64."""
     if isinstance(texts, str) or not texts:
         raise ValueError("texts must be a non-empty list of strings")
-    if block_size is None:
-        block_size = model.config.block_size
+    if block_size is None:  # a soft prompt (prompt tuning) takes room in front of the text
+        block_size = model.text_room() if hasattr(model, "text_room") else model.config.block_size
     device = next(model.parameters()).device
     eot = eot_id(enc)
     nll, n_tokens, n_bytes = 0.0, 0, 0

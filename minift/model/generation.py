@@ -93,10 +93,7 @@ def generate(
             f"{tuple(idx.shape)}; start an empty prompt with the end-of-text id"
         )
     # Soft-prompt tokens (prompt tuning) take cache and block room in front of the text.
-    virtual = (
-        getattr(model.soft_prompt, "num_tokens", 0) if getattr(model, "soft_prompt", None) else 0
-    )
-    block = model.config.block_size - virtual
+    block = model.text_room()
     B = idx.size(0)
     if attention_mask is None:
         attention_mask = torch.ones_like(idx)
@@ -104,7 +101,7 @@ def generate(
     finished = torch.zeros(B, dtype=torch.bool, device=idx.device)
     cache = None
     if use_cache and idx.size(1) + max_new_tokens <= block:
-        cache = model.new_cache(B, virtual + idx.size(1) + max_new_tokens)
+        cache = model.new_cache(B, model.config.block_size - block + idx.size(1) + max_new_tokens)
     padded = bool((attention_mask == 0).any())
     prompt_mask = attention_mask[:, -block:] if padded else None
     out = model(idx[:, -block:], attention_mask=prompt_mask, cache=cache)

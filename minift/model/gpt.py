@@ -241,6 +241,11 @@ class GPT(nn.Module):
             return None, None
         return torch.stack(losses).mean(), [m.stats for m in layers]
 
+    def text_room(self) -> int:
+        """Tokens of text one forward pass takes: block_size, less the soft prompt's P
+        tokens when prompt tuning put one in front of every call."""
+        return self.config.block_size - (self.soft_prompt.num_tokens if self.soft_prompt is not None else 0)  # fmt: skip
+
     def _soft_prompt_length(self, cache: KVCache | None, segment_ids) -> int:
         """P when a soft prompt goes in front of this call's tokens (not on cached steps,
         which already hold it), else 0."""
