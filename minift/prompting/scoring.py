@@ -28,7 +28,9 @@ def label_probs(
     batch_size: int = 64,
 ) -> tuple[torch.Tensor, int]:
     """(the (n, K) float64 class probabilities, how many prompts were cut to fit)."""
-    block_size = block_size or model.config.block_size
+    block_size = block_size or (
+        model.text_room() if hasattr(model, "text_room") else model.config.block_size
+    )
     device = next(model.parameters()).device
     encoded = enc.encode_ordinary_batch(list(prompts))
     truncated = sum(len(ids) > block_size for ids in encoded)
