@@ -14,7 +14,10 @@ preference         pairwise accuracy: log p(chosen) > log p(rejected)           
 
 A classification task is read by the model's own head when it was fine-tuned on that
 task (mode "head"), otherwise zero-shot through its language-model head and the task's
-label words (mode "prompt", minift.prompting). The suite and the rows it scores are fixed
+label words (mode "prompt", minift.prompting). The long-context task, long-passkey
+(documents of 2,000 to 20,000 tokens), is read like any other in prompt mode: through
+the last tokens that fit the context, which is all a model without a long-context method
+(minift.longctx, lessons 12-14) can see, so a short-context model scores near chance. The suite and the rows it scores are fixed
 by SUITE_VERSION: change either and bump the version, so that numbers in two reports are
 comparable exactly when their versions agree. Beside each task: the share of its
 evaluation texts that share an 8-word n-gram with the pretraining corpus (pydocs train;
@@ -48,11 +51,12 @@ from minift.prompting import classify
 from minift.tokenizer import eot_id, pad_id
 from minift.train.objectives import classification_inputs
 
-SUITE_VERSION = 1
+# v2 added long-passkey (v1: the same without it)
+SUITE_VERSION = 2
 SUITES = {
     "default": (
         "lm-pydocs", "stdlib-package", "doc-kind", "doc-returns", "doc-argcount",
-        "doc-name", "file-words",
+        "long-passkey", "doc-name", "file-words",
     ),
 }  # fmt: skip
 LM_DOCS, GEN_ROWS, PREF_ROWS, RESAMPLES, CONTAMINATION_N = 200, 64, 200, 1000, 8
