@@ -114,6 +114,10 @@ def cmd_finetune(args) -> None:
     print(task.summary())
     result = finetune(task, base, enc, config, keep_model=args.save is not None, resume=args.resume)
     print(format_table([result]))
+    if result.cost is not None:
+        from minift.train.cost import CostReport
+
+        print("cost:", CostReport(**result.cost).line())
     if args.save:
         ref = base_reference(args.model, base)
         path = save_finetuned(args.save, result, task, enc, ref, args.merge, args.overwrite)

@@ -25,6 +25,8 @@ from minift.model.heads import SequenceClassifier
 from minift.model.params import count_parameters, find_gpt
 from minift.peft.methods import METHODS, Preparation, RunContext, get_method, register_method
 from minift.train import TrainConfig, Trainer
+from minift.train.cost import CostMeter
+from minift.train.flops import added_trainable, flops_per_step
 from minift.train.objectives import (
     OBJECTIVES,
     classification_inputs,
@@ -86,6 +88,7 @@ class FinetuneResult:
     max_len: int = 24  # the tokens per example it trained with
     train: TrainConfig | None = None  # as the trainer ran it (the method's lr filled in)
     model: torch.nn.Module | None = None
+    cost: dict[str, Any] | None = None  # minift.train.cost.CostReport of the gradient steps
 
     @property
     def trainable_percent(self) -> float:
@@ -174,10 +177,13 @@ def finetune(
         fit = prepared.fit(model.train(), objective.train_set())
         # At its optimum, no optimizer steps follow; the fit is logged as step 1.
         train = replace(train, steps=0, warmup_steps=0, eval_at_start=True)
+    meter = cost_meter(model, config.batch_size * train.grad_accum, max_len, train.steps, device)
     trainer = Trainer(
         model, train, objective.batch_fn, objective.loss_fn, objective.eval_fn,
-        param_groups=prepared.param_groups, on_step=prepared.on_step,
+        param_groups=prepared.param_groups, on_step=_chain(prepared.on_step, meter),
     )  # fmt: skip
+    if meter is not None:
+        meter.start()
     result = trainer.fit(resume=resume)
     if fit is not None:
         result.history = before + [{**row, "step": 1} for row in result.history]
@@ -200,4 +206,28 @@ def finetune(
         max_len=max_len,
         train=train,
         model=model.eval() if keep_model else None,
+        cost=meter.report().as_dict() if meter is not None and meter.steps else None,
     )
+
+
+def cost_meter(model, batch_size: int, max_len: int, steps: int, device) -> CostMeter | None:
+    """A CostMeter for the run's gradient steps (None for a fit in closed form): FLOPs per
+    step from the architecture with the trainable parameters as they are at the start
+    (layer-wise unfreezing adds some later), tokens counted at max_len per row."""
+    if steps == 0:
+        return None
+    gpt = find_gpt(model)
+    per_step = flops_per_step(gpt.config, batch_size, max_len, trainable=added_trainable(model))
+    return CostMeter(per_step, batch_size * max_len, device=device)
+
+
+def _chain(*callbacks):
+    callbacks = [c for c in callbacks if c is not None]
+    if not callbacks:
+        return None
+
+    def on_step(done, trainer):
+        for c in callbacks:
+            c(done, trainer)
+
+    return on_step
