@@ -15,12 +15,14 @@
 #    removes what it flags, the model is trained again, and the attack measured again;
 # 3. **scrubs secrets** (e-mail addresses, IP addresses, API keys, tokens, passwords) out
 #    of training text, with precision and recall measured on fakes planted in real
-#    docstrings (`minift/security/scrub.py`).
+#    docstrings (`minift/security/scrub.py`);
+# 4. measures **memorisation**: the exposure of a canary planted once or 8 times.
 #
 # Task: `doc-returns` (two classes), full fine-tuning from the shipped base; target
 # class 0 ("no value").
 
 # %%
+import math
 import time
 
 import matplotlib
@@ -29,14 +31,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from minift.claims import claim
-from minift.recipes.finetune import FinetuneConfig, train_config
+from minift.data.tasks import Task
+from minift.recipes.finetune import FinetuneConfig, finetune, train_config
 from minift.recipes.pretrain import load_base
 from minift.recipes.security import backdoor, detection, onion_defence, spectral_defence, without
 from minift.recipes.tasks import get_task
 from minift.security import (
     KINDS,
     TRIGGER,
+    candidates,
+    exposure,
     find_secrets,
+    make_canary,
+    perplexities,
     plant_secrets,
     poison_rows,
     score_scrubber,
@@ -117,6 +124,27 @@ print(f"  {example!r}\n  -> {scrub(example)[0]!r}")
 clean_findings = sum(len(find_secrets(t)) for t in texts)
 print(f"findings in the same docstrings before planting (look-alikes, or real addresses): {clean_findings}")  # fmt: skip
 
+# %% [markdown]
+# ## 4. Memorisation: a canary's exposure
+# A random canary "the secret code is dddddd" goes into the docstrings once (what
+# deduplication leaves) or 8 times, and the base is fine-tuned on them as a language
+# model. Exposure (Carlini et al. 2019) ranks the canary among 200 random codes by the
+# model's loss: log2(10^6) - log2(rank), 0 when it is no likelier than a random code,
+# log2(200) = 7.6 bits at most with 200 samples (`minift/security/canary.py`).
+
+# %%
+canary_text, code = make_canary(6, seed=0)
+others = [canary_text[: -len(code)] + v for v in candidates(6, 200, seed=0, exclude=code)]
+exposures = {}
+for copies in (1, 8):
+    rows = [{"text": t} for t in texts] + [{"text": canary_text}] * copies
+    lm_task = Task(name="canary-text", kind="text", train=rows, val=[{"text": t} for t in texts[:20]])  # fmt: skip
+    lm_cfg = FinetuneConfig(method="full", max_len=64, train=train_config(steps=10 if FAST else 40, eval_every=0, progress=False))  # fmt: skip
+    lm = finetune(lm_task, base, enc, lm_cfg, keep_model=True).model
+    losses = [math.log(p) for p in perplexities(lm, enc, [canary_text] + others)]
+    exposures[copies] = exposure(losses[0], losses[1:], 10**6)
+    print(f"canary planted {copies} time(s): exposure {exposures[copies]:.2f} bits")
+
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
 xs = list(runs)
@@ -145,6 +173,7 @@ top = max(RATES)
 claim(f"a {top:.0%} poison rate plants a backdoor (attack success >= 0.9) while clean accuracy moves by <= 3 points", runs[top].attack_success >= 0.9 and abs(runs[top].clean_accuracy - runs[0.0].clean_accuracy) <= 0.03, f"ASR {runs[0.0].attack_success:.3f} -> {runs[top].attack_success:.3f}, clean {runs[0.0].clean_accuracy:.3f} -> {runs[top].clean_accuracy:.3f}", at_scale=True)  # fmt: skip
 for name in after:
     claim(f"{name} finds >= 80% of the poisoned rows, and retraining without them brings attack success below 0.3", found_by[name]["recall"] >= 0.8 and after[name].attack_success < 0.3, f"found {found_by[name]['found']}/{len(attacked.poisoned)}, ASR {after[name].attack_success:.3f}", at_scale=True)  # fmt: skip
+claim("a canary planted 8 times is more exposed than one planted once", exposures[8] > exposures[1], f"{exposures[1]:.2f} vs {exposures[8]:.2f} bits", at_scale=True)  # fmt: skip
 print(f"lesson time: {time.perf_counter() - t_start:.1f} s")
 
 # %% [markdown]
