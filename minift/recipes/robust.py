@@ -57,6 +57,21 @@ def attack_batches(task: Task, enc, max_len: int, batch_size: int = 64):
     return out
 
 
+def banned_tokens(enc) -> list[int]:
+    """Tokens HotFlip may not put in: end-of-text, padding, control characters and the
+    byte-level pieces that are no text on their own (half a UTF-8 character)."""
+    banned = {eot_id(enc), pad_id(enc)}
+    for t in range(enc.n_vocab):
+        if t in banned:
+            continue
+        try:
+            if not enc.decode_single_token_bytes(t).decode("utf-8").isprintable():
+                banned.add(t)
+        except (UnicodeDecodeError, KeyError):
+            banned.add(t)
+    return sorted(banned)
+
+
 def robust_scores(
     model, batches, attacks: AttackConfig, banned: list[int]
 ) -> dict[str, list[float]]:
@@ -111,7 +126,7 @@ def run_robust(
         if adv is not None and adv.method not in ADVERSARIAL:
             raise UserError(f"{name}: unknown adversarial training {adv.method!r}")
     batches = attack_batches(task, enc, config.max_len)
-    banned = [eot_id(enc), pad_id(enc)]
+    banned = banned_tokens(enc)
     runs = []
     for name, adv in trainings.items():
         result = finetune(
