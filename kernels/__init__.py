@@ -8,6 +8,10 @@ tensors with Triton present take Triton, everything else the reference, and
 - :func:`lora_linear`: y = x W^T + b + s (x A^T) B^T fused (:mod:`.lora`)
 - :func:`attention`: flash attention, causal mask aligned to the end (:mod:`.attention`)
 - :func:`block_sparse_attention`: flash attention over a block layout (:mod:`.block_sparse`)
+- :func:`.multi_lora.multi_lora`: each row of a batch through its own LoRA adapter, rows grouped by
+  adapter in one launch (Punica / S-LoRA's segmented gather matmul; :mod:`.multi_lora`)
+- :func:`nf4_linear`: x W^T + b with W stored as 4-bit NormalFloat, dequantized inside
+  the matmul (QLoRA's frozen base; :mod:`.nf4`)
 - layout builders for sparse attention (:mod:`.layouts`)
 """
 
@@ -27,10 +31,17 @@ from .layouts import (
 )
 from .lora import LoRALinearFunction, lora_linear, lora_linear_reference
 
+# the function multi_lora keeps its module's name, so it is not re-exported here (it would
+# hide the submodule minift.kernels.multi_lora)
+from .multi_lora import MultiLoRAFunction, multi_lora_loop, multi_lora_reference
+from .nf4 import NF4LinearFunction, nf4_linear, nf4_linear_reference
+
 __all__ = [
     "PATTERNS",
     "FlashAttentionFunction",
     "LoRALinearFunction",
+    "MultiLoRAFunction",
+    "NF4LinearFunction",
     "attention",
     "attention_reference",
     "bigbird_layout",
@@ -46,6 +57,10 @@ __all__ = [
     "lora_linear",
     "lora_linear_reference",
     "make_layout",
+    "multi_lora_loop",
+    "multi_lora_reference",
+    "nf4_linear",
+    "nf4_linear_reference",
     "sliding_window_layout",
     "strided_layout",
     "triton_available",
