@@ -54,7 +54,7 @@ base, enc = load_base()
 tasks = load_tasks("stdlib-package,doc-kind,doc-argcount")
 names = [t.name for t in tasks]
 SMALL = "doc-argcount"
-STEPS = 8 if FAST else 20  # per task; a joint run gets len(tasks) times as many (2 min on 2 cores)
+STEPS = 8 if FAST else 30  # per task; a joint run gets len(tasks) times as many
 for t in tasks:
     print(t.summary(), "|", t.description)
     print("   e.g.", repr(t.train[0]["text"]), "->", t.labels[t.train[0]["label"]])
