@@ -76,7 +76,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from minift.claims import claim  # noqa: E402
 from minift.model import GPTConfig  # noqa: E402
-from minift.train.fsdp import shard_model  # noqa: E402
+from minift.recipes.pretrain import load_base  # noqa: E402
+from minift.train.fsdp import full_state, shard_model  # noqa: E402
 from minift.train.memory import memory_per_device, parameter_counts  # noqa: E402
 from minift.utils import fast_mode, output_dir  # noqa: E402
 
@@ -129,13 +130,20 @@ with tempfile.TemporaryDirectory() as tmp:
         raise RuntimeError(proc.stderr[-3000:])
     two = json.loads(pathlib.Path(out).read_text())
 
+# The processes sum the gradients in another order than one process does, so float32
+# results differ in the last bits, and Adam, which divides by sqrt(v), turns a rounding
+# difference in a near-zero gradient into a visible one. What must hold is that the
+# difference is tiny next to how far training moved the weights: ||w_2 - w_1|| / ||w_1 - w_0||.
 w1 = np.array(single["weights"])
-diffs = {}
+w0 = torch.cat([t.flatten() for t in full_state(load_base(progress=False, verbose=False)[0]).values()]).numpy()  # fmt: skip
+moved = float(np.linalg.norm(w1 - w0))
+diffs, rel = {}, {}
 for engine in ("ddp", "fsdp"):
     r = two[engine]
     diffs[engine] = float(np.abs(np.array(r["weights"]) - w1).max())
+    rel[engine] = float(np.linalg.norm(np.array(r["weights"]) - w1)) / moved
     print(f"{engine:5s}: losses {[round(x, 4) for x in r['losses']]}")
-    print(f"       max |weight - single process| {diffs[engine]:.1e}; this rank holds "
+    print(f"       max |weight - single process| {diffs[engine]:.1e} (relative to the update {rel[engine]:.1e}); this rank holds "
           f"{r['held']:,} of {r['total']:,} parameters; {r['seconds'] * 1000:.0f} ms/step")  # fmt: skip
 print(f"single: losses {[round(x, 4) for x in single['losses']]}; {single['seconds'] * 1000:.0f} ms/step")  # fmt: skip
 share = two["fsdp"]["held"] / two["fsdp"]["total"]
@@ -172,8 +180,8 @@ print(f"plot saved to {OUT / 'beyond_one_device.png'}")
 # ## What the numbers say
 
 # %%
-claim("DDP on 2 processes gives the single process's weights (to float32 summation order)", diffs["ddp"] < 1e-4, f"max diff {diffs['ddp']:.1e}")  # fmt: skip
-claim("FSDP on 2 processes gives the single process's weights", diffs["fsdp"] < 1e-4, f"max diff {diffs['fsdp']:.1e}")  # fmt: skip
+claim("DDP on 2 processes gives the single process's weights, to float32 summation order (the difference is under 1% of the update)", rel["ddp"] < 1e-2, f"||diff|| / ||update|| {rel['ddp']:.1e}, max |diff| {diffs['ddp']:.1e}")  # fmt: skip
+claim("FSDP on 2 processes gives the single process's weights (under 1% of the update)", rel["fsdp"] < 1e-2, f"||diff|| / ||update|| {rel['fsdp']:.1e}, max |diff| {diffs['fsdp']:.1e}")  # fmt: skip
 claim("each FSDP rank holds about half of the parameters; DDP holds all of them", abs(share - 0.5) < 0.02 and two["ddp"]["held"] == two["ddp"]["total"], f"FSDP {share:.3f}, DDP {two['ddp']['held'] / two['ddp']['total']:.3f}")  # fmt: skip
 claim("QLoRA of GPT-2 1.5B needs less memory per device than full fine-tuning of GPT-2 124M", rows[3][5] < rows[0][2], f"{rows[3][5]:.2f} vs {rows[0][2]:.2f} GiB")  # fmt: skip
 claim("full fine-tuning of GPT-3 175B overflows an 80 GB GPU even sharded over 8 of them", rows[4][3] > 80, f"{rows[4][3]:.0f} GiB per device with FSDP over 8")  # fmt: skip
