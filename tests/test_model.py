@@ -375,3 +375,13 @@ def test_attention_chooses_one_path_per_call(monkeypatch):
     monkeypatch.setenv("MINIFT_KERNELS", "triton")
     assert (path(), path(dropout=0.1)) == ("flash", "sdpa")
     assert (path(window), path(window, padded=True)) == ("block_sparse", "sparse_gather")
+
+
+def test_a_float64_model_computes_its_loss_in_float64():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, block_size=8, n_layer=1, n_head=2, n_embd=8)).double()
+    idx = torch.randint(0, 50, (2, 8))
+    out = model(idx, idx)
+    assert out.loss.dtype == torch.float64
+    ref = torch.nn.functional.cross_entropy(out.logits.reshape(-1, 50), idx.reshape(-1))
+    assert out.loss.item() == ref.item()

@@ -26,8 +26,10 @@ def test_two_process_tensor_parallel_matches_one_process(tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads((tmp_path / "tp.json").read_text())
-    assert r["losses"]["tp"] == pytest.approx(r["losses"]["plain"], rel=1e-5)
-    assert max(r["diffs"].values()) < 1e-4, r["diffs"]
+    # float64 (tests/tp_worker.py): another summation order is ~1e-16 relative, and Adam's
+    # worst amplification over 5 steps (lr / eps per unit of gradient difference) < 1e-9
+    assert r["losses"]["tp"] == pytest.approx(r["losses"]["plain"], rel=1e-12)
+    assert max(r["diffs"].values()) < 1e-9, r["diffs"]
     # biases of the row-parallel layers and the norms stay whole: a bit over half
     assert 0.5 * r["block_total"] <= r["held"] < 0.55 * r["block_total"]
 

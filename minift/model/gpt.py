@@ -53,9 +53,12 @@ class ModelOutput:
 
 
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over the targets that are not IGNORE_INDEX (in float32)."""
+    """Mean cross-entropy over the targets that are not IGNORE_INDEX, in float32 for half
+    precision logits and in their own precision otherwise (a float64 model keeps float64)."""
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
     return F.cross_entropy(
-        logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX
+        logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=IGNORE_INDEX
     )
 
 
