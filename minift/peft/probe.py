@@ -22,13 +22,12 @@ W' = W / sigma and b' = b - W' mu, so the model keeps its usual head: logits = W
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from minift.model.heads import SequenceClassifier
+from minift.train.features import fit_linear_head
 
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)
 
@@ -50,48 +49,13 @@ def extract_features(
     return torch.cat(feats), torch.cat(labels)
 
 
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Run tiny matrix products on one thread. A (300, 64) problem gains nothing from a
-    second thread, and on a loaded machine the threads' synchronisation made the same
-    fit 25x slower here (101 s against 3.9 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def fit_logistic_regression(
     X: torch.Tensor, y: torch.Tensor, num_labels: int, l2: float, max_iter: int = 300
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Weights (K, C) and bias (K,) minimising the L2-penalised cross-entropy above, in
-    the coordinates of X itself (the standardisation is folded back)."""
-    if X.ndim != 2 or len(X) != len(y) or len(X) == 0:
-        raise ValueError(f"need features (n, C) and n labels, got {tuple(X.shape)} and {len(y)}")
-    if l2 < 0:
-        raise ValueError(f"l2 must be >= 0, got {l2}")
-    X = X.double()
-    mu, sigma = X.mean(0), X.std(0, unbiased=False).clamp_min(1e-8)
-    Z = (X - mu) / sigma
-    W = torch.zeros(num_labels, X.shape[1], dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(num_labels, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS(
-        [W, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,
-        history_size=20, line_search_fn="strong_wolfe",
-    )  # fmt: skip
-
-    def closure():
-        opt.zero_grad()
-        loss = F.cross_entropy(Z @ W.T + b, y) + l2 * W.pow(2).sum()
-        loss.backward()
-        return loss
-
-    with one_thread():
-        opt.step(closure)
-    W, b = W.detach() / sigma, b.detach()
-    return W, b - W @ mu
+    the coordinates of X itself: minift.train.features.fit_linear_head, the one fitter the
+    probe and the frozen-feature heads of the imbalance and adaptation packages share."""
+    return fit_linear_head(X, y, num_labels, l2=l2, max_iter=max_iter)
 
 
 def cross_validated_l2(
