@@ -42,6 +42,8 @@ setup(
             "rouge-score",  # tests only: the reference for ROUGE
             "imbalanced-learn",  # tests only: the reference for SMOTE
             "fairlearn",  # tests only: the reference for minift.fairness
+            "statsmodels",  # tests only: the reference for Fleiss' kappa
+            "krippendorff",  # tests only: the reference for Krippendorff's alpha
         ],
     },
     entry_points={"console_scripts": ["minift=minift.cli:main"]},
