@@ -6,7 +6,9 @@ sacrebleu, rouge-score).
 - :mod:`minift.metrics.intervals`: standard errors, bootstrap intervals, the paired
   bootstrap and permutation test, and :func:`compare`, the one sentence every comparison
   of two models prints ("within noise" or "a real difference").
-- :mod:`minift.metrics.text`: exact match and token F1 (SQuAD), corpus BLEU, chrF, ROUGE.
+- :mod:`minift.metrics.text`: the text metrics in one namespace: exact match and token F1
+  (:mod:`~minift.metrics.squad`), corpus BLEU (:mod:`~minift.metrics.bleu`), chrF
+  (:mod:`~minift.metrics.chrf`), ROUGE (:mod:`~minift.metrics.rouge`).
 - :mod:`minift.metrics.lm`: perplexity and bits per byte (tokenizer-independent).
 - :mod:`minift.metrics.calibration`: expected calibration error, reliability diagrams,
   the Brier score.
