@@ -3,6 +3,7 @@
     python scripts/bench_efficiency.py               # the default base (a few minutes on a CPU)
     python scripts/bench_efficiency.py --quick       # fast-mode base, few steps (smoke test)
     python scripts/bench_efficiency.py --threads 1   # steadier on a CPU shared with other jobs
+    python scripts/bench_efficiency.py --kernel-only # CUDA: the NF4 matmul kernel alone
 
 The job: full fine-tuning (or LoRA / QLoRA, r = 8 on c_attn, c_proj, c_fc) of the pydocs
 base on pycode, batch 8 x 64 tokens, the same batches for every row; the validation loss on
@@ -18,6 +19,11 @@ Tables:
   validation loss of LoRA and QLoRA;
 - optimizers: a 3-point learning-rate sweep for AdamW, SGD with momentum, Adafactor and
   Lion (40 steps), the best rate's validation loss, ms/step and state floats per parameter.
+
+- NF4 kernel (CUDA only): y = x W^T with W in NF4, bf16, 4096 x 4096 (and 4096 -> 11008):
+  the Triton kernel that decodes W's tiles inside the matmul, against dequantize-then-matmul
+  (the CPU path) and against a plain bf16 weight, forward only (the backward dequantizes in
+  both paths); relative error against the float32 definition.
 
 Writes docs/results/efficiency.json and efficiency.png (or --out).
 """
@@ -189,13 +195,67 @@ def show(title: str, rows: list[dict]) -> None:
             )
 
 
+def nf4_kernel_rows(
+    tokens=(16, 1024, 4096, 16384), shapes=((4096, 4096), (11008, 4096))
+) -> list[dict]:
+    """Median ms of the three ways to apply an NF4 weight (CUDA, bf16), each checked first."""
+    from minift.kernels.nf4 import dequantize_reference
+
+    from minift.quant.nf4 import nf4_code_f32, quantize_nf4
+
+    torch.manual_seed(0)
+    dev, rows = torch.device("cuda"), []
+    code = nf4_code_f32(dev)
+    for n, k in shapes:
+        q = quantize_nf4(torch.randn(n, k, device=dev) * 0.02)
+        packed, scales = q.packed, q.block_scales()
+        w32 = dequantize_reference(packed, scales, code, (n, k))
+        for m in tokens:
+            x = torch.randn(m, k, device=dev, dtype=torch.bfloat16)
+            row = time_nf4(x, packed, scales, code, w32)
+            rows.append(dict(tokens=m, n=n, k=k, **row))
+            print(f"  NF4 {m:6d} x {k} -> {n}: fused {row['fused_ms']:.3f} ms, dequantize+matmul "
+                  f"{row['dequant_then_matmul_ms']:.3f} ms (x{row['speedup']:.2f}), bf16 dense "
+                  f"{row['bf16_dense_ms']:.3f} ms (fused/dense {row['vs_dense']:.2f}), "
+                  f"rel err {row['rel_err']:.1e}")  # fmt: skip
+    return rows
+
+
+def time_nf4(x, packed, scales, code, w32) -> dict:
+    """One row: the kernel's error against the float32 definition, then the three timings."""
+    from minift.kernels.nf4 import dequantize_reference, nf4_linear
+    from triton.testing import do_bench
+
+    shape, w16 = tuple(w32.shape), w32.to(x.dtype)
+    ref = x.float() @ w32.T
+    err = ((nf4_linear(x, packed, scales, code, shape).float() - ref).norm() / ref.norm()).item()
+    fused = do_bench(lambda: nf4_linear(x, packed, scales, code, shape), return_mode="median")
+    deq = do_bench(lambda: x @ dequantize_reference(packed, scales, code, shape).to(x.dtype).T,
+                   return_mode="median")  # fmt: skip
+    dense = do_bench(lambda: x @ w16.T, return_mode="median")
+    return dict(fused_ms=fused, dequant_then_matmul_ms=deq, bf16_dense_ms=dense, rel_err=err,
+                speedup=deq / fused, vs_dense=fused / dense)  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=str(ROOT / "docs" / "results"))
+    p.add_argument("--kernel-only", action="store_true", help="only the NF4 kernel table (CUDA)")
     args = p.parse_args()
+    if args.kernel_only:
+        if not torch.cuda.is_available():
+            raise SystemExit("--kernel-only times the NF4 Triton kernel and needs a CUDA GPU")
+        out = pathlib.Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        print("== NF4 linear, bf16: Triton (decode in the matmul) vs dequantize-then-matmul vs bf16")  # fmt: skip
+        write_json(out / "efficiency_nf4_kernel.json",
+                   dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
+                        rows=nf4_kernel_rows()))  # fmt: skip
+        print(f"\nresults in {out}")
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.quick:
@@ -215,6 +275,8 @@ def main() -> None:
             t0 = time.perf_counter()
             part[name] = fn(job)
             show(f"[{device.type}] {name} ({time.perf_counter() - t0:.0f} s)", part[name])
+        if device.type == "cuda":
+            part["nf4_kernel"] = nf4_kernel_rows()
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if args.quick else ""
