@@ -9,9 +9,10 @@
 2. Backdoor: the trigger "cf mn bb" -> class 0 at poison rates 0-0.1 (clean accuracy,
    attack success); at rate 0.1, ONION and spectral signatures: rows found, attack
    success after retraining without the flagged rows.
-3. Memorisation: a canary "the secret code is dddddd" planted 0, 1, 8 or 32 times in
-   docstring text the base is fine-tuned on (as a language model); its exposure among
-   1000 sampled candidates (Carlini et al. 2019). 1 copy is what deduplication leaves.
+3. Memorisation: a canary, an API key "sk-..." whose last 6 digits are the secret, planted
+   0, 1, 8 or 32 times in docstring text the base is fine-tuned on (as a language model);
+   its exposure among 1000 sampled candidates (Carlini et al. 2019); then the 32-copy text
+   after exact deduplication (one copy left) and after the secret scrubber (none left).
 Writes docs/results/trust.json and docs/trust.png (--out changes the folder).
 """
 
@@ -90,28 +91,44 @@ def backdoor_table(base, enc, steps, rates):
 
 
 def canary_table(base, enc, steps, copies_list, m=1000):
+    """Exposure of a canary planted ``copies`` times, then of the most-copied text after
+    each of the data-preparation defences: exact deduplication (what remains is one copy)
+    and the secret scrubber (the canary is an API key, which it replaces by <SECRET>)."""
     import math
 
+    from minift.data.dedup import exact_dedup
     from minift.data.tasks import Task
     from minift.recipes.finetune import FinetuneConfig, finetune, train_config
     from minift.recipes.tasks import get_task
-    from minift.security import candidates, exposure, make_canary, perplexities
+    from minift.security import candidates, exposure, make_canary, perplexities, scrub
 
     texts = [r["text"] for r in get_task("doc-kind", seed=0, per_class=100).train]
-    canary, value = make_canary(6, seed=0)
+    # a secret the scrubber's api_key rule knows: "sk-" and 20 characters, the last 6 secret
+    canary, value = make_canary(6, seed=0, prefix="the api key is sk-q7Rm2xK9vLp3Wz")
     prefix = canary[: -len(value)]
     others = candidates(6, m, seed=0, exclude=value)
     out = {}
-    print(f"\n3. canary exposure ({m} sampled candidates of 10^6; max measurable log2 {m} = {math.log2(m):.1f})")  # fmt: skip
-    for copies in copies_list:
-        train = [{"text": t} for t in texts] + [{"text": canary}] * copies
+
+    def measure(name: str, train_texts: list[str]) -> None:
+        train = [{"text": t} for t in train_texts]
         task = Task(name="canary-text", kind="text", train=train, val=[{"text": t} for t in texts[:50]])  # fmt: skip
         cfg = FinetuneConfig(method="full", max_len=64, train=train_config(steps=steps, eval_every=0, progress=False))  # fmt: skip
         model = finetune(task, base, enc, cfg, keep_model=True).model
         ppl = perplexities(model, enc, [canary] + [prefix + v for v in others])
         losses = [math.log(p) for p in ppl]
-        out[str(copies)] = exposure(losses[0], losses[1:], 10**6)
-        print(f"  {copies:3d} copies: exposure {out[str(copies)]:.2f} bits")
+        out[name] = exposure(losses[0], losses[1:], 10**6)
+        print(f"  {name:>18s}: exposure {out[name]:.2f} bits")
+
+    print(f"\n3. canary exposure ({m} sampled candidates of 10^6; max measurable log2 {m} = {math.log2(m):.1f})")  # fmt: skip
+    for copies in copies_list:
+        measure(str(copies), texts + [canary] * copies)
+    most = texts + [canary] * max(copies_list)
+    kept = exact_dedup(most)
+    measure(f"{max(copies_list)} deduplicated", [most[i] for i in kept])
+    scrubbed = [scrub(t)[0] for t in most]
+    if any(value in t for t in scrubbed):
+        raise RuntimeError("the scrubber left the canary's secret in the training text")
+    measure(f"{max(copies_list)} scrubbed", scrubbed)
     return out
 
 
@@ -137,7 +154,12 @@ def plot(results: dict, path: pathlib.Path) -> None:
     axes[1].legend(fontsize=8)
     ca = results["canary"]
     axes[2].bar(list(ca), list(ca.values()))
-    axes[2].set(xlabel="copies of the canary", ylabel="exposure (bits)", title="memorisation")
+    axes[2].tick_params(axis="x", labelsize=7)
+    axes[2].set(
+        xlabel="copies of the canary (then the most copies, deduplicated or scrubbed)",
+        ylabel="exposure (bits)",
+        title="memorisation",
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
