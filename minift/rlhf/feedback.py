@@ -7,10 +7,10 @@ preference is appended to a JSONL file as ``{"prompt", "chosen", "rejected"}``, 
 that ``minift rlhf --method dpo --data FILE`` (or a reward model, for PPO and best-of-n)
 trains on. Run, train, run again: each round of feedback moves the next policy.
 
-Every answer is written as soon as it is given (atomically, the whole file rewritten
-through a temporary file), so quitting keeps what was answered and a crash never leaves a
-half-written line. The same loop reads its answers from a file instead of the terminal,
-which is how it is tested; that file is checked in full before anything is sampled.
+The asking is minift.ask's loop, shared with `minift rate` (minift.rating): every answer is
+written as soon as it is given, atomically, so quitting, Ctrl-C or a crash keeps what was
+answered and never leaves a half-written line; answers come from the terminal or from a
+file (checked in full before anything is sampled), which is how it is tested.
 """
 
 from __future__ import annotations
@@ -18,57 +18,54 @@ from __future__ import annotations
 import os
 import pathlib
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 
 import torch
 
+from minift import ask
+from minift.ask import LoopResult as FeedbackResult
 from minift.rlhf.preference import append_preferences, encode_prompt, load_preferences
 from minift.rlhf.rollout import sample_responses
 from minift.tokenizer import eot_id, pad_id
 
-ANSWERS = {"1": "first", "2": "second", "s": "skip", "q": "quit"}
+ANSWERS = {"1": "first", "2": "second", **ask.CONTROL}
+QUESTION = "Which response is better? [1/2, s = skip, q = quit] "
+HINT = "write 1 or 2 (the preferred response), s (skip) or q (quit)"
+
+__all__ = ["ANSWERS", "FeedbackResult", "collect_feedback", "read_answers", "terminal_answers"]
 
 
 def read_answers(path: str | os.PathLike) -> list[str]:
     """The answers in a file, one per line (1, 2, s or q; blank lines ignored)."""
-    answers = []
-    for lineno, line in enumerate(
-        pathlib.Path(path).read_text(encoding="utf-8").splitlines(), start=1
-    ):
-        a = line.strip().lower()
-        if not a:
-            continue
-        if a not in ANSWERS:
-            raise ValueError(
-                f"{path} line {lineno}: {line.strip()!r} is not an answer; "
-                "write 1 or 2 (the preferred response), s (skip) or q (quit)"
-            )
-        answers.append(a)
-    return answers
+    return ask.read_answers(path, ANSWERS, HINT)
 
 
-def terminal_answers(ask: Callable[[str], str] = input) -> Iterator[str]:
+def terminal_answers(ask_fn: Callable[[str], str] = input) -> Iterator[str]:
     """Answers typed in the terminal; asks again after an invalid one; ends on EOF."""
-    while True:
-        try:
-            a = ask("Which response is better? [1/2, s = skip, q = quit] ").strip().lower()
-        except EOFError:
-            return
-        if a in ANSWERS:
-            yield a
-        else:
-            print(f"  {a!r} is not an answer: type 1, 2, s or q")
+    return ask.terminal_answers(QUESTION, ANSWERS, ask_fn)
 
 
-@dataclass
-class FeedbackResult:
-    path: pathlib.Path
-    recorded: list[dict] = field(default_factory=list)
-    skipped: int = 0
-    shown: int = 0
+def _pairs(policy, enc, prompts, rounds, max_new_tokens, temperature, seed):
+    """(prompt, first, second) for up to ``rounds`` sampled pairs, made one at a time as
+    the loop asks for them; two identical responses are passed over (nothing to choose)."""
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(rounds):
+        prompt = prompts[int(torch.randint(0, len(prompts), (1,), generator=g))]
+        ids = encode_prompt(enc, prompt)
+        with torch.no_grad():
+            rollout = sample_responses(
+                policy, [ids, ids], max_new_tokens, eot_id(enc), pad_id(enc), temperature, g
+            )
+        first, second = rollout.texts(enc)
+        if first != second:
+            yield prompt, first, second
 
 
-@torch.no_grad()
+def _preference(item: tuple[str, str, str], answer: str) -> dict:
+    prompt, first, second = item
+    chosen, rejected = (first, second) if answer == "1" else (second, first)
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
 def collect_feedback(
     policy,
     enc,
@@ -82,40 +79,24 @@ def collect_feedback(
     show: Callable[[str], None] = print,
 ) -> FeedbackResult:
     """Up to ``rounds`` comparisons; answers from ``answers`` (a list or an iterator) or,
-    when None, from the terminal. Stops early on q or when the answers run out. Two
-    identical responses are not shown (there is nothing to choose)."""
+    when None, from the terminal. Stops early on q, Ctrl-C, or when the answers run out
+    (the loop of minift.ask). Two identical responses are not shown."""
     if not prompts:
         raise ValueError("no prompts to ask about")
     out_path = pathlib.Path(out_path)
     if out_path.exists() and out_path.read_text(encoding="utf-8").strip():
         load_preferences(out_path)  # a broken file is reported before any question
-    it = iter(answers) if answers is not None else terminal_answers()
-    g = torch.Generator().manual_seed(seed)
-    result = FeedbackResult(out_path)
-    for _ in range(rounds):
-        prompt = prompts[int(torch.randint(0, len(prompts), (1,), generator=g))]
-        ids = encode_prompt(enc, prompt)
-        rollout = sample_responses(
-            policy, [ids, ids], max_new_tokens, eot_id(enc), pad_id(enc), temperature, g
-        )
-        first, second = rollout.texts(enc)
-        if first == second:
-            continue
-        result.shown += 1
-        show(f"\nPrompt: {prompt}\n  [1] {prompt}{first}\n  [2] {prompt}{second}")
-        answer = next(it, "q")
-        if answer == "q":
-            break
-        if answer == "s":
-            result.skipped += 1
-            continue
-        chosen, rejected = (first, second) if answer == "1" else (second, first)
-        row = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
-        append_preferences(out_path, [row])
-        result.recorded.append(row)
-    show(
-        f"\nrecorded {len(result.recorded)} preference(s) in {out_path}"
-        f" ({result.skipped} skipped); train on them with "
-        f"`minift rlhf --method dpo --data {out_path}`"
+    result = ask.ask_loop(
+        _pairs(policy, enc, prompts, rounds, max_new_tokens, temperature, seed),
+        render=lambda it: f"\nPrompt: {it[0]}\n  [1] {it[0]}{it[1]}\n  [2] {it[0]}{it[2]}",
+        answers=answers if answers is not None else terminal_answers(),
+        record=_preference,
+        out_path=out_path,
+        show=show,
+        append=append_preferences,
     )
+    show(
+        "\n" + ask.summary(result, "preference(s)")
+        + f"; train on them with `minift rlhf --method dpo --data {out_path}`"
+    )  # fmt: skip
     return result
