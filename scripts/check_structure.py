@@ -48,6 +48,7 @@ LAYERS = {
     "minift.train": 4,
     "minift.recipes": 6,
     "minift.cli": 7,
+    "minift.__main__": 8,  # `python -m minift`: the command itself, above the CLI
 }
 TECHNIQUE_LAYER = 5  # every other subpackage of minift
 # Technique packages that may import another one, and why (docs/design.md repeats this).
