@@ -165,3 +165,33 @@ def test_the_verdict_says_when_the_interval_and_the_permutation_test_disagree():
     assert made(0.001, 0.18, 0.07).verdict == "at the edge of the noise"  # CI: real; p: noise
     assert made(-0.001, 0.18, 0.04).verdict == "at the edge of the noise"  # CI: noise; p: real
     assert str(made(0.001, 0.18, 0.07)).endswith("at the edge of the noise")
+
+
+def test_wilson_interval_against_statsmodels_and_by_hand():
+    from statsmodels.stats.proportion import proportion_confint
+
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        n = int(rng.integers(1, 500))
+        k = int(rng.integers(0, n + 1))
+        confidence = float(rng.uniform(0.5, 0.995))
+        est = metrics.wilson_interval(k, n, confidence)
+        low, high = proportion_confint(k, n, alpha=1 - confidence, method="wilson")
+        assert est.value == k / n and est.n == n
+        assert est.low == pytest.approx(low, abs=1e-12) and est.high == pytest.approx(
+            high, abs=1e-12
+        )
+    # 40 of 40 right: centre (1 + z^2/80) / (1 + z^2/40), half z^2/80 / (1 + z^2/40) * 2
+    z2 = 1.959963984540054**2
+    est = metrics.wilson_interval(40, 40)
+    assert est.high == 1.0 and est.low == pytest.approx(1 / (1 + z2 / 40), rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [((3, 2), "successes <= n"), ((-1, 5), "successes <= n"), ((1, 0), "n >= 1"),
+     ((0.5, 4), "whole number"), ((1, 4, 1.0), "confidence")],
+)  # fmt: skip
+def test_wilson_interval_bad_input(args, message):
+    with pytest.raises(ValueError, match=message):
+        metrics.wilson_interval(*args)

@@ -40,6 +40,7 @@ from minift.metrics.intervals import (
     mean_se,
     paired_bootstrap,
     permutation_test,
+    wilson_interval,
 )
 from minift.metrics.lm import LMStatistics, bits_per_byte, lm_statistics, perplexity
 from minift.metrics.text import (
@@ -89,4 +90,5 @@ __all__ = [
     "precision",
     "precision_recall_f1",
     "recall",
+    "wilson_interval",
 ]
