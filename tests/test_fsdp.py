@@ -75,15 +75,3 @@ def test_fsdp_in_one_process_is_a_clear_error():
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=31))
     with pytest.raises(UserError, match="FSDP needs at least 2 processes"):
         shard_model(model)
-
-
-def test_trainer_refuses_unsharded_checkpoints_of_a_sharded_model(monkeypatch, tmp_path):
-    import minift.train.trainer as trainer_module
-    from minift.model import GPT, GPTConfig
-    from minift.train import TrainConfig, Trainer
-
-    monkeypatch.setattr(trainer_module, "is_sharded", lambda model: True)
-    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=31))
-    config = TrainConfig(steps=2, ckpt_every=1, out_dir=str(tmp_path), progress=False)
-    with pytest.raises(ValueError, match="checkpointed by minift.train.fsdp.save_sharded"):
-        Trainer(model, config, lambda s, m: None)

@@ -44,6 +44,10 @@ def register(sub) -> None:
                    help="checkpoint into --out every N steps (0: none)")  # fmt: skip
     s.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its newest checkpoint")  # fmt: skip
+    s.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                   help="where it trains (under --fsdp: gloo on cpu, nccl on cuda:LOCAL_RANK)")  # fmt: skip
+    s.add_argument("--fsdp", action="store_true",
+                   help="shard the model over the processes of `torchrun --nproc_per_node=W -m minift finetune ...`")  # fmt: skip
     s.set_defaults(func=cmd_finetune)
 
     s = sub.add_parser(
@@ -85,6 +89,15 @@ def register(sub) -> None:
 
 
 def cmd_finetune(args) -> None:
+    if not args.fsdp:
+        return finetune_job(args, args.device)
+    from minift.train.fsdp import fsdp_processes
+
+    with fsdp_processes(args.device) as device:  # every process runs the job; rank 0 prints
+        return finetune_job(args, device)
+
+
+def finetune_job(args, device) -> None:
     from minift.peft.methods import METHODS
     from minift.recipes.demo import format_table
     from minift.recipes.finetune import FinetuneConfig, finetune, train_config
@@ -112,13 +125,16 @@ def cmd_finetune(args) -> None:
     refuse_unmerged_adapters(base, args.model)
     task = get_task(args.task, seed=args.seed)
     print(task.summary())
-    result = finetune(task, base, enc, config, keep_model=args.save is not None, resume=args.resume)
+    result = finetune(
+        task, base, enc, config, device, keep_model=args.save is not None, resume=args.resume,
+        fsdp=args.fsdp,
+    )  # fmt: skip
     print(format_table([result]))
     if result.cost is not None:
         from minift.train.cost import CostReport
 
         print("cost:", CostReport(**result.cost).line())
-    if args.save:
+    if args.save and result.model is not None:  # under --fsdp only rank 0 holds the model
         ref = base_reference(args.model, base)
         path = save_finetuned(args.save, result, task, enc, ref, args.merge, args.overwrite)
         print(f"saved the fine-tuned model ({args.method}) in {path}")

@@ -25,8 +25,10 @@ from minift.model.heads import SequenceClassifier
 from minift.model.params import count_parameters, find_gpt
 from minift.peft.methods import METHODS, Preparation, RunContext, get_method, register_method
 from minift.train import TrainConfig, Trainer
+from minift.train import distributed as D
 from minift.train.cost import CostMeter
 from minift.train.flops import added_trainable, flops_per_step
+from minift.train.fsdp import gather_full_model, shard_model
 from minift.train.objectives import (
     OBJECTIVES,
     classification_inputs,
@@ -123,9 +125,12 @@ def finetune(
     device: str | torch.device = "cpu",
     keep_model: bool = False,
     resume: bool = False,
+    fsdp: bool = False,
 ) -> FinetuneResult:
     """Fine-tune a copy of ``base`` on ``task`` with ``config.method``; base is unchanged.
-    resume=True continues the run in ``config.train.out_dir`` from its newest checkpoint."""
+    resume=True continues the run in ``config.train.out_dir`` from its newest checkpoint.
+    fsdp=True (every process of a torchrun launch calls it, minift.train.fsdp) shards the
+    model per block over the processes; only rank 0's result holds the (gathered) model."""
     config = config or FinetuneConfig()
     method = get_method(config.method)
     options = method.make_config(config.options)  # a bad option fails before any work
@@ -136,10 +141,16 @@ def finetune(
     lr = method.lr if config.train.lr is None else config.train.lr
     run = RunContext(lr, config.train.steps, config.train.weight_decay, config.train.seed)
 
-    model = build_model(base, task, enc, config).to(device)
+    model = build_model(base, task, enc, config).to("cpu" if fsdp else device)
     prepared = method.prepare(model, options, run)
     if not isinstance(prepared, Preparation):  # None, or the model it changed in place
         prepared = Preparation()
+    twin = None  # under FSDP, rank 0's unsharded copy that receives the trained weights
+    if fsdp:
+        if prepared != Preparation():  # its groups and callbacks hold the unsharded parameters
+            raise UserError(f"--fsdp: method {config.method!r} sets its own parameter groups, schedule or closed-form fit; use full, lora or another method that only chooses what trains")  # fmt: skip
+        twin = copy.deepcopy(model) if keep_model and D.current().is_main else None
+        shard_model(model, device)  # each process keeps 1/W of every parameter on its device
     virtual = getattr(find_gpt(model).soft_prompt, "num_tokens", 0)
     max_len = min(config.max_len, base.config.block_size - virtual)  # soft prompts take room
     objective = task_objective(task, enc, max_len, config.batch_size, config.train.seed)
@@ -189,6 +200,7 @@ def finetune(
         result.history = before + [{**row, "step": 1} for row in result.history]
     final = result.history[-1]
     scores = objective.scores_fn(model) if objective.scores_fn is not None else None
+    kept = gather_full_model(model, twin) if fsdp and keep_model else model
     return FinetuneResult(
         method=config.method,
         task=task.name,
@@ -205,7 +217,7 @@ def finetune(
         fit=fit,
         max_len=max_len,
         train=train,
-        model=model.eval() if keep_model else None,
+        model=kept.eval() if keep_model and kept is not None else None,
         cost=meter.report().as_dict() if meter is not None and meter.steps else None,
     )
 

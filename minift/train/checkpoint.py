@@ -147,6 +147,12 @@ def load_checkpoint(
     """Restore model, optimizer and scheduler in place; return the JSON state."""
     path = pathlib.Path(path)
     state = json.loads((path / "state.json").read_text())
+    if state.get("sharded"):
+        n = state["sharded"]["world_size"]
+        raise ValueError(
+            f"{path} is a sharded checkpoint of an FSDP run ({n} processes); resume it under "
+            "torchrun with FSDP (minift.train.sharded_checkpoint)"
+        )
     device = next(model.parameters()).device
     model_state = load_state(path / "model.safetensors", device=device)
     for alias, source in state.get("aliases", {}).items():

@@ -14,10 +14,15 @@ embeddings, final norm and head) bounds the unsharded memory to about one block.
 update is the same as one process training on the whole global batch, which the tests
 check on 2 CPU processes (gloo). PyTorch's ``torch.distributed.fsdp.fully_shard`` is the
 engine (parameters become DTensors sharded on dim 0); launch with
-``torchrun --nproc_per_node=W``.
+``torchrun --nproc_per_node=W``; `minift finetune --fsdp` is such a launch
+(fsdp_processes below), and the Trainer checkpoints a sharded model with
+minift.train.sharded_checkpoint.
 """
 
 from __future__ import annotations
+
+import contextlib
+import os
 
 import torch
 
@@ -25,23 +30,35 @@ from minift.errors import UserError
 from minift.train import distributed as D
 
 
-def shard_model(model: torch.nn.Module) -> torch.nn.Module:
+def require_processes(world_size: int) -> None:
+    if world_size < 2:
+        raise UserError(
+            "FSDP needs at least 2 processes (launch with torchrun --nproc_per_node=2 or more); "
+            f"this run has {world_size}"
+        )
+
+
+def shard_model(
+    model: torch.nn.Module, device: str | torch.device | None = None
+) -> torch.nn.Module:
     """Shard ``model`` (a GPT, or a module holding one as ``.gpt``/``.model``) in place over
-    the processes of the current group: each transformer block, then the root."""
+    the processes of the current group: each transformer block, then the root. Each
+    process's shards move to ``device`` (default: where the model is), so a model built in
+    host memory reaches each GPU as 1/W of itself."""
+    from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
     info = D.current()
-    if info.world_size < 2:
-        raise UserError(
-            "FSDP needs at least 2 processes (launch with torchrun --nproc_per_node=2 or more); "
-            f"this run has {info.world_size}"
-        )
+    require_processes(info.world_size)
     blocks = [m for name, m in model.named_modules() if name.endswith("transformer.h")]
     if not blocks:
         raise UserError("FSDP shards per transformer block, and this model has no transformer.h")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    # An explicit mesh: torch's default is CUDA whenever a GPU is present, even for a gloo run.
+    mesh = init_device_mesh(device.type, (info.world_size,))
     for block in blocks[0]:
-        fully_shard(block)
-    fully_shard(model)
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
     return model
 
 
@@ -66,6 +83,44 @@ def full_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     for name, p in model.named_parameters():
         out[name] = (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
     return out
+
+
+def gather_full_model(model: torch.nn.Module, target: torch.nn.Module | None):
+    """Load the whole weights of the sharded ``model`` into ``target``, an unsharded copy
+    of it in host memory on rank 0 (None on the other ranks), and return ``target``.
+    Every process must call it: each block is all-gathered in turn."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    # cpu_offload: the gathered tensors land in host memory on rank 0 only.
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    state = get_model_state_dict(model, options=options)
+    if target is not None:
+        target.load_state_dict(state)
+    return target
+
+
+@contextlib.contextmanager
+def fsdp_processes(device: str = "cpu"):
+    """The set-up of a job launched by ``torchrun --nproc_per_node=W`` for FSDP: join the
+    process group (gloo for ``device="cpu"``, nccl for ``"cuda"``), yield this process's
+    device (cuda:LOCAL_RANK on GPUs), and send the stdout of every process but rank 0 to
+    nowhere, so the job prints once. The group is left as found (a caller's stays)."""
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"device must be cpu or cuda, got {device!r}")
+    require_processes(int(os.environ.get("WORLD_SIZE", "1")))
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("device cuda: no CUDA GPU is visible; use --device cpu (gloo)")
+    created = not torch.distributed.is_initialized()
+    info = D.setup_distributed(device)
+    try:
+        with contextlib.ExitStack() as stack:
+            if not info.is_main:
+                devnull = stack.enter_context(open(os.devnull, "w"))
+                stack.enter_context(contextlib.redirect_stdout(devnull))
+            yield torch.device("cuda", info.local_rank) if device == "cuda" else torch.device("cpu")
+    finally:
+        if created:
+            D.cleanup()
 
 
 def save_sharded(model: torch.nn.Module, optimizer, path, extra: dict | None = None) -> None:

@@ -9,7 +9,8 @@ Every batch and every dropout mask is a function of (seed, step, micro-step) alo
 run stopped at step k and resumed from its checkpoint gives the same losses as one that
 never stopped, and k micro-batches of n rows give the same update as one batch of k*n.
 Under torchrun each process takes its slice of the same global batch (DDP averages the
-gradients), which also gives the single-process update.
+gradients, or FSDP reduce-scatters them), which also gives the single-process update; an
+FSDP-sharded model is checkpointed shard by shard (minift.train.sharded_checkpoint).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from minift.train.fsdp import is_sharded
 from minift.train.loss_scale import LossScaler
 from minift.train.metrics import MetricsLog, read_json_lines
 from minift.train.optim import make_optimizer, make_schedule
+from minift.train.sharded_checkpoint import load_sharded_checkpoint, save_sharded_checkpoint
 
 # What a run writes in its out_dir; their presence means the folder holds a run.
 RUN_FILES = ("metrics.jsonl", "checkpoints", "loss.png")
@@ -100,10 +102,8 @@ class Trainer:
         self.device = next(model.parameters()).device
         self.dist = D.current()
         self.ddp = model
-        if is_sharded(model) and config.ckpt_every:
-            raise ValueError("an FSDP-sharded model is checkpointed by minift.train.fsdp.save_sharded, "
-                             "not by ckpt_every (which writes one unsharded file); set ckpt_every=0")  # fmt: skip
-        if self.dist.enabled and not is_sharded(model):  # FSDP already syncs (train.fsdp)
+        self.sharded = is_sharded(model)  # FSDP: each process checkpoints its own shards
+        if self.dist.enabled and not self.sharded:  # FSDP already syncs (train.fsdp)
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -207,7 +207,7 @@ class Trainer:
         self.log.rows = []
 
     def checkpoint(self, step: int, result: TrainResult, bad_evals: int) -> None:
-        if not (self.out and self.dist.is_main):
+        if not self.out or not (self.dist.is_main or self.sharded):
             return
         extra = {
             "history": result.history,
@@ -216,9 +216,8 @@ class Trainer:
             "bad_evals": bad_evals,
             "config": asdict(self.config),
         }
-        save_checkpoint(
-            self.out / "checkpoints", step, self.model, self.optimizer, self.scheduler, extra
-        )
+        save = save_sharded_checkpoint if self.sharded else save_checkpoint
+        save(self.out / "checkpoints", step, self.model, self.optimizer, self.scheduler, extra)
 
     # ------------------------------------------------------------------ the loop
     def fit(self, resume: bool = False) -> TrainResult:
@@ -227,7 +226,8 @@ class Trainer:
         if not resume:
             self.claim_out_dir()
         elif self.out and (path := latest_checkpoint(self.out / "checkpoints")):
-            state = load_checkpoint(path, self.model, self.optimizer, self.scheduler)
+            load = load_sharded_checkpoint if self.sharded else load_checkpoint
+            state = load(path, self.model, self.optimizer, self.scheduler)
             start, bad_evals = state["step"], state["bad_evals"]
             result.history, result.best, result.best_step = (
                 state["history"],
