@@ -6,6 +6,7 @@ sacrebleu, rouge-score).
 - :mod:`minift.metrics.intervals`: standard errors, bootstrap intervals, the paired
   bootstrap and permutation test, and :func:`compare`, the one sentence every comparison
   of two models prints ("within noise" or "a real difference").
+- :mod:`minift.metrics.proportions`: the Wilson score interval of an accuracy.
 - :mod:`minift.metrics.text`: the text metrics in one namespace: exact match and token F1
   (:mod:`~minift.metrics.squad`), corpus BLEU (:mod:`~minift.metrics.bleu`), chrF
   (:mod:`~minift.metrics.chrf`), ROUGE (:mod:`~minift.metrics.rouge`).
@@ -40,9 +41,9 @@ from minift.metrics.intervals import (
     mean_se,
     paired_bootstrap,
     permutation_test,
-    wilson_interval,
 )
 from minift.metrics.lm import LMStatistics, bits_per_byte, lm_statistics, perplexity
+from minift.metrics.proportions import wilson_interval
 from minift.metrics.text import (
     BLEUScore,
     bleu,
