@@ -232,3 +232,19 @@ def test_linear_probe_reads_a_label_from_frozen_random_features():
     with torch.no_grad():
         acc = (probe(x_val).argmax(-1) == y_val).float().mean().item()
     assert acc > 0.8, f"probe accuracy {acc:.3f} on held-out texts (chance 0.33)"
+
+
+@pytest.mark.parametrize("num_labels", [1, 3])
+def test_a_float64_classifier_keeps_its_loss_in_float64(num_labels):
+    """The loss follows the logits' precision (float32 only for half precision), so float64
+    runs (the distributed tests' 1e-9 comparisons) are not rounded to float32 at the loss."""
+    model = SequenceClassifier(tiny(), num_labels).double()
+    idx = torch.randint(0, PAD, (5, 7), generator=torch.Generator().manual_seed(3))
+    labels = (
+        torch.randn(5, dtype=torch.float64) if num_labels == 1 else torch.tensor([0, 2, 1, 1, 0])
+    )
+    out = model(idx, labels=labels)
+    logits = out.logits.squeeze(-1) if num_labels == 1 else out.logits
+    ref = F.mse_loss(logits, labels) if num_labels == 1 else F.cross_entropy(logits, labels)
+    assert out.loss.dtype == torch.float64
+    assert out.loss.item() == ref.item()  # the same float64 arithmetic, no float32 detour

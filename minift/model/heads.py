@@ -88,8 +88,10 @@ class SequenceClassifier(nn.Module):
         logits = self.head(self.dropout(self.features(idx, attention_mask, **kw)))
         loss = None
         if labels is not None:
+            # float32 for half-precision logits; a float64 model keeps its loss in float64
+            out = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
             if self.num_labels == 1:
-                loss = F.mse_loss(logits.squeeze(-1).float(), labels.float())
+                loss = F.mse_loss(out.squeeze(-1), labels.to(out.dtype))
             else:
-                loss = F.cross_entropy(logits.float(), labels)
+                loss = F.cross_entropy(out, labels)
         return ModelOutput(logits=logits, loss=loss)
