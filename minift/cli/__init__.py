@@ -23,6 +23,7 @@ CLI_MODULES: tuple[str, ...] = (
     "minift.cli.personal",
     "minift.cli.tune",
     "minift.cli.trust",
+    "minift.cli.rate",
 )
 
 

@@ -26,6 +26,7 @@ from minift.rating.records import (
     rating_kind,
     rating_matrix,
     read_ratings,
+    read_scores,
 )
 from minift.rating.report import agreement_table, correlations, format_table, mean_scores
 from minift.rating.uncertainty import (
@@ -40,6 +41,6 @@ __all__ = [
     "category_counts", "check_rating", "cohen_kappa", "coincidences", "confidence_order",
     "confusion", "correlations", "fleiss_kappa", "format_table", "item_id", "kendall_tau",
     "krippendorff_alpha", "labelling_curve", "margin_order", "mean_scores", "panel",
-    "rated_items", "ratings_to_reach", "rating_kind", "rating_matrix", "read_ratings",
+    "rated_items", "ratings_to_reach", "rating_kind", "rating_matrix", "read_ratings", "read_scores",
     "simulate_ratings", "spearman",
 ]  # fmt: skip

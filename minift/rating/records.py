@@ -167,3 +167,31 @@ def rating_matrix(rows: Sequence[dict]) -> tuple[list[str], list[str], list[list
     for r in rows:
         values[ri[r["rater"]]][ii[r["item"]]] = float(r[kind])
     return raters, items, values
+
+
+def read_scores(path: str | os.PathLike) -> dict[str, dict[str, float]]:
+    """Automatic scores to correlate with ratings: a JSONL of ``{"item": id, name: number,
+    ...}`` rows (e.g. ``"reward"``, ``"perplexity"``) -> {name: {item: value}}."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"scores file {path} does not exist")
+    scores: dict[str, dict[str, float]] = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{path} line {lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from e
+        if not isinstance(row, dict) or not isinstance(row.get("item"), str):
+            raise ValueError(f"{where}: a score row is an object with a string field 'item'")
+        for name, value in row.items():
+            if name == "item":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):  # fmt: skip
+                raise ValueError(f"{where}: score {name!r} must be a finite number, got {value!r}")  # fmt: skip
+            scores.setdefault(name, {})[row["item"]] = float(value)
+    if not scores:
+        raise ValueError(f"{path}: no scores (rows of item plus numeric fields)")
+    return scores
