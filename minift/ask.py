@@ -66,11 +66,13 @@ def read_answers(
 def terminal_answers(
     question: str,
     choices: Mapping[str, str],
-    ask: Callable[[str], str] = input,
+    ask: Callable[[str], str] | None = None,
     say: Callable[[str], None] = print,
 ) -> Iterator[str]:
-    """Answers typed in the terminal: asks ``question``, asks again after an answer that is
-    not one of ``choices``, ends at end of input (EOFError)."""
+    """Answers typed in the terminal (``ask``, default the built-in input(), looked up when
+    asking): asks ``question``, asks again after an answer that is not one of ``choices``,
+    ends at end of input (EOFError)."""
+    ask = ask or (lambda q: input(q))
     while True:
         try:
             a = ask(question).strip().lower()

@@ -39,7 +39,7 @@ def read_answers(path: str | os.PathLike) -> list[str]:
     return ask.read_answers(path, ANSWERS, HINT)
 
 
-def terminal_answers(ask_fn: Callable[[str], str] = input) -> Iterator[str]:
+def terminal_answers(ask_fn: Callable[[str], str] | None = None) -> Iterator[str]:
     """Answers typed in the terminal; asks again after an invalid one; ends on EOF."""
     return ask.terminal_answers(QUESTION, ANSWERS, ask_fn)
 
