@@ -14,6 +14,7 @@ import math
 import torch
 import triton
 
+from . import autotune
 from .buffers import output_buffer
 from .dispatch import interpreting
 from .flash_bwd_triton import attn_dkdv_kernel, attn_dq_kernel
@@ -47,21 +48,62 @@ def _tiles(dtype: torch.dtype, head_dim: int, pass_: str) -> dict:
     return dict(BLOCK_M=64 if big else 128, BLOCK_N=32, num_warps=warps, num_stages=3)  # dq
 
 
-def _common(q, k, v, causal, scale, index, pass_, config, wide):
-    head_dim = q.shape[-1]
+# (BLOCK_M, BLOCK_N, num_warps, num_stages) tried on a GPU after the fixed table
+# (:mod:`.autotune`), per pass, likeliest first. fwd: wide query tiles reuse each K/V load
+# over more rows, narrow key tiles keep the (BLOCK_M, BLOCK_N) scores in registers; dkdv: a
+# key block held with its dK, dV accumulators while query tiles stream past (larger key
+# blocks, fewer stages); dq: the mirror image. Tiles of 128 x 128 at head dim 128 fit
+# Hopper's shared memory only; fp32 tiles are half as wide.
+SPACE = {
+    "fwd": ((128, 128, 8, 2), (128, 64, 4, 4), (64, 64, 4, 3), (128, 32, 4, 4), (128, 128, 8, 3),
+            (64, 32, 4, 4)),
+    "dkdv": ((64, 64, 4, 2), (32, 128, 8, 2), (64, 128, 8, 2), (32, 64, 4, 4), (16, 64, 4, 3)),
+    "dq": ((128, 64, 8, 2), (64, 64, 4, 3), (128, 32, 8, 3), (32, 64, 4, 3), (64, 32, 4, 4)),
+}  # fmt: skip
+
+
+def _space(dtype: torch.dtype, pass_: str) -> list[dict]:
+    half = dtype == torch.float32
+    return [
+        dict(
+            BLOCK_M=max(16, m // 2) if half else m,
+            BLOCK_N=max(16, n // 2) if half else n,
+            num_warps=w,
+            num_stages=s,
+        )  # fmt: skip
+        for m, n, w, s in SPACE[pass_]
+    ]
+
+
+def _config(q, k, index, pass_, config, causal, wide, run) -> dict:
+    """The launch configuration of one pass: the table's entry (capped at the layout's
+    block size, stages fitted to the device), or the tuned choice on a GPU."""
+    head_dim, tq, tk = q.shape[-1], q.shape[2], k.shape[2]
     cfg = {**_tiles(q.dtype, head_dim, pass_), **config}
     cfg["LAYOUT_BLOCK"] = MIN_DOT  # unused by dense attention
+    dims = dict(BLOCK_M=tq, BLOCK_N=tk)
     if index is not None:  # tiles are cut from the layout's blocks
         cfg["LAYOUT_BLOCK"] = index.block_size
         cfg["BLOCK_M"] = min(cfg["BLOCK_M"], index.block_size)
         cfg["BLOCK_N"] = min(cfg["BLOCK_N"], index.block_size)
+        dims = dict(BLOCK_M=min(tq, index.block_size), BLOCK_N=min(tk, index.block_size))
     cfg["BLOCK_D"] = dot_tile(head_dim, 256)
     check_dot_tiles(BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_D=cfg["BLOCK_D"])
+    elem = q.element_size()
+    smem_of = lambda c: attention_smem(pass_, c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_D"], elem)  # noqa: E731
     if "num_stages" not in config:  # the most stages (up to the table's) that fit
-        per_stage, fixed = attention_smem(
-            pass_, cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_D"], q.element_size()
-        )
-        cfg["num_stages"] = stages_for(q.device, per_stage, fixed, cfg["num_stages"])
+        cfg["num_stages"] = stages_for(q.device, *smem_of(cfg), cfg["num_stages"])
+    b, h = q.shape[:2]
+    variant = dict(causal=bool(causal), sparse_block=index.block_size if index else 0, wide=wide)
+    return autotune.launch_config(
+        f"attention {pass_}", q.device, q.dtype, dict(BH=b * h, Tq=tq, Tk=tk, D=head_dim),
+        variant, cfg, _space(q.dtype, pass_), config, dims, smem_of, run,
+    )  # fmt: skip
+
+
+def _common(q, k, v, causal, scale, index, wide):
+    """The launch arguments every pass shares (sizes, strides, flags)."""
+    head_dim = q.shape[-1]
     sm_scale = scale if scale is not None else 1.0 / math.sqrt(head_dim)
     b, h, tq, _ = q.shape
     tk = k.shape[2]
@@ -71,7 +113,7 @@ def _common(q, k, v, causal, scale, index, pass_, config, wide):
     flags = dict(
         CAUSAL=causal, SPARSE=index is not None, PRECISION=dot_precision(q.dtype), WIDE=wide
     )
-    return cfg, sm_scale, sizes, sparse, strides, flags
+    return sm_scale, sizes, sparse, strides, flags
 
 
 def _wide(q, k, v, index) -> bool:
@@ -94,20 +136,23 @@ def flash_forward(
 
     q, k, v: (B, H, T, D) with unit stride in D. ``config`` overrides tile sizes.
     """
-    cfg, sm_scale, sizes, sparse, strides, flags = _common(
-        q, k, v, causal, scale, index, "fwd", config, _wide(q, k, v, index)
-    )
+    wide = _wide(q, k, v, index)
+    sm_scale, sizes, sparse, strides, flags = _common(q, k, v, causal, scale, index, wide)
     b, h, tq, d = q.shape
-    o = output_buffer((b, h, tq, d), q.dtype, q.device)
-    lse = output_buffer((b, h, tq), torch.float32, q.device)
-    lists = (index.cols, index.col_counts) if index is not None else (lse, lse)  # dummies
-    n_tiles = q_tiles(tq, k.shape[2], cfg["BLOCK_M"])
-    compiled = attn_fwd_kernel[flat_grid(n_tiles, b * h)](
-        q, k, v, o, lse, *lists,
-        *strides, *sizes, sm_scale * LOG2E, *sparse, n_tiles, **flags, **cfg,
-    )  # fmt: skip
-    record_launch("attention fwd", compiled, {**cfg, **flags})
-    return o, lse
+    lists = (index.cols, index.col_counts) if index is not None else None
+
+    def launch(cfg: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        o = output_buffer((b, h, tq, d), q.dtype, q.device)
+        lse = output_buffer((b, h, tq), torch.float32, q.device)
+        n_tiles = q_tiles(tq, k.shape[2], cfg["BLOCK_M"])
+        compiled = attn_fwd_kernel[flat_grid(n_tiles, b * h)](
+            q, k, v, o, lse, *(lists or (lse, lse)),  # dummies when dense
+            *strides, *sizes, sm_scale * LOG2E, *sparse, n_tiles, **flags, **cfg,
+        )  # fmt: skip
+        record_launch("attention fwd", compiled, {**cfg, **flags})
+        return o, lse
+
+    return launch(_config(q, k, index, "fwd", config, causal, wide, launch))
 
 
 def flash_backward(
@@ -134,28 +179,35 @@ def flash_backward(
     attn_delta_kernel[flat_grid(triton.cdiv(b * h * tq, block_rows), 1)](
         o, do, delta, b * h * tq, d, BLOCK_M=block_rows, BLOCK_D=triton.next_power_of_2(d)
     )
-    dq = output_buffer(q.shape, q.dtype, q.device)
-    dk = output_buffer(k.shape, k.dtype, k.device)
-    dv = output_buffer(v.shape, v.dtype, v.device)
     dummy = delta
 
-    cfg, sm_scale, sizes, sparse, strides, flags = _common(
-        q, k, v, causal, scale, index, "dkdv", config, wide
-    )
+    sm_scale, sizes, sparse, strides, flags = _common(q, k, v, causal, scale, index, wide)
     lists = (index.rows, index.row_counts) if index is not None else (dummy, dummy)
-    n_tiles = triton.cdiv(tk, cfg["BLOCK_N"])
-    compiled = attn_dkdv_kernel[flat_grid(n_tiles, b * h)](
-        q, k, v, do, lse, delta, dk, dv, *lists,
-        *strides, *sizes, sm_scale, sm_scale * LOG2E, *sparse, n_tiles, **flags, **cfg,
-    )  # fmt: skip
-    record_launch("attention dkdv", compiled, {**cfg, **flags})
 
-    cfg, *_ = _common(q, k, v, causal, scale, index, "dq", config, wide)
-    lists = (index.cols, index.col_counts) if index is not None else (dummy, dummy)
-    n_tiles = q_tiles(tq, tk, cfg["BLOCK_M"])
-    compiled = attn_dq_kernel[flat_grid(n_tiles, b * h)](
-        q, k, v, do, lse, delta, dq, *lists,
-        *strides, *sizes, sm_scale, sm_scale * LOG2E, *sparse, n_tiles, **flags, **cfg,
-    )  # fmt: skip
-    record_launch("attention dq", compiled, {**cfg, **flags})
+    def launch_dkdv(cfg: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        dk = output_buffer(k.shape, k.dtype, k.device)
+        dv = output_buffer(v.shape, v.dtype, v.device)
+        n_tiles = triton.cdiv(tk, cfg["BLOCK_N"])
+        compiled = attn_dkdv_kernel[flat_grid(n_tiles, b * h)](
+            q, k, v, do, lse, delta, dk, dv, *lists,
+            *strides, *sizes, sm_scale, sm_scale * LOG2E, *sparse, n_tiles, **flags, **cfg,
+        )  # fmt: skip
+        record_launch("attention dkdv", compiled, {**cfg, **flags})
+        return dk, dv
+
+    dk, dv = launch_dkdv(_config(q, k, index, "dkdv", config, causal, wide, launch_dkdv))
+
+    q_lists = (index.cols, index.col_counts) if index is not None else (dummy, dummy)
+
+    def launch_dq(cfg: dict) -> torch.Tensor:
+        dq = output_buffer(q.shape, q.dtype, q.device)
+        n_tiles = q_tiles(tq, tk, cfg["BLOCK_M"])
+        compiled = attn_dq_kernel[flat_grid(n_tiles, b * h)](
+            q, k, v, do, lse, delta, dq, *q_lists,
+            *strides, *sizes, sm_scale, sm_scale * LOG2E, *sparse, n_tiles, **flags, **cfg,
+        )  # fmt: skip
+        record_launch("attention dq", compiled, {**cfg, **flags})
+        return dq
+
+    dq = launch_dq(_config(q, k, index, "dq", config, causal, wide, launch_dq))
     return dq, dk, dv

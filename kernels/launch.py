@@ -156,6 +156,22 @@ def matmul_smem(block_m: int, block_n: int, block_k: int, elem: int) -> tuple[in
     return (block_m * block_k + block_k * block_n) * elem, 0
 
 
+def sgmv_smem(block_m: int, block_n: int, block_k: int, block_r: int, elem: int) -> tuple[int, int]:
+    """(per_stage, fixed) bytes of the multi-LoRA shrink-expand kernel: the gathered X rows
+    and an adapter's At tile each step; its (BLOCK_R, BLOCK_N) Bt tile once."""
+    return (block_m * block_k + block_k * block_r) * elem, block_r * block_n * elem
+
+
+def nf4_smem(block_m: int, block_n: int, block_k: int, elem: int) -> tuple[int, int]:
+    """(per_stage, fixed) bytes of the NF4 matmul, fitted to what Triton 3.8 allocates (sm_86
+    and sm_90, bf16, 6 tile shapes x 1-4 stages): each stage holds the X tile and 8 bytes per
+    weight element of the decode's gathers (the fp32 code level and block scale); the
+    decoded W^T tile never reaches shared memory on its own. Exact on sm_86 (stages - 1
+    buffers); on sm_90 the compiler keeps stages - 1 buffers plus the two MMA operands,
+    less than the stages full buffers this model counts (the safe side)."""
+    return block_m * block_k * elem + 8 * block_k * block_n, 0
+
+
 def attention_smem(
     pass_: str, block_m: int, block_n: int, block_d: int, elem: int
 ) -> tuple[int, int]:

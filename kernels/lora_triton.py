@@ -34,6 +34,7 @@ import torch
 import triton
 import triton.language as tl
 
+from . import autotune
 from .buffers import output_buffer
 from .dispatch import interpreting
 from .launch import (
@@ -165,6 +166,39 @@ def _config(dtype: torch.dtype) -> dict:
     return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=block_k, GROUP_M=8, num_warps=8, num_stages=3)
 
 
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) tried on a GPU after the fixed table
+# (:mod:`.autotune`), likeliest first. Wider N tiles halve the fused kernel's recomputed
+# x A^T (R / BLOCK_N of the main matmul's FLOPs); 256-wide tiles fit Hopper's 227 KB only;
+# small tiles are for few tokens (decoding) and the thin dA, dB products; 4-5 stages trade
+# shared memory for latency hiding where the tiles are small enough.
+SPACE = (
+    (128, 256, 64, 8, 3),
+    (128, 128, 64, 8, 4),
+    (256, 128, 64, 8, 3),
+    (128, 128, 32, 4, 4),
+    (64, 128, 64, 4, 4),
+    (128, 64, 64, 4, 4),
+    (64, 64, 64, 4, 3),
+    (128, 64, 32, 4, 5),
+)
+
+
+def _space(dtype: torch.dtype) -> list[dict]:
+    """Tuning candidates; fp32 halves BLOCK_K (the same bytes a stage as 16-bit tiles)."""
+    half = dtype in (torch.float32, torch.float64)
+    return [
+        dict(
+            BLOCK_M=m,
+            BLOCK_N=n,
+            BLOCK_K=k // 2 if half else k,
+            GROUP_M=8,
+            num_warps=w,
+            num_stages=s,
+        )  # fmt: skip
+        for m, n, k, w, s in SPACE
+    ]
+
+
 def fused_lora(
     x: torch.Tensor,
     w_t: torch.Tensor,
@@ -185,23 +219,33 @@ def fused_lora(
     check_dot_tiles(**{key: cfg[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "BLOCK_R")})
     if r > cfg["BLOCK_R"]:
         raise ValueError(f"LoRA rank {r} exceeds the kernel's largest BLOCK_R ({cfg['BLOCK_R']})")
+    elem = x.element_size()
+    smem_of = lambda c: lora_smem(c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"], c["BLOCK_R"], elem)  # noqa: E731
     if "num_stages" not in config:
-        smem = lora_smem(cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"], cfg["BLOCK_R"],
-                         x.element_size())  # fmt: skip
-        cfg["num_stages"] = stages_for(x.device, *smem, cfg["num_stages"])
+        cfg["num_stages"] = stages_for(x.device, *smem_of(cfg), cfg["num_stages"])
     wide = needs_int64(x, w_t, a_t, b_t, contiguous(m, n), contiguous(m, r))
-    y = output_buffer((m, n), x.dtype, x.device)
-    xa = output_buffer((m, r), x.dtype, x.device) if store_xa else y  # y: an unused dummy
-    grid = check_grid((triton.cdiv(m, cfg["BLOCK_M"]) * triton.cdiv(n, cfg["BLOCK_N"]),))
-    compiled = _fused_lora_kernel[grid](
-        x, w_t, bias if bias is not None else y, a_t, b_t, y, xa,
-        m, n, k, r, float(scaling),
-        x.stride(0), x.stride(1), w_t.stride(1), w_t.stride(0), a_t.stride(1), a_t.stride(0),
-        b_t.stride(1), b_t.stride(0), y.stride(0), y.stride(1), xa.stride(0), xa.stride(1),
-        HAS_BIAS=bias is not None, STORE_XA=store_xa, PRECISION=dot_precision(x.dtype),
-        WIDE=wide, **cfg,
+
+    def launch(cfg: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        y = output_buffer((m, n), x.dtype, x.device)
+        xa = output_buffer((m, r), x.dtype, x.device) if store_xa else y  # y: an unused dummy
+        grid = check_grid((triton.cdiv(m, cfg["BLOCK_M"]) * triton.cdiv(n, cfg["BLOCK_N"]),))
+        compiled = _fused_lora_kernel[grid](
+            x, w_t, bias if bias is not None else y, a_t, b_t, y, xa,
+            m, n, k, r, float(scaling),
+            x.stride(0), x.stride(1), w_t.stride(1), w_t.stride(0), a_t.stride(1), a_t.stride(0),
+            b_t.stride(1), b_t.stride(0), y.stride(0), y.stride(1), xa.stride(0), xa.stride(1),
+            HAS_BIAS=bias is not None, STORE_XA=store_xa, PRECISION=dot_precision(x.dtype),
+            WIDE=wide, **cfg,
+        )  # fmt: skip
+        record_launch("fused_lora", compiled, {**cfg, "WIDE": wide})
+        return y, xa
+
+    cfg = autotune.launch_config(
+        "fused_lora", x.device, x.dtype, dict(M=m, N=n, K=k, R=r),
+        dict(bias=bias is not None, store_xa=store_xa, wide=wide), cfg, _space(x.dtype),
+        config, dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k), smem_of, launch,
     )  # fmt: skip
-    record_launch("fused_lora", compiled, {**cfg, "WIDE": wide})
+    y, xa = launch(cfg)
     return y, (xa if store_xa else None)
 
 
@@ -217,18 +261,29 @@ def matmul(
     (m, k), n = a.shape, b.shape[1]
     cfg = {**_config(a.dtype), **config}
     check_dot_tiles(**{key: cfg[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K")})
+    elem = a.element_size()
+    smem_of = lambda c: matmul_smem(c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"], elem)  # noqa: E731
     if "num_stages" not in config:
-        smem = matmul_smem(cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_K"], a.element_size())
-        cfg["num_stages"] = stages_for(a.device, *smem, cfg["num_stages"])
+        cfg["num_stages"] = stages_for(a.device, *smem_of(cfg), cfg["num_stages"])
     out_dtype = out_dtype or a.dtype
-    c = output_buffer((m, n), out_dtype, a.device)
-    sums = output_buffer((m,), out_dtype, a.device) if row_sums else c
-    grid = check_grid((triton.cdiv(m, cfg["BLOCK_M"]) * triton.cdiv(n, cfg["BLOCK_N"]),))
     wide = needs_int64(a, b, contiguous(m, n))
-    compiled = _matmul_kernel[grid](
-        a, b, c, sums, m, n, k, float(alpha),
-        a.stride(0), a.stride(1), b.stride(0), b.stride(1), c.stride(0), c.stride(1),
-        ROW_SUMS=row_sums, PRECISION=dot_precision(a.dtype), WIDE=wide, **cfg,
+
+    def launch(cfg: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        c = output_buffer((m, n), out_dtype, a.device)
+        sums = output_buffer((m,), out_dtype, a.device) if row_sums else c
+        grid = check_grid((triton.cdiv(m, cfg["BLOCK_M"]) * triton.cdiv(n, cfg["BLOCK_N"]),))
+        compiled = _matmul_kernel[grid](
+            a, b, c, sums, m, n, k, float(alpha),
+            a.stride(0), a.stride(1), b.stride(0), b.stride(1), c.stride(0), c.stride(1),
+            ROW_SUMS=row_sums, PRECISION=dot_precision(a.dtype), WIDE=wide, **cfg,
+        )  # fmt: skip
+        record_launch("matmul", compiled, {**cfg, "WIDE": wide})
+        return c, sums
+
+    cfg = autotune.launch_config(
+        "matmul", a.device, a.dtype, dict(M=m, N=n, K=k),
+        dict(row_sums=row_sums, out=str(out_dtype).removeprefix("torch."), wide=wide), cfg,
+        _space(a.dtype), config, dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k), smem_of, launch,
     )  # fmt: skip
-    record_launch("matmul", compiled, {**cfg, "WIDE": wide})
+    c, sums = launch(cfg)
     return c, (sums if row_sums else None)

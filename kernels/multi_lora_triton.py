@@ -24,9 +24,10 @@ import torch
 import triton
 import triton.language as tl
 
+from . import autotune
 from .buffers import output_buffer
 from .dispatch import interpreting
-from .launch import check_grid, contiguous, needs_int64, record_launch
+from .launch import check_grid, contiguous, matmul_smem, needs_int64, record_launch, sgmv_smem
 from .triton_utils import check_dot_tiles, dot_precision, dot_tile, widen
 
 MAX_RANK = 128
@@ -158,6 +159,26 @@ def _config(dtype: torch.dtype) -> dict:
     return dict(BLOCK_M=64, BLOCK_N=128, BLOCK_K=block_k, num_warps=4, num_stages=2)
 
 
+def _space(dtype: torch.dtype) -> list[dict]:
+    """Tuning candidates (:mod:`.autotune`) for the shrink-expand kernel: short segments
+    (few rows per adapter) want short row tiles, since a segment's last tile is mostly
+    masked; long ones want the fixed 64-row tiles with more stages or wider columns."""
+    half = dtype in (torch.float32, torch.float64)
+    rows = ((32, 128, 64, 4, 3), (16, 128, 64, 4, 3), (64, 128, 64, 4, 3), (64, 64, 64, 4, 3),
+            (64, 256, 64, 8, 2), (32, 64, 128, 4, 2))  # fmt: skip
+    return [dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k // 2 if half else k, num_warps=w, num_stages=s)
+            for m, n, k, w, s in rows]  # fmt: skip
+
+
+def _outer_space() -> list[dict]:
+    """Candidates for the segmented outer products (dA, dB): (BLOCK_M rows a step, the
+    (BLOCK_P, BLOCK_Q) output tile), each adapter's rows summed in one program."""
+    rows = ((64, 64, 64, 4, 3), (32, 128, 64, 8, 2), (64, 32, 128, 4, 3), (16, 64, 64, 4, 4),
+            (64, 128, 128, 8, 2))  # fmt: skip
+    return [dict(BLOCK_M=m, BLOCK_P=p, BLOCK_Q=q, num_warps=w, num_stages=s)
+            for m, p, q, w, s in rows]  # fmt: skip
+
+
 def sgmv(
     x: torch.Tensor,
     lora_A: torch.Tensor,
@@ -176,22 +197,33 @@ def sgmv(
     check_dot_tiles(**{key: cfg[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "BLOCK_R")})
     if r > cfg["BLOCK_R"]:
         raise ValueError(f"LoRA rank {r} exceeds the kernel's largest BLOCK_R ({cfg['BLOCK_R']})")
-    y = torch.zeros((m, n), dtype=x.dtype, device=x.device)
-    u = torch.zeros((m, r), dtype=x.dtype, device=x.device)
-    tile_adapter, tile_first, tile_end = seg.tiles(cfg["BLOCK_M"])
-    if len(tile_adapter) == 0:  # no row has an adapter
-        return y, u
+    if seg.order.numel() == 0:  # no row has an adapter
+        return (torch.zeros((m, n), dtype=x.dtype, device=x.device),
+                torch.zeros((m, r), dtype=x.dtype, device=x.device))  # fmt: skip
     wide = needs_int64(x, contiguous(m, n))
-    grid = check_grid((len(tile_adapter) * triton.cdiv(n, cfg["BLOCK_N"]),))
-    compiled = _sgmv_kernel[grid](
-        x, lora_A, lora_B, scaling, y, u, seg.order, tile_adapter, tile_first, tile_end,
-        n, k, r,
-        x.stride(0), x.stride(1), *lora_A.stride(), *lora_B.stride(),
-        y.stride(0), y.stride(1), u.stride(0), u.stride(1),
-        F64=x.dtype == torch.float64, PRECISION=_precision(x.dtype), WIDE=wide, **cfg,
+
+    def launch(cfg: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.zeros((m, n), dtype=x.dtype, device=x.device)  # rows without adapter: 0
+        u = torch.zeros((m, r), dtype=x.dtype, device=x.device)
+        tile_adapter, tile_first, tile_end = seg.tiles(cfg["BLOCK_M"])
+        grid = check_grid((len(tile_adapter) * triton.cdiv(n, cfg["BLOCK_N"]),))
+        compiled = _sgmv_kernel[grid](
+            x, lora_A, lora_B, scaling, y, u, seg.order, tile_adapter, tile_first, tile_end,
+            n, k, r,
+            x.stride(0), x.stride(1), *lora_A.stride(), *lora_B.stride(),
+            y.stride(0), y.stride(1), u.stride(0), u.stride(1),
+            F64=x.dtype == torch.float64, PRECISION=_precision(x.dtype), WIDE=wide, **cfg,
+        )  # fmt: skip
+        record_launch("sgmv", compiled, {**cfg, "WIDE": wide})
+        return y, u
+
+    elem = x.element_size()
+    cfg = autotune.launch_config(
+        "sgmv", x.device, x.dtype, dict(M=m, N=n, K=k, R=r, L=lora_A.shape[0]),
+        dict(wide=wide), cfg, _space(x.dtype), config, dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k),
+        lambda c: sgmv_smem(c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"], c["BLOCK_R"], elem), launch,
     )  # fmt: skip
-    record_launch("sgmv", compiled, {**cfg, "WIDE": wide})
-    return y, u
+    return launch(cfg)
 
 
 def segmented_outer(
@@ -215,13 +247,24 @@ def segmented_outer(
         **config,
     )
     check_dot_tiles(**{key: cfg[key] for key in ("BLOCK_M", "BLOCK_P", "BLOCK_Q")})
-    c = output_buffer((n_adapters, pdim, qdim), out_dtype, p.device)
-    grid = (n_adapters * triton.cdiv(pdim, cfg["BLOCK_P"]) * triton.cdiv(qdim, cfg["BLOCK_Q"]),)
     wide = needs_int64(p, q)
-    compiled = _segmented_outer_kernel[check_grid(grid)](
-        p, q, scaling, c, seg.order, seg.starts, pdim, qdim,
-        p.stride(0), p.stride(1), q.stride(0), q.stride(1), *c.stride(),
-        F64=p.dtype == torch.float64, PRECISION=_precision(p.dtype), WIDE=wide, **cfg,
+
+    def launch(cfg: dict) -> torch.Tensor:
+        c = output_buffer((n_adapters, pdim, qdim), out_dtype, p.device)
+        grid = (n_adapters * triton.cdiv(pdim, cfg["BLOCK_P"]) * triton.cdiv(qdim, cfg["BLOCK_Q"]),)
+        compiled = _segmented_outer_kernel[check_grid(grid)](
+            p, q, scaling, c, seg.order, seg.starts, pdim, qdim,
+            p.stride(0), p.stride(1), q.stride(0), q.stride(1), *c.stride(),
+            F64=p.dtype == torch.float64, PRECISION=_precision(p.dtype), WIDE=wide, **cfg,
+        )  # fmt: skip
+        record_launch("segmented_outer", compiled, {**cfg, "WIDE": wide})
+        return c
+
+    elem = p.element_size()
+    cfg = autotune.launch_config(
+        "segmented_outer", p.device, p.dtype, dict(M=p.shape[0], P=pdim, Q=qdim, L=n_adapters),
+        dict(out=str(out_dtype).removeprefix("torch."), wide=wide), cfg, _outer_space(), config,
+        dict(BLOCK_M=p.shape[0], BLOCK_P=pdim, BLOCK_Q=qdim),
+        lambda c: matmul_smem(c["BLOCK_P"], c["BLOCK_Q"], c["BLOCK_M"], elem), launch,
     )  # fmt: skip
-    record_launch("segmented_outer", compiled, {**cfg, "WIDE": wide})
-    return c
+    return launch(cfg)

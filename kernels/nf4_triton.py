@@ -4,8 +4,10 @@ One program computes a (BLOCK_M, BLOCK_N) tile of Y = X W^T + b. For each BLOCK_
 loads the X tile and decodes the matching (BLOCK_K, BLOCK_N) tile of W^T from the packed
 bytes: flat index f = n K + k, byte f // 2, nibble by the parity of f, level by a gather
 from the 16-entry code book, times the scale of block f // 64. Nothing of W's full size is
-ever written. Tiles of 16 keep the interpreter fast on CPU; on a GPU larger tiles pay off
-(not tuned here: this task had no GPU to measure on).
+ever written. The fixed table keeps tiles of 16 (fast in the interpreter, and what the GPU
+tests check); on a GPU :mod:`.autotune` tries larger ones (:func:`_space`). The decode's
+gathers are pipelined too: 8 bytes of shared memory per weight element a stage
+(:func:`.launch.nf4_smem`), so the larger tiles take fewer stages.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_utils import dot_precision
+from . import autotune
+from .launch import nf4_smem, record_launch
+from .triton_utils import check_dot_tiles, dot_precision
 
 
 @triton.jit
@@ -57,17 +61,49 @@ def _nf4_matmul_kernel(
     )
 
 
-def nf4_matmul(x, packed, scales, code, shape, bias=None, BLOCK_M=16, BLOCK_N=16, BLOCK_K=16):
+def _config(dtype: torch.dtype) -> dict:
+    """The fixed table: 16s everywhere (Triton's default warps and stages on CUDA)."""
+    return dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, num_warps=4, num_stages=3)
+
+
+def _space(dtype: torch.dtype) -> list[dict]:
+    """Tuning candidates: a few rows (decoding) with wide weight tiles, then square tiles
+    for prompts and training batches; stages limited by the gathers' shared memory."""
+    rows = ((16, 64, 64, 4, 3), (32, 64, 64, 4, 3), (64, 64, 64, 4, 3), (64, 128, 64, 4, 2),
+            (128, 64, 64, 4, 2), (128, 128, 64, 8, 2), (64, 64, 32, 4, 4))  # fmt: skip
+    return [dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k, num_warps=w, num_stages=s)
+            for m, n, k, w, s in rows]  # fmt: skip
+
+
+def nf4_matmul(x, packed, scales, code, shape, bias=None, **config):
+    """Y = x dequant(W)^T + bias for an NF4 weight of ``shape`` (N, K); ``config`` overrides
+    the tile sizes of :func:`_config`."""
     n, k = shape
     m = x.shape[0]
     x = x.contiguous()
-    y = torch.empty(m, n, device=x.device, dtype=x.dtype)
-    grid = (triton.cdiv(m, BLOCK_M), triton.cdiv(n, BLOCK_N))
-    _nf4_matmul_kernel[grid](
-        x, packed.contiguous(), scales.float().contiguous(), code.float().contiguous(),
-        bias if bias is not None else x, y,
-        m, n, k, x.stride(0), x.stride(1), y.stride(0), y.stride(1),
-        HAS_BIAS=bias is not None, PRECISION=dot_precision(x.dtype),
-        BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K,
+    packed, scales, code = (
+        packed.contiguous(),
+        scales.float().contiguous(),
+        code.float().contiguous(),
+    )
+    cfg = {**_config(x.dtype), **config}
+    check_dot_tiles(**{key: cfg[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K")})
+
+    def launch(cfg: dict) -> torch.Tensor:
+        y = torch.empty(m, n, device=x.device, dtype=x.dtype)
+        grid = (triton.cdiv(m, cfg["BLOCK_M"]), triton.cdiv(n, cfg["BLOCK_N"]))
+        compiled = _nf4_matmul_kernel[grid](
+            x, packed, scales, code, bias if bias is not None else x, y,
+            m, n, k, x.stride(0), x.stride(1), y.stride(0), y.stride(1),
+            HAS_BIAS=bias is not None, PRECISION=dot_precision(x.dtype), **cfg,
+        )  # fmt: skip
+        record_launch("nf4_matmul", compiled, dict(cfg))
+        return y
+
+    elem = x.element_size()
+    cfg = autotune.launch_config(
+        "nf4_matmul", x.device, x.dtype, dict(M=m, N=n, K=k), dict(bias=bias is not None), cfg,
+        _space(x.dtype), config, dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k),
+        lambda c: nf4_smem(c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"], elem), launch,
     )  # fmt: skip
-    return y
+    return launch(cfg)

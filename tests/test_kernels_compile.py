@@ -19,7 +19,9 @@ import pytest
 
 pytest.importorskip("triton")
 
-PROBE = r"""
+# Compiles a kernel for a GPU target and returns the shared memory it allocates (shared
+# with tests/test_kernels_autotune.py, which compiles tuning candidates the same way).
+COMPILER = r"""
 import inspect, json, sys
 import triton
 from triton.backends.compiler import GPUTarget
@@ -29,13 +31,6 @@ params = inspect.signature(ASTSource).parameters
 if "constexprs" not in params or "attrs" not in params:
     print(json.dumps({"skip": "this Triton's ASTSource takes other arguments"}))
     sys.exit(0)
-
-from minift.kernels import launch
-from minift.kernels.flash_bwd_triton import attn_dkdv_kernel
-from minift.kernels.flash_fwd_triton import attn_fwd_kernel
-from minift.kernels.flash_triton import _tiles
-from minift.kernels.lora_triton import _config, _fused_lora_kernel
-import torch
 
 
 def compile_shared(kernel, types, const, capability, warps, stages):
@@ -55,7 +50,17 @@ def compile_shared(kernel, types, const, capability, warps, stages):
     )
     src = ASTSource(fn=kernel, signature=sig, constexprs=const, attrs=attrs)
     return triton.compile(src, target=target, options=options.__dict__).metadata.shared
+"""
 
+PROBE = (
+    COMPILER
+    + r"""
+from minift.kernels import launch
+from minift.kernels.flash_bwd_triton import attn_dkdv_kernel
+from minift.kernels.flash_fwd_triton import attn_fwd_kernel
+from minift.kernels.flash_triton import _tiles
+from minift.kernels.lora_triton import _config, _fused_lora_kernel
+import torch
 
 out = []
 for capability, smem in json.loads(sys.argv[1]):
@@ -88,15 +93,17 @@ for capability, smem in json.loads(sys.argv[1]):
                         shared=shared))
 print(json.dumps(out))
 """
+)
 
 TARGETS = [((12, 0), 101_376), ((8, 6), 101_376), ((9, 0), 232_448)]
 
 
-def test_compiled_shared_memory_fits_the_chosen_stages():
-    """sm_120 and sm_86 with 99 KB (consumer GPUs), sm_90 with 227 KB (H100)."""
+def run_probe(script: str, argument) -> list:
+    """Run a compile probe in a subprocess without the interpreter; its last line of output
+    (JSON) is the result. Skips where this Triton cannot compile on the CPU."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(TARGETS)],
+        [sys.executable, "-c", script, json.dumps(argument)],
         capture_output=True,
         text=True,
         env=env,
@@ -108,6 +115,12 @@ def test_compiled_shared_memory_fits_the_chosen_stages():
     rows = json.loads(done.stdout.strip().splitlines()[-1])
     if isinstance(rows, dict):
         pytest.skip(rows["skip"])
+    return rows
+
+
+def test_compiled_shared_memory_fits_the_chosen_stages():
+    """sm_120 and sm_86 with 99 KB (consumer GPUs), sm_90 with 227 KB (H100)."""
+    rows = run_probe(PROBE, TARGETS)
     assert len(rows) == 3 * len(TARGETS)
     for row in rows:
         print(row)

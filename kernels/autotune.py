@@ -1,0 +1,332 @@
+"""Autotuning: each kernel's tile sizes, warps and stages chosen per shape by timing, once.
+
+A Triton kernel's speed hangs on its launch configuration: the BLOCK sizes (the work of one
+program: bigger tiles reuse each loaded operand more, but leave fewer programs to fill the
+SMs and mask off more of a small dimension), ``num_warps`` (threads per program: more
+parallelism inside a tile against fewer registers per thread) and ``num_stages`` (loads in
+flight: latency hidden against shared memory). The best choice moves with the shape (a
+40-token batch wants small row tiles, 4096 tokens large ones), the dtype and the GPU, and no
+model predicts it well enough, so it is measured, as Triton's ``triton.autotune`` and
+cuBLAS's heuristic-plus-search do.
+
+Per key (kernel and its variant, shape bucket, dtype, device name, Triton version):
+
+1. candidates: the kernel's fixed table entry first (the configuration the GPU tests check
+   against the PyTorch reference), then the short list of its module's ``_space``, each
+   clamped so that no tile exceeds the next power of two of its dimension (the rest of the
+   tile would be masked-off work), deduplicated, and dropped when its pipeline stages do not
+   fit the device's shared memory (:mod:`.launch`'s model, the one the fixed table's stages
+   pass);
+2. each runs once (compiling it) and its outputs are compared with the first candidate's:
+   a configuration that computes something else (a tile the masks miss, a compiler bug at
+   one tile shape) is rejected, so a fast wrong one cannot win; one that fails to compile
+   or launch is rejected with its error;
+3. the survivors are timed (warm-up runs, then the median of a few runs between CUDA
+   events) and the fastest is kept;
+4. the winner is cached in memory and in ``$MINIFT_HOME/autotune.json`` (written whole, then
+   renamed into place); later calls, and later processes, skip 1-3. A cache file that
+   cannot be read is ignored with one warning.
+
+Shape buckets are powers of two per dimension, so a training run whose token count drifts
+does not re-tune at every step; the first shape seen in a bucket decides for it.
+
+Why not ``triton.autotune``: it knows nothing of the shared-memory model, compares no
+outputs, keeps its choices in one process only, and cannot run on a CPU; here selection,
+output check, cache and pruning are plain Python, tested on the CPU with a fake timer.
+
+Switch: ``MINIFT_AUTOTUNE=0`` keeps the fixed table; unset or 1 tunes on CUDA devices (the
+first call of a shape bucket then compiles and times a handful of configurations: seconds
+per kernel, once per machine). The interpreter and CPU tensors always take the fixed small
+configuration, so the CPU tests stay fast and deterministic. :func:`set_budget` bounds the
+time spent tuning (a benchmark with a deadline): past it, decisions keep the fixed table
+or the best candidate timed so far, and are not written to the cache file.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .autotune_cache import AutotuneCacheWarning, CacheFile, bucket, make_key
+from .dispatch import interpreting
+from .launch import device_limits_of, smem_bytes
+
+__all__ = ["AutotuneCacheWarning", "Tuner", "bucket", "choices", "describe", "disagreement",
+           "launch_config", "make_key", "prune", "set_budget", "tune", "tuner"]  # fmt: skip
+
+ENV = "MINIFT_AUTOTUNE"
+MIN_TILE = 16  # tl.dot's smallest tile dimension (triton_utils.MIN_DOT)
+
+# How far a candidate's outputs may sit from the first candidate's, as a fraction of the
+# largest output magnitude. Two correct configurations differ only in the order of fp32
+# accumulation and in where intermediates are rounded to the input dtype, a few units in
+# the last place of the output (fp32: the accumulation order over thousands of terms,
+# ~sqrt(K) eps); a configuration that skips or doubles a tile is off by whole terms.
+TOLERANCE = {
+    torch.float64: 1e-9,
+    torch.float32: 1e-4,
+    torch.float16: 8 * 2.0**-10,
+    torch.bfloat16: 8 * 2.0**-7,
+}
+
+
+def mode() -> bool:
+    """``MINIFT_AUTOTUNE``: on when unset or 1, off when 0; anything else is named."""
+    value = os.environ.get(ENV, "").strip().lower()
+    if value in ("", "1", "on", "true"):
+        return True
+    if value in ("0", "off", "false"):
+        return False
+    raise ValueError(f"{ENV}={value!r} is not one of 1 (tune on CUDA devices) or 0 (fixed table)")
+
+
+def enabled(device) -> bool:
+    """Whether a launch on ``device`` is tuned: CUDA, not the interpreter, not switched off."""
+    return getattr(device, "type", "cpu") == "cuda" and not interpreting() and mode()
+
+
+def describe(config: Mapping) -> str:
+    """A compact, stable name for a configuration: ``M128 N64 K64 w8 s3``."""
+    short = {"num_warps": "w", "num_stages": "s", "GROUP_M": "g"}
+    parts = []
+    for name in sorted(config):
+        label = short.get(name, name.removeprefix("BLOCK_"))
+        parts.append(f"{label}{config[name]}")
+    return " ".join(parts)
+
+
+# ----------------------------------------------------------------------- candidates
+def prune(
+    candidates: Sequence[Mapping],
+    tile_dims: Mapping[str, int],
+    smem_of: Callable[[dict], tuple[int, int]],
+    smem_limit: int,
+    capability: tuple[int, int],
+    pinned: Mapping | None = None,
+) -> list[dict]:
+    """The candidates worth timing: ``candidates[0]`` (the fixed table's entry, already
+    fitted to the device) as it is, then each other one clamped to the shape (no tile past
+    ``max(16, next_pow2(dim))`` for the dims in ``tile_dims``), with the caller's ``pinned``
+    entries applied, once each, and only if its ``num_stages`` buffers fit ``smem_limit``
+    (``smem_of(config)`` gives its (per-stage, fixed) bytes, as :mod:`.launch` models them).
+    """
+    first = dict(candidates[0])
+    out, seen = [first], {describe(first)}
+    for candidate in candidates[1:]:
+        config = {**first, **candidate}  # what a candidate leaves out (BLOCK_R, ...) is fixed
+        for name, size in tile_dims.items():
+            if name in config:
+                config[name] = min(config[name], max(MIN_TILE, bucket(size)))
+        config.update(pinned or {})
+        name = describe(config)
+        if name in seen:
+            continue
+        per_stage, fixed = smem_of(config)
+        if smem_bytes(per_stage, fixed, config.get("num_stages", 1), capability) > smem_limit:
+            continue
+        seen.add(name)
+        out.append(config)
+    return out
+
+
+# ------------------------------------------------------------------ output check
+def _as_list(outputs) -> list[torch.Tensor]:
+    if isinstance(outputs, torch.Tensor):
+        return [outputs]
+    return [t for t in outputs if isinstance(t, torch.Tensor)]
+
+
+def disagreement(got, want) -> str | None:
+    """None when ``got`` matches ``want`` (tensor or sequence of tensors) within
+    :data:`TOLERANCE` of the largest finite magnitude of each output; else the reason.
+    Equal infinities agree (a log-sum-exp of -inf for a row that sees no key); a NaN never
+    does."""
+    got, want = _as_list(got), _as_list(want)
+    if len(got) != len(want):
+        return f"{len(got)} outputs, expected {len(want)}"
+    for i, (g, w) in enumerate(zip(got, want)):
+        if g.shape != w.shape:
+            return f"output {i} has shape {tuple(g.shape)}, expected {tuple(w.shape)}"
+        if w.numel() == 0:
+            continue
+        tol = TOLERANCE.get(w.dtype, 0.0)
+        g64, w64 = g.detach().double(), w.detach().double()
+        finite = w64[torch.isfinite(w64)]
+        scale = finite.abs().max().item() if finite.numel() else 1.0
+        close = (g64 == w64) | ((g64 - w64).abs() <= tol * max(scale, 1e-30))
+        if not bool(close.all()):
+            worst = (g64 - w64).abs().nan_to_num(float("inf")).max().item()
+            return f"output {i} differs by {worst:.3g} (tolerance {tol:.1e} x {scale:.3g})"
+    return None
+
+
+# ------------------------------------------------------------------------- timing
+def cuda_time(fn: Callable[[], object], warmup: int = 2, reps: int = 7) -> float:
+    """Median seconds of ``fn()`` between CUDA events, after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    pairs = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        pairs.append((start, end))
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in pairs) / 1e3
+
+
+@dataclass
+class Result:
+    """One tuning decision: the winner, each candidate's time, and why others lost."""
+
+    config: dict
+    times: dict[str, float] = field(default_factory=dict)  # describe(config) -> seconds
+    rejected: dict[str, str] = field(default_factory=dict)  # describe(config) -> reason
+    complete: bool = True  # False when a deadline cut the search short
+
+
+def tune(
+    candidates: Sequence[dict],
+    run: Callable[[dict], object],
+    timer: Callable[[Callable[[], object]], float],
+    deadline: float | None = None,
+) -> Result:
+    """Run every candidate, reject those whose outputs differ from ``candidates[0]``'s or that
+    fail, time the rest with ``timer`` and return the fastest. ``candidates[0]`` must run (it
+    is the fixed table: its error is the kernel's, and propagates); CUDA out-of-memory
+    propagates too. Past ``deadline`` (``time.time()``) no further candidate is tried."""
+    want = run(candidates[0])
+    result = Result(config=dict(candidates[0]))
+    best = float("inf")
+    for i, config in enumerate(candidates):
+        name = describe(config)
+        if i and deadline is not None and time.time() > deadline:
+            result.complete = False
+            result.rejected[name] = "not tried: tuning budget spent"
+            continue
+        if i:
+            try:
+                got = run(config)
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except Exception as err:  # noqa: BLE001 - a config that does not compile loses
+                first = (str(err).strip().splitlines() or [""])[0][:160]
+                result.rejected[name] = f"{type(err).__name__}: {first}"
+                continue
+            why = disagreement(got, want)
+            del got
+            if why:
+                result.rejected[name] = why
+                continue
+        seconds = timer(lambda config=config: run(config))
+        result.times[name] = seconds
+        if seconds < best:
+            best, result.config = seconds, dict(config)
+    return result
+
+
+# -------------------------------------------------------------------------- tuner
+class Tuner:
+    """The decisions of this process (memory) over those of earlier ones (the cache file,
+    :mod:`.autotune_cache`)."""
+
+    def __init__(self, path: pathlib.Path | str | None = None, timer=cuda_time):
+        self.file = CacheFile(path)
+        self.timer = timer
+        self.memory: dict[str, dict] = {}
+        self.deadline: float | None = None
+        self.log: list[dict] = []  # every decision this process made or read, in order
+
+    def cache_path(self) -> pathlib.Path:
+        return self.file.cache_path()
+
+    def choose(self, key: str, candidates: Sequence[dict], run: Callable[[dict], object]) -> dict:
+        """The configuration for ``key``: from memory, else the file, else tuned now."""
+        if key in self.memory:
+            return dict(self.memory[key]["config"])
+        stored = self.file.read().get(key)
+        names = {describe(c) for c in candidates}
+        if stored is not None and describe(stored["config"]) in names:
+            entry = {**stored, "source": "cache"}
+        elif len(candidates) == 1 or (self.deadline is not None and time.time() > self.deadline):
+            why = "one candidate" if len(candidates) == 1 else "tuning budget spent"
+            entry = dict(config=dict(candidates[0]), source=f"fixed ({why})", times_us={},
+                         rejected={})  # fmt: skip
+        else:
+            result = tune(candidates, run, self.timer, self.deadline)
+            entry = dict(
+                config=result.config,
+                source="tuned" if result.complete else "tuned (cut short by the budget)",
+                times_us={k: round(v * 1e6, 2) for k, v in result.times.items()},
+                rejected=result.rejected,
+            )
+            if result.complete:
+                self.file.write(key, {k: v for k, v in entry.items() if k != "source"})
+        entry["candidates"] = len(candidates)
+        self.memory[key] = entry
+        self.log.append({"key": key, **entry})
+        return dict(entry["config"])
+
+
+_TUNER = Tuner()
+
+
+def tuner() -> Tuner:
+    """The process-wide tuner the launchers use."""
+    return _TUNER
+
+
+def set_budget(seconds: float | None) -> None:
+    """Stop tuning ``seconds`` from now (None: no limit)."""
+    _TUNER.deadline = None if seconds is None else time.time() + seconds
+
+
+def choices() -> list[dict]:
+    """Every decision made (or read from the cache) in this process, oldest first."""
+    return list(_TUNER.log)
+
+
+# ----------------------------------------------------------------------- launches
+def launch_config(
+    kernel: str,
+    device,
+    dtype,
+    shape: Mapping[str, int],
+    variant: Mapping,
+    fixed: dict,
+    space: Sequence[Mapping],
+    pinned: Mapping,
+    tile_dims: Mapping[str, int],
+    smem_of: Callable[[dict], tuple[int, int]],
+    run: Callable[[dict], object],
+) -> dict:
+    """The configuration a launcher runs with.
+
+    ``fixed`` (the kernel's table entry with the caller's overrides, stages fitted) when
+    tuning is off for ``device``; else the tuned choice among ``fixed`` and ``space`` pruned
+    for this shape and device (:func:`prune`), with the caller's ``pinned`` overrides kept
+    in every candidate. ``run(config)`` launches the kernel into fresh outputs and returns
+    them; ``shape`` (bucketed) and ``variant`` (the constexpr flags) make the cache key.
+    """
+    if not enabled(device):
+        return fixed
+    import triton
+
+    smem, capability = device_limits_of(device)
+    candidates = prune([fixed, *space], tile_dims, smem_of, smem, capability, pinned)
+    key = make_key(kernel, shape, variant, dtype, device_name(device), triton.__version__)
+    return _TUNER.choose(key, candidates, run)
+
+
+def device_name(device) -> str:
+    """The GPU's name (part of the cache key: the best tiles differ between GPUs)."""
+    if getattr(device, "type", "cpu") != "cuda":
+        return str(getattr(device, "type", device))
+    return torch.cuda.get_device_name(device)

@@ -1,0 +1,411 @@
+"""The autotuner (minift.kernels.autotune), on the CPU: a fake timer stands in for CUDA
+events, so what is tested is the choice (the fastest of the candidates whose outputs agree),
+the cache (keys, the JSON file, a corrupt file), the pruning of each kernel's space by
+shape and by the shared memory of sm_86 and sm_90, the launchers' wiring (through the
+interpreter) and, compiled for real targets, the largest candidates each GPU keeps.
+"""
+
+import json
+import math
+
+import pytest
+import torch
+from minift.kernels import autotune, launch
+from minift.kernels.autotune import (
+    AutotuneCacheWarning,
+    Tuner,
+    bucket,
+    describe,
+    disagreement,
+    make_key,
+    prune,
+    tune,
+)
+from minift.kernels.launch import CONSUMER_SMEM, attention_smem, lora_smem, smem_bytes
+
+H100_SMEM = 232_448
+HOPPER, AMPERE = (9, 0), (8, 6)
+
+
+def configs(*names):
+    return [dict(BLOCK_M=m, num_warps=4, num_stages=2) for m in names]
+
+
+class FakeKernel:
+    """run(config) returns ``out`` (or what ``broken`` says for that BLOCK_M) and remembers
+    the config; the fake timer charges ``cost[BLOCK_M]`` seconds for the last one run."""
+
+    def __init__(self, cost, broken=None):
+        self.cost, self.broken = cost, broken or {}
+        self.out = torch.randn(64, 48, generator=torch.Generator().manual_seed(1))
+        self.calls: list[int] = []
+
+    def run(self, config):
+        m = config["BLOCK_M"]
+        self.calls.append(m)
+        what = self.broken.get(m)
+        if isinstance(what, Exception):
+            raise what
+        return self.out.clone() if what is None else what(self.out.clone())
+
+    def timer(self, fn):
+        fn()
+        return self.cost[self.calls[-1]]
+
+
+# --------------------------------------------------------------------- the choice
+def test_the_fastest_candidate_wins():
+    kernel = FakeKernel({16: 3e-3, 32: 1e-3, 64: 2e-3})
+    result = tune(configs(16, 32, 64), kernel.run, kernel.timer)
+    assert result.config["BLOCK_M"] == 32 and result.complete
+    assert result.times == {describe(c): t for c, t in zip(configs(16, 32, 64), (3e-3, 1e-3, 2e-3))}
+    assert result.rejected == {}
+
+
+def test_a_candidate_whose_output_differs_cannot_win():
+    def one_tile_missing(out):
+        out[16:32, 16:32] = 0.0
+        return out
+
+    def nan_row(out):
+        out[5] = float("nan")
+        return out
+
+    kernel = FakeKernel(
+        {16: 3e-3, 32: 1e-4, 64: 1e-5, 128: 1e-6, 256: 2e-3},
+        broken={32: one_tile_missing, 64: nan_row, 128: RuntimeError("out of resource: shared")},
+    )
+    result = tune(configs(16, 32, 64, 128, 256), kernel.run, kernel.timer)
+    assert result.config["BLOCK_M"] == 256  # the fastest of those that agree
+    rejected = {k.split()[0]: v for k, v in result.rejected.items()}
+    assert set(rejected) == {"M32", "M64", "M128"}
+    assert "differs" in rejected["M32"] and "differs" in rejected["M64"]
+    assert rejected["M128"].startswith("RuntimeError: out of resource")
+
+
+def test_the_fixed_tables_error_is_the_kernels():
+    kernel = FakeKernel({16: 1.0}, broken={16: RuntimeError("PTX compilation failed")})
+    with pytest.raises(RuntimeError, match="PTX"):
+        tune(configs(16, 32), kernel.run, kernel.timer)
+
+
+def test_tolerance_accepts_rounding_and_rejects_a_missing_tile():
+    """Two correct kernels (K summed in one pass, or in 16-wide chunks as tiles do), both
+    rounded to bf16, agree; zeroing one 16 x 16 tile of a 256 x 256 output does not."""
+    gen = torch.Generator().manual_seed(0)
+    x, w = torch.randn(256, 600, generator=gen), torch.randn(600, 256, generator=gen)
+    whole = (x @ w).bfloat16()
+    chunked = sum(x[:, i : i + 16] @ w[i : i + 16] for i in range(0, 600, 16)).bfloat16()
+    assert not torch.equal(whole, chunked)  # the orders do differ
+    assert disagreement(chunked, whole) is None
+    lse = torch.tensor([1.0, -math.inf])  # equal infinities agree
+    assert disagreement((chunked, lse), (whole, lse.clone())) is None
+    broken = chunked.clone()
+    broken[32:48, 64:80] = 0
+    assert "differs" in disagreement(broken, whole)
+    assert "shape" in disagreement(whole[:, :8], whole)
+    assert "2 outputs" in disagreement((whole, whole), whole)
+
+
+# ------------------------------------------------------------------------- cache
+def test_keys_separate_shape_buckets_and_dtypes():
+    key = lambda m, dtype=torch.bfloat16, gpu="NVIDIA H100", tv="3.6.0": make_key(  # noqa: E731
+        "fused_lora", dict(M=m, N=4096), dict(bias=False), dtype, gpu, tv
+    )
+    assert key(3000) == key(4096)  # one bucket: 2^12
+    assert key(4096) != key(4097)
+    assert key(4096) != key(4096, torch.float16)
+    assert key(4096) != key(4096, gpu="NVIDIA A100")
+    assert key(4096) != key(4096, tv="3.8.0")
+    assert (
+        key(40) == "fused_lora [bias=False] | M=64 N=4096 | bfloat16 | NVIDIA H100 | triton 3.6.0"
+    )
+    assert [bucket(n) for n in (1, 16, 17, 40, 4096)] == [1, 16, 32, 64, 4096]
+
+
+def test_one_tuning_per_key_and_the_file_round_trips(tmp_path):
+    path = tmp_path / "autotune.json"
+    kernel = FakeKernel({16: 3e-3, 32: 1e-3})
+    tuner = Tuner(path, timer=kernel.timer)
+    assert tuner.choose("a", configs(16, 32), kernel.run)["BLOCK_M"] == 32
+    runs = len(kernel.calls)
+    assert tuner.choose("a", configs(16, 32), kernel.run)["BLOCK_M"] == 32
+    assert len(kernel.calls) == runs  # from memory
+    tuner.choose("b", configs(16, 32), kernel.run)
+    assert len(kernel.calls) > runs  # another key is tuned again
+    stored = json.loads(path.read_text())
+    assert set(stored) == {"a", "b"} and stored["a"]["config"]["BLOCK_M"] == 32
+    assert stored["a"]["times_us"] == {describe(configs(16)[0]): 3000.0,
+                                       describe(configs(32)[0]): 1000.0}  # fmt: skip
+
+    def must_not_run(config):
+        raise AssertionError("a cached key was tuned again")
+
+    fresh = Tuner(path, timer=kernel.timer)  # a new process
+    assert fresh.choose("a", configs(16, 32), must_not_run)["BLOCK_M"] == 32
+    assert fresh.log[-1]["source"] == "cache"
+    # a cached winner that is no longer a candidate (the space changed) is tuned again
+    assert fresh.choose("b", configs(16, 64), FakeKernel({16: 2.0, 64: 1.0}).run)["BLOCK_M"] in (
+        16,
+        64,
+    )
+    assert fresh.log[-1]["source"] == "tuned"
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", ""])
+def test_a_corrupt_cache_file_warns_once_and_is_replaced(tmp_path, content):
+    path = tmp_path / "autotune.json"
+    path.write_text(content)
+    kernel = FakeKernel({16: 2e-3, 32: 1e-3})
+    tuner = Tuner(path, timer=kernel.timer)
+    with pytest.warns(AutotuneCacheWarning, match="ignoring the unreadable cache") as caught:
+        assert tuner.choose("a", configs(16, 32), kernel.run)["BLOCK_M"] == 32
+        tuner.choose("b", configs(16, 32), kernel.run)
+    assert len(caught) == 1
+    assert set(json.loads(path.read_text())) == {"a", "b"}  # rewritten whole and valid
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_entries_of_the_wrong_form_are_skipped(tmp_path):
+    path = tmp_path / "autotune.json"
+    path.write_text(json.dumps({"a": {"config": {"BLOCK_M": "big"}}, "b": 3}))
+    kernel = FakeKernel({16: 2e-3, 32: 1e-3})
+    assert Tuner(path, timer=kernel.timer).choose("a", configs(16, 32), kernel.run)["BLOCK_M"] == 32
+
+
+def test_a_spent_budget_keeps_the_fixed_table_and_writes_nothing(tmp_path):
+    path = tmp_path / "autotune.json"
+    kernel = FakeKernel({16: 2e-3, 32: 1e-3})
+    tuner = Tuner(path, timer=kernel.timer)
+    tuner.deadline = 0.0  # long past
+    assert tuner.choose("a", configs(16, 32), kernel.run)["BLOCK_M"] == 16
+    assert tuner.log[-1]["source"] == "fixed (tuning budget spent)" and not path.exists()
+    assert kernel.calls == []
+
+
+def test_the_switch(monkeypatch):
+    for value, on in (("", True), ("1", True), ("0", False), ("off", False)):
+        monkeypatch.setenv("MINIFT_AUTOTUNE", value)
+        assert autotune.mode() is on
+    monkeypatch.setenv("MINIFT_AUTOTUNE", "fast")
+    with pytest.raises(ValueError, match="MINIFT_AUTOTUNE='fast' is not one of 1"):
+        autotune.mode()
+    monkeypatch.setenv("MINIFT_AUTOTUNE", "1")
+    assert not autotune.enabled(torch.device("cpu"))
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # the interpreter never tunes
+    assert not autotune.enabled(torch.device("cuda"))
+
+
+# ------------------------------------------------------------------------ pruning
+def lora_space():
+    lora_triton = pytest.importorskip("minift.kernels.lora_triton")
+    return lora_triton, lora_triton._space(torch.bfloat16)
+
+
+def lora_fixed():
+    return dict(BLOCK_M=128, BLOCK_N=128, BLOCK_K=64, GROUP_M=8, num_warps=8, num_stages=3,
+                BLOCK_R=16)  # fmt: skip
+
+
+def lora_bytes(config, capability):
+    per_stage, fixed = lora_smem(config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"], 16, 2)
+    return smem_bytes(per_stage, fixed, config["num_stages"], capability)
+
+
+@pytest.mark.parametrize("smem,capability", [(CONSUMER_SMEM, AMPERE), (H100_SMEM, HOPPER)])
+def test_pruning_keeps_what_fits_the_device(smem, capability):
+    """The LoRA space at 4096 -> 4096 bf16: 256-wide tiles on sm_90's 227 KB, not on
+    sm_86's 99 KB; everything kept fits by the model, and the fixed entry stays first."""
+    _, space = lora_space()
+    smem_of = lambda c: lora_smem(c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"], c["BLOCK_R"], 2)  # noqa: E731
+    dims = dict(BLOCK_M=4096, BLOCK_N=4096, BLOCK_K=4096)
+    kept = prune([lora_fixed(), *space], dims, smem_of, smem, capability)
+    assert kept[0] == lora_fixed()
+    assert all(lora_bytes(c, capability) <= smem for c in kept[1:])
+    names = {describe(c) for c in kept}
+    dropped = [c for c in space if describe({**lora_fixed(), **c}) not in names]
+    assert all(lora_bytes({**c, "BLOCK_R": 16}, capability) > smem for c in dropped)
+    wide = [c for c in kept if c["BLOCK_N"] == 256 or c["BLOCK_M"] == 256]
+    assert (len(wide) > 0) == (capability == HOPPER)
+    assert len({describe(c) for c in kept}) == len(kept)
+
+
+def test_attention_128_by_128_tiles_fit_hopper_only():
+    flash_triton = pytest.importorskip("minift.kernels.flash_triton")
+    fixed = dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3, BLOCK_D=128, LAYOUT_BLOCK=16)
+    smem_of = lambda c: attention_smem("fwd", c["BLOCK_M"], c["BLOCK_N"], 128, 2)  # noqa: E731
+    space = flash_triton._space(torch.bfloat16, "fwd")
+    dims = dict(BLOCK_M=4096, BLOCK_N=4096)
+    big = lambda kept: [c for c in kept if (c["BLOCK_M"], c["BLOCK_N"]) == (128, 128)]  # noqa: E731
+    hopper = prune([fixed, *space], dims, smem_of, H100_SMEM, HOPPER)
+    ampere = prune([fixed, *space], dims, smem_of, CONSUMER_SMEM, AMPERE)
+    assert {c["num_stages"] for c in big(hopper)} == {2, 3}  # 3 buffers of K, V: 225 KB
+    # sm_86 keeps stages - 1 buffers: 2 stages take Q 32 KB + 64 KB, 3 stages 160 KB > 99 KB
+    assert {c["num_stages"] for c in big(ampere)} == {2}
+    assert len(ampere) < len(hopper)
+
+
+def test_no_tile_exceeds_the_shape():
+    """40 tokens, rank-16 side products: tiles clamp to 64 rows and 16 columns, and the
+    clamped duplicates are tried once; a caller's pinned tile holds in every candidate."""
+    _, space = lora_space()
+    smem_of = lambda c: lora_smem(c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"], c["BLOCK_R"], 2)  # noqa: E731
+    kept = prune([lora_fixed(), *space], dict(BLOCK_M=40, BLOCK_N=16, BLOCK_K=4096), smem_of,
+                 H100_SMEM, HOPPER, pinned=dict(GROUP_M=4))  # fmt: skip
+    for c in kept[1:]:
+        assert c["BLOCK_M"] <= 64 and c["BLOCK_N"] == 16 and c["GROUP_M"] == 4
+    assert len({describe(c) for c in kept}) == len(kept) < len(space) + 1
+
+
+@pytest.mark.parametrize("module,args", [
+    ("lora_triton", (torch.float32,)), ("multi_lora_triton", (torch.bfloat16,)),
+    ("nf4_triton", (torch.bfloat16,)), ("flash_triton", (torch.bfloat16, "dkdv")),
+    ("flash_triton", (torch.float32, "dq")),
+])  # fmt: skip
+def test_every_space_holds_valid_tiles(module, args):
+    mod = pytest.importorskip(f"minift.kernels.{module}")
+    from minift.kernels.triton_utils import check_dot_tiles
+
+    space = mod._space(*args)
+    assert 4 <= len(space) <= 8  # small: every candidate is compiled on first use
+    for config in space:
+        check_dot_tiles(**{k: v for k, v in config.items() if k.startswith("BLOCK")})
+        assert config["num_warps"] in (4, 8) and 1 <= config["num_stages"] <= 5
+
+
+# ---------------------------------------------------- the launchers, in the interpreter
+@pytest.fixture
+def tuning_on(monkeypatch, tmp_path):
+    """Tuning switched on for CPU tensors (the interpreter), a fresh tuner with its own cache
+    file, and a fake timer under which the largest tiles are fastest (any fixed rule would
+    do: what is tested is that the launch follows the tuner's choice)."""
+    monkeypatch.setenv("MINIFT_KERNELS", "triton")
+    monkeypatch.setattr(autotune, "enabled", lambda device: True)
+    launched = []
+
+    def spy(name, compiled, config):
+        launched.append(dict(config))
+        launch.record_launch(name, compiled, config)
+
+    def timer(fn):
+        fn()
+        last = launched[-1]
+        return 1.0 / (last["BLOCK_M"] * 100 + last["BLOCK_N"])
+
+    tuner = Tuner(tmp_path / "autotune.json", timer=timer)
+    monkeypatch.setattr(autotune, "_TUNER", tuner)
+    return tuner, launched, spy
+
+
+def test_fused_lora_is_tuned_through_its_launcher(tuning_on, monkeypatch):
+    lora_triton = pytest.importorskip("minift.kernels.lora_triton")
+    tuner, launched, spy = tuning_on
+    monkeypatch.setattr(lora_triton, "record_launch", spy)
+    small = [dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=16, GROUP_M=4, num_warps=4, num_stages=1)
+             for m, n in ((32, 16), (16, 32), (32, 32), (64, 64))]  # fmt: skip
+    monkeypatch.setattr(lora_triton, "_space", lambda dtype: small)
+    gen = torch.Generator().manual_seed(3)
+    x, w, a, b = (torch.randn(*s, generator=gen) for s in ((37, 45), (29, 45), (5, 45), (29, 5)))
+    y, xa = lora_triton.fused_lora(x, w.t(), None, a.t(), b.t(), 0.5)
+    want = x.double() @ w.double().t() + 0.5 * (x.double() @ a.double().t()) @ b.double().t()
+    assert ((y.double() - want).norm() / want.norm()).item() < 1e-5
+    decision = tuner.log[-1]
+    assert decision["source"] == "tuned" and decision["rejected"] == {}
+    # the 64 x 64 candidate is clamped to the shape (37 rows -> 64, 29 columns -> 32)
+    assert decision["config"]["BLOCK_M"] == 64 and decision["config"]["BLOCK_N"] == 32
+    assert launch.last_launch("fused_lora")["BLOCK_M"] == 64  # the launch used the winner
+    assert decision["candidates"] == 5  # the fixed 16s, then the four (none pruned)
+    assert decision["key"].startswith("fused_lora [bias=False store_xa=True wide=False] | M=64")
+    assert list(json.loads(tuner.cache_path().read_text())) == [decision["key"]]
+    runs = len(launched)
+    lora_triton.fused_lora(x[:33], w.t(), None, a.t(), b.t(), 0.5)  # same bucket: no tuning
+    assert len(launched) == runs + 1
+
+
+def test_attention_passes_are_tuned_separately(tuning_on, monkeypatch):
+    flash_triton = pytest.importorskip("minift.kernels.flash_triton")
+    from minift.kernels import attention, attention_reference
+
+    tuner, launched, spy = tuning_on
+    monkeypatch.setattr(flash_triton, "record_launch", spy)
+    small = [dict(BLOCK_M=32, BLOCK_N=16, num_warps=4, num_stages=1),
+             dict(BLOCK_M=16, BLOCK_N=32, num_warps=4, num_stages=1)]  # fmt: skip
+    monkeypatch.setattr(flash_triton, "_space", lambda dtype, pass_: small)
+    q, k, v = (torch.randn(1, 2, t, 16, requires_grad=True) for t in (27, 38, 38))
+    out = attention(q, k, v)
+    grads = torch.autograd.grad(out, (q, k, v), torch.ones_like(out))
+    kernels = [d["key"].split(" [")[0] for d in tuner.log]
+    assert kernels == ["attention fwd", "attention dkdv", "attention dq"]
+    assert all(d["source"] == "tuned" and not d["rejected"] for d in tuner.log)
+    want = attention_reference(q, k, v)
+    assert ((out - want).norm() / want.norm()).item() < 1e-5
+    for got, exp in zip(grads, torch.autograd.grad(want, (q, k, v), torch.ones_like(want))):
+        assert ((got - exp).norm() / exp.norm()).item() < 1e-4
+
+
+# ------------------------------------------------- compiled for real GPU targets
+CANDIDATE_PROBE = r"""
+from minift.kernels import launch
+from minift.kernels.flash_fwd_triton import attn_fwd_kernel
+from minift.kernels.flash_triton import _space as attention_space
+from minift.kernels.lora_triton import _fused_lora_kernel, _space as lora_space
+from minift.kernels.nf4_triton import _nf4_matmul_kernel, _space as nf4_space
+from minift.kernels.autotune import prune, describe
+import torch
+
+def largest(fixed, space, smem_of, smem, capability):
+    kept = prune([fixed, *space], {}, smem_of, smem, capability)
+    return max(kept[1:], key=lambda c: launch.smem_bytes(*smem_of(c), c["num_stages"], capability))
+
+out = []
+for (capability, smem), kernels in json.loads(sys.argv[1]):
+    capability = tuple(capability)
+    for name in kernels:
+        if name == "lora":
+            smem_of = lambda c: launch.lora_smem(c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"], 16, 2)
+            fixed = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, GROUP_M=8, num_warps=4, num_stages=1)
+            c = largest(fixed, lora_space(torch.bfloat16), smem_of, smem, capability)
+            types = {n: "*bf16" for n in ("x_ptr", "w_ptr", "bias_ptr", "a_ptr", "b_ptr", "y_ptr", "xa_ptr")}
+            types["scaling"] = "fp32"
+            const = dict(stride_xk=1, stride_wk=1, stride_ak=1, stride_yn=1, stride_xar=1,
+                         HAS_BIAS=False, STORE_XA=True, PRECISION="tf32", WIDE=False, BLOCK_R=16,
+                         **{k: c[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M")})
+            kernel = _fused_lora_kernel
+        elif name == "fwd":
+            smem_of = lambda c: launch.attention_smem("fwd", c["BLOCK_M"], c["BLOCK_N"], 128, 2)
+            fixed = dict(BLOCK_M=16, BLOCK_N=16, num_warps=4, num_stages=1)
+            c = largest(fixed, attention_space(torch.bfloat16, "fwd"), smem_of, smem, capability)
+            types = {n: "*bf16" for n in ("q_ptr", "k_ptr", "v_ptr", "o_ptr")}
+            types.update(lse_ptr="*fp32", cols_ptr="*i32", counts_ptr="*i32", qk_scale="fp32")
+            const = dict(CAUSAL=True, SPARSE=False, PRECISION="tf32", WIDE=False, BLOCK_D=128,
+                         LAYOUT_BLOCK=16, BLOCK_M=c["BLOCK_M"], BLOCK_N=c["BLOCK_N"])
+            kernel = attn_fwd_kernel
+        else:
+            smem_of = lambda c: launch.nf4_smem(c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"], 2)
+            fixed = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, num_warps=4, num_stages=1)
+            c = largest(fixed, nf4_space(torch.bfloat16), smem_of, smem, capability)
+            types = dict(x_ptr="*bf16", packed_ptr="*u8", scales_ptr="*fp32", code_ptr="*fp32",
+                         bias_ptr="*bf16", y_ptr="*bf16")
+            const = dict(stride_xk=1, stride_yn=1, HAS_BIAS=False, PRECISION="tf32",
+                         **{k: c[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")})
+            kernel = _nf4_matmul_kernel
+        shared = compile_shared(kernel, types, const, capability, c["num_warps"], c["num_stages"])
+        out.append(dict(kernel=name, capability=capability, limit=smem, config=describe(c),
+                        estimate=launch.smem_bytes(*smem_of(c), c["num_stages"], capability),
+                        shared=shared))
+print(json.dumps(out))
+"""
+
+
+def test_the_largest_kept_candidates_compile_and_fit():
+    """The candidate of each kernel that the model says needs the most shared memory, and
+    still keeps, compiles for the device it was kept for, within the model's estimate and
+    the device's limit (sm_90: LoRA, attention forward, NF4; sm_86: LoRA)."""
+    from test_kernels_compile import COMPILER, run_probe
+
+    targets = [((HOPPER, H100_SMEM), ["lora", "fwd", "nf4"]), ((AMPERE, CONSUMER_SMEM), ["lora"])]
+    rows = run_probe(COMPILER + CANDIDATE_PROBE, targets)
+    assert len(rows) == 4
+    for row in rows:
+        print(row)
+        assert row["shared"] <= row["estimate"] <= row["limit"], row
