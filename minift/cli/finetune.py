@@ -136,7 +136,9 @@ def finetune_job(args, device) -> None:
         print("cost:", CostReport(**result.cost).line())
     if args.save and result.model is not None:  # under --fsdp only rank 0 holds the model
         ref = base_reference(args.model, base)
-        path = save_finetuned(args.save, result, task, enc, ref, args.merge, args.overwrite)
+        path = save_finetuned(
+            args.save, result, task, enc, ref, args.merge, args.overwrite, config=config
+        )
         print(f"saved the fine-tuned model ({args.method}) in {path}")
 
 
@@ -154,15 +156,22 @@ def refuse_unmerged_adapters(base, path: str | None) -> None:
 
 
 def cmd_eval(args) -> None:
+    import sys
+
     from minift.data.tables import is_table
 
     if args.suite or args.model == "base" or (args.data and is_table(args.data)):
         return cmd_eval_suite(args)
-    from minift.recipes.evaluate import evaluate_saved
+    from minift.recipes.evaluate import evaluate_saved, record_on_card
 
-    metrics, meta, task = evaluate_saved(args.model, args.task, args.data, args.batch_size)
+    metrics, meta, task, n = evaluate_saved(args.model, args.task, args.data, args.batch_size, count=True)  # fmt: skip
     shown = "  ".join(f"{k}={v:.4f}" for k, v in metrics.items())
     print(f"{args.model} ({meta['method']}) on {task.name}, {len(task.val)} rows: {shown}")
+    try:
+        card = record_on_card(args.model, metrics, task, n, args.data)
+    except ValueError as err:  # the evaluation stands; a card edited by hand is left alone
+        return print(f"minift: the model card was not updated: {err}", file=sys.stderr)
+    print(f"updated the metrics of the model card {card}" if card else "no model card to update")
 
 
 def cmd_eval_suite(args) -> None:

@@ -38,12 +38,15 @@ from minift.distill.report import format_speed_table, plot_validation_curves, sp
 from minift.distill.shape import INITS, StudentShape, lm_calibration, make_student, student_shape
 from minift.io import write_json
 from minift.model import GPT
+from minift.recipes.cards import distill_card
 from minift.recipes.finetune import FinetuneConfig, classification_inputs, finetune
 from minift.recipes.finetune import train_config as finetune_train_config
+from minift.recipes.model_card import write_card
 from minift.recipes.pretrain import load_base
+from minift.recipes.saved import base_reference
 from minift.recipes.tasks import get_task
 from minift.tokenizer import pad_id
-from minift.utils import output_dir
+from minift.utils import fast_mode, output_dir
 
 
 @dataclass
@@ -120,8 +123,14 @@ def run_distill(job: DistillJob) -> dict:
         trained = runs["distilled"].student
         getattr(trained, "backbone", trained).save(job.save)
         write_json(pathlib.Path(job.save) / "distill.json", report["runs"]["distilled"])
-        print(f"saved the student's backbone to {job.save}")
+        write_card(job.save, distill_card(job, report, card_task(job), base_reference(None, base), fast_mode()))  # fmt: skip
+        print(f"saved the student's backbone (and its model card) to {job.save}")
     return report
+
+
+def card_task(job: DistillJob) -> Task | None:
+    """The task the student learned, for its model card (None: pydocs)."""
+    return None if job.task == "pydocs" else get_task(job.task, seed=job.distill.train.seed)
 
 
 def teacher_and_objectives(job: DistillJob, base: GPT, enc):

@@ -10,6 +10,10 @@ The harness (`minift eval --suite default|TASK[,TASK]`, `--model base`, a TSV/CS
 with --text-column/--label-column): run_suite scores any model on the versioned standard
 suite of minift.recipes.suite, with 95% intervals and the contamination share, and
 write_report writes report.json and report.md.
+
+record_on_card adds an evaluation to the saved model's card (README.md, written by
+`minift finetune --save`): its metrics section alone is rewritten
+(minift.recipes.model_card.update_metrics).
 """
 
 from __future__ import annotations
@@ -44,8 +48,11 @@ def evaluate_saved(
     task: str | None = None,
     data: str | os.PathLike | None = None,
     batch_size: int = 32,
-) -> tuple[dict[str, float], dict[str, Any], Task]:
-    """(metrics, the model's metadata, the task evaluated) of the model saved in ``path``."""
+    count: bool = False,
+) -> tuple:
+    """(metrics, the model's metadata, the task evaluated) of the model saved in ``path``;
+    with ``count``, also the number of examples the main metric was measured on (None for
+    language modelling, measured on windows of tokens)."""
     if task is not None and data is not None:
         raise ValueError("give --task or --data, not both")
     model, enc, meta = load_finetuned(path)
@@ -61,7 +68,30 @@ def evaluate_saved(
             )
     objective = task_objective(chosen, enc, meta["max_len"], batch_size, saved["seed"])
     metrics = objective.eval_fn(model)
-    return {objective.monitor: metrics.pop(objective.monitor), **metrics}, meta, chosen
+    metrics = {objective.monitor: metrics.pop(objective.monitor), **metrics}
+    if not count:
+        return metrics, meta, chosen
+    n = None
+    if chosen.kind == "classification":
+        n = len(chosen.val)  # every validation row is scored
+    elif objective.scores_fn is not None:
+        n = len(objective.scores_fn(model))
+    return metrics, meta, chosen, n
+
+
+def record_on_card(
+    path: str | os.PathLike, metrics: dict[str, float], task: Task, n: int | None, data=None
+):
+    """Add this evaluation to the model card in ``path`` (replacing an earlier one on the
+    same rows); the card's path, or None when the folder has none."""
+    from minift.recipes.cards import file_facts
+    from minift.recipes.model_card import evaluation, update_metrics
+
+    if data is not None:
+        where = f"every row of {data} (sha256 {file_facts(str(data))['sha256']})"
+    else:
+        where = f"{task.name} validation rows"
+    return update_metrics(path, evaluation(where, metrics, n, "minift eval"))
 
 
 # ---------------------------------------------------------------- the harness: --suite

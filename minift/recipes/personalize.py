@@ -33,9 +33,12 @@ from minift.personal.context import (
     profile_context,
 )
 from minift.personal.users import USERS, get_user, user_pairs
+from minift.recipes.cards import personalize_card, policy_facts
+from minift.recipes.model_card import write_card
 from minift.recipes.rlhf import load_policy
 from minift.recipes.rlhf_methods import rlhf_lora, run_dpo
 from minift.recipes.rlhf_stages import sft_train_config
+from minift.recipes.saved import weights_fingerprint
 from minift.rlhf.dpo import DPOConfig, fit_dpo, train_config
 from minift.rlhf.preference import encode_prompt, load_preferences, split_preferences
 from minift.seeding import sample_rows
@@ -227,12 +230,15 @@ def run_personalize(job: PersonalizeJob) -> dict:
         report["val_accuracy"] = float(preference_correct(model, enc, val, policy).mean())
     if job.user in USERS:  # a simulated user: score on their own held-out pairs too
         held = user_pairs(job.user, "val", 64, job.seed)
+        report["hidden_pairs"] = len(held)
         report["hidden_preference_accuracy"] = float(
             preference_correct(model, enc, held, policy).mean()
         )
     dest = pathlib.Path(job.save) if job.save else adapter_dir(job.user)
     save_adapter(model, dest)
     write_json(dest / META, {**report, "model": job.model, "rank": job.rank, "steps": job.steps})
+    facts = policy_facts(job.model, weights_fingerprint(policy))
+    write_card(dest, personalize_card(job, report, facts, fast_mode()))
     print(
         ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in report.items())
     )

@@ -27,6 +27,8 @@ from minift.data.encoding import default_encoding
 from minift.io import write_json
 from minift.model import GPT
 from minift.peft import merge_and_unload
+from minift.recipes.cards import policy_facts, rlhf_card
+from minift.recipes.model_card import write_card
 from minift.recipes.rlhf_methods import rlhf_lora, run_dpo, run_ppo
 from minift.recipes.rlhf_stages import (
     DEFAULT_TASK,
@@ -36,6 +38,7 @@ from minift.recipes.rlhf_stages import (
     reference_samples,
     task_prompts,
 )
+from minift.recipes.saved import weights_fingerprint
 from minift.recipes.tasks import get_task
 from minift.rlhf.dpo import DPOConfig
 from minift.rlhf.dpo import train_config as dpo_train_config
@@ -44,7 +47,7 @@ from minift.rlhf.preference import load_preferences, split_preferences
 from minift.rlhf.reward import train_reward_model
 from minift.rlhf.tasks import truth_score
 from minift.rlhf.trainer import PPOConfig
-from minift.utils import output_dir
+from minift.utils import fast_mode, output_dir
 
 METHODS = ("ppo", "dpo", "best-of-n")
 
@@ -111,7 +114,10 @@ def run_rlhf(job: RLHFJob) -> dict:
         (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
     if job.save and trained is not None:
         (merge_and_unload(copy.deepcopy(trained)) if job.lora else trained).save(job.save)
-        print(f"saved the trained policy to {job.save}")
+        policy_card = policy_facts(job.model, weights_fingerprint(policy))
+        pairs = (len(data.train), len(data.val))
+        write_card(job.save, rlhf_card(job, report, policy_card, pairs, fast_mode()))
+        print(f"saved the trained policy (and its model card) to {job.save}")
     print(f"report, metrics and plots in {out}")
     return report
 

@@ -16,6 +16,9 @@ exactly by load_finetuned(DIR), evaluated by `minift eval --model DIR`.
                          loading re-applies them to the referenced base.
     (nothing more)       "head": only the head trained (probe); the base is referenced.
     head.safetensors     the task head of a classification task, in every case.
+    README.md            the model card (minift.recipes.model_card and finetune_card):
+                         base, data, method and settings, metrics with intervals, fairness
+                         when the rows carry a group, limitations, the command.
 
 The destination is checked before training (check_destination), files are written
 atomically (minift.io) with the permissions a plain open() gives.
@@ -44,6 +47,8 @@ from minift.peft.io import load_adapter, save_adapter
 from minift.peft.methods import get_method
 from minift.peft.targets import replace_module
 from minift.recipes.finetune import FinetuneResult
+from minift.recipes.finetune_card import finetune_card, measured_fairness
+from minift.recipes.model_card import CARD, write_card
 from minift.recipes.pretrain import load_base, size_name
 from minift.tokenizer import encoding_fingerprint, load_encoding, save_encoding
 from minift.utils import fast_mode
@@ -53,7 +58,7 @@ FORMAT, VERSION = "minift-finetune", 1
 ENCODING, HEAD = "encoding.json", "head.safetensors"
 MODEL_FILES = ("model.safetensors", "config.json")
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
-FILES = (MARKER, ENCODING, HEAD, *MODEL_FILES, *ADAPTER_FILES)
+FILES = (MARKER, ENCODING, HEAD, CARD, *MODEL_FILES, *ADAPTER_FILES)
 
 
 # ------------------------------------------------------------------ before training
@@ -114,10 +119,12 @@ def save_finetuned(
     merge: bool = False,
     overwrite: bool = False,
     task_seed: int | None = None,
+    config=None,
 ) -> pathlib.Path:
     """Write ``result.model`` (finetune(..., keep_model=True)) to the folder ``path``;
     ``base`` is base_reference(...) of the model it started from, ``task_seed`` the seed
-    the task was built with (default: the training seed), for evaluating it again."""
+    the task was built with (default: the training seed), for evaluating it again;
+    ``config`` the FinetuneConfig it ran with, for the model card."""
     model = result.model
     if model is None:
         raise ValueError("the result holds no model; fine-tune with keep_model=True")
@@ -135,13 +142,19 @@ def save_finetuned(
     if isinstance(model, SequenceClassifier):
         save_state({k: v.detach().cpu() for k, v in model.head.state_dict().items()}, path / HEAD)
     save_encoding(enc, path / ENCODING)
-    written = {ENCODING, MARKER} | ({HEAD} if isinstance(model, SequenceClassifier) else set())
+    written = {ENCODING, MARKER, CARD} | (
+        {HEAD} if isinstance(model, SequenceClassifier) else set()
+    )
     written |= set({"adapter": ADAPTER_FILES, "model": MODEL_FILES}.get(kind, ()))
     for stale in set(FILES) - written:  # an earlier save's files (--overwrite)
         (path / stale).unlink(missing_ok=True)
     if task_seed is None:
         task_seed = result.train.seed if result.train is not None else 0
-    write_json(path / MARKER, _metadata(result, task, task_seed, enc, base, kind, merge, model))
+    meta = _metadata(result, task, task_seed, enc, base, kind, merge, model)
+    fairness = measured_fairness(model, task, enc, result.max_len)
+    n = len(result.val_scores) if result.val_scores else None
+    write_card(path, finetune_card(meta, task, str(path), n, config, fairness))
+    write_json(path / MARKER, meta)
     return path
 
 
