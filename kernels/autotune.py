@@ -38,8 +38,8 @@ Switch: ``MINIFT_AUTOTUNE=0`` keeps the fixed table; unset or 1 tunes on CUDA de
 first call of a shape bucket then compiles and times a handful of configurations: seconds
 per kernel, once per machine). The interpreter and CPU tensors always take the fixed small
 configuration, so the CPU tests stay fast and deterministic. :func:`set_budget` bounds the
-time spent tuning (a benchmark with a deadline): past it, decisions keep the fixed table
-or the best candidate timed so far, and are not written to the cache file.
+seconds spent tuning (a benchmark with a deadline): past it, decisions keep the fixed
+table or the best candidate timed so far, and are not written to the cache file.
 """
 
 from __future__ import annotations
@@ -241,11 +241,16 @@ class Tuner:
         self.file = CacheFile(path)
         self.timer = timer
         self.memory: dict[str, dict] = {}
-        self.deadline: float | None = None
+        self.budget_s: float | None = None  # seconds of tuning allowed (None: no limit)
+        self.spent = 0.0  # seconds spent tuning so far
         self.log: list[dict] = []  # every decision this process made or read, in order
 
     def cache_path(self) -> pathlib.Path:
         return self.file.cache_path()
+
+    def left(self) -> float:
+        """Seconds of tuning left (infinite without a budget)."""
+        return float("inf") if self.budget_s is None else self.budget_s - self.spent
 
     def choose(self, key: str, candidates: Sequence[dict], run: Callable[[dict], object]) -> dict:
         """The configuration for ``key``: from memory, else the file, else tuned now."""
@@ -255,12 +260,17 @@ class Tuner:
         names = {describe(c) for c in candidates}
         if stored is not None and describe(stored["config"]) in names:
             entry = {**stored, "source": "cache"}
-        elif len(candidates) == 1 or (self.deadline is not None and time.time() > self.deadline):
+        elif len(candidates) == 1 or self.left() <= 0:
             why = "one candidate" if len(candidates) == 1 else "tuning budget spent"
             entry = dict(config=dict(candidates[0]), source=f"fixed ({why})", times_us={},
                          rejected={})  # fmt: skip
         else:
-            result = tune(candidates, run, self.timer, self.deadline)
+            start = time.time()
+            deadline = None if self.budget_s is None else start + self.left()
+            try:
+                result = tune(candidates, run, self.timer, deadline)
+            finally:
+                self.spent += time.time() - start
             entry = dict(
                 config=result.config,
                 source="tuned" if result.complete else "tuned (cut short by the budget)",
@@ -269,7 +279,7 @@ class Tuner:
             )
             if result.complete:
                 self.file.write(key, {k: v for k, v in entry.items() if k != "source"})
-        entry["candidates"] = len(candidates)
+        entry.update(candidates=len(candidates), fixed=describe(candidates[0]))
         self.memory[key] = entry
         self.log.append({"key": key, **entry})
         return dict(entry["config"])
@@ -284,8 +294,9 @@ def tuner() -> Tuner:
 
 
 def set_budget(seconds: float | None) -> None:
-    """Stop tuning ``seconds`` from now (None: no limit)."""
-    _TUNER.deadline = None if seconds is None else time.time() + seconds
+    """Allow ``seconds`` more of tuning in this process (None: no limit). A benchmark with
+    a deadline sets it, and subtracts :attr:`Tuner.spent` from the time it measures."""
+    _TUNER.budget_s = None if seconds is None else _TUNER.spent + seconds
 
 
 def choices() -> list[dict]:

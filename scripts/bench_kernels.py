@@ -16,9 +16,13 @@ Side by side, bf16, in one run:
 
 Before timing, each kernel's output and gradients are compared with a float32 reference on
 fresh random inputs (relative error ||out - ref|| / ||ref||, printed); a kernel that fails
-is not timed, its section is marked failed and the others go on. Timings are medians of
-``triton.testing.do_bench`` (CUDA events) after warm-up. Each section has a share of the
-time budget and notes the rows it skipped when its share runs out. Tables and the goals
+is not timed, its section is marked failed and the others go on. The first call of each
+shape (outside the timed runs) autotunes every kernel it launches (minift.kernels.autotune;
+``MINIFT_AUTOTUNE=0`` times the fixed table instead), and each section ends with a table of
+the configurations chosen per kernel and shape bucket, with the fixed table's time beside
+the winner's. Timings are medians of ``triton.testing.do_bench`` (CUDA events) after
+warm-up. Each section has a share of the time budget (tuning not counted: it has its own,
+``--tune-budget-s``) and notes the rows it skipped when its share runs out. Tables and the goals
 go to stdout; ``results.json`` and ``bench_kernels.png`` to ``--out``, results.json
 rewritten after every section. Exit status 1 when a check or a section failed.
 """
@@ -53,6 +57,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--only", default="lora,attention,sparse", help="comma-separated sections")
     p.add_argument("--budget-s", type=float, default=None, help="time budget (420 s; quick 100)")
+    p.add_argument(
+        "--tune-budget-s", type=float, default=None,
+        help="seconds of autotuning allowed, beside the time budget (240 s; quick 60)",
+    )  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -65,20 +73,27 @@ class Bench:
 
     def __init__(self, smoke: bool, quick: bool, budget_s: float):
         self.smoke, self.quick = smoke, quick
-        self.end, self.deadline = time.time() + budget_s, 0.0
+        self.end, self.deadline = self.clock() + budget_s, 0.0
         self.skipped: list[str] = []
         self.failed: set[str] = set()
         self.checks: list[dict] = []
         self.device = "cpu" if smoke else "cuda"
         self.dtype = torch.float32 if smoke else torch.bfloat16  # interpreter has no bf16
 
+    @staticmethod
+    def clock() -> float:
+        """Seconds of benchmarking: wall-clock time less the time spent autotuning."""
+        from minift.kernels import autotune
+
+        return time.time() - autotune.tuner().spent
+
     def start_section(self, share: float, later: float) -> None:
         """This section's deadline: its share of what is left (unused time carries on)."""
-        now = time.time()
+        now = self.clock()
         self.deadline = now + (self.end - now) * share / (share + later)
 
     def over(self, what: str) -> bool:
-        if time.time() > self.deadline:
+        if self.clock() > self.deadline:
             self.skipped.append(what)
             return True
         return False
@@ -171,6 +186,34 @@ def launch_info(results: dict, names: list[str]) -> None:
         shared = f"{row['shared']:,} B" if row["shared"] is not None else "n/a"
         print(f"  launch {name:<15} stages {row['stages']}, shared memory {shared} "
               f"of {smem:,} B, tiles {keep}")  # fmt: skip
+
+
+def tuning_info(results: dict) -> None:
+    """The autotuner's decisions since the last call: kernel and shape bucket, the chosen
+    configuration, how it was chosen, and the fixed table's time against the winner's."""
+    from minift.kernels import autotune
+
+    rows = results.setdefault("autotune", [])
+    new = autotune.choices()[len(rows) :]
+    for d in new:
+        kernel, shape, dtype, *_ = (part.strip() for part in d["key"].split("|"))
+        times = d.get("times_us", {})
+        best = times.get(autotune.describe(d["config"]))
+        fixed = times.get(d.get("fixed"))
+        rows.append(dict(kernel=kernel, shape=shape, dtype=dtype,
+                         config=autotune.describe(d["config"]), source=d["source"],
+                         candidates=d.get("candidates"), rejected=len(d.get("rejected", {})),
+                         fixed_us=fixed, best_us=best,
+                         speedup=fixed / best if fixed and best else None))  # fmt: skip
+    if new:
+        header = ["kernel", "shape", "config", "source", "candidates", "rejected", "fixed us",
+                  "best us", "speedup"]  # fmt: skip
+        keys = ["kernel", "shape", "config", "source", "candidates", "rejected", "fixed_us",
+                "best_us", "speedup"]  # fmt: skip
+        table("Autotuned configurations", header, [[r[k] for k in keys] for r in rows[-len(new) :]])
+        for d in new:
+            for name, why in d.get("rejected", {}).items():
+                print(f"  rejected {d['key'].split(' |')[0]} {name}: {why}")
 
 
 # ----------------------------------------------------------------------------- LoRA
@@ -540,15 +583,20 @@ def main(argv=None) -> int:
 
         warnings.simplefilter("error", KernelFallbackWarning)
     budget = args.budget_s if args.budget_s is not None else (100.0 if args.quick else 420.0)
+    from minift.kernels import autotune
+
+    tune_budget = args.tune_budget_s
+    autotune.set_budget(tune_budget if tune_budget is not None else 60.0 if args.quick else 240.0)
+    tuning = "off: the interpreter" if args.smoke else "on" if autotune.mode() else "off"
     b = Bench(args.smoke, args.quick and not args.smoke, budget)
     device = "CPU interpreter (smoke)" if args.smoke else torch.cuda.get_device_name()
     import triton
 
     print(f"bench_kernels on {device}, torch {torch.__version__}, triton {triton.__version__}"
-          f"{', quick' if b.quick else ''}\n{GOALS}")  # fmt: skip
+          f"{', quick' if b.quick else ''}; autotuning {tuning}\n{GOALS}")  # fmt: skip
     results: dict = {"device": device, "device_type": b.device, "torch": torch.__version__,
                      "triton": triton.__version__, "dtype": str(b.dtype), "quick": b.quick,
-                     "errors": {}}  # fmt: skip
+                     "errors": {}, "autotuning": tuning}  # fmt: skip
     out = pathlib.Path(args.out)
     sections = {"lora": bench_lora, "attention": bench_attention, "sparse": bench_sparse}
     chosen = [name for name in sections if name in args.only.split(",")]
@@ -562,13 +610,19 @@ def main(argv=None) -> int:
             print(f"  section {name} FAILED: {results['errors'][name]}")
             if not isinstance(err, CheckFailed):
                 traceback.print_exc(limit=4)
+        tuning_info(results)
         if b.device == "cuda":
             torch.cuda.empty_cache()
         results["checks"], results["skipped"] = b.checks, b.skipped
+        results["tuning_s"] = round(autotune.tuner().spent, 1)
         results["goals"] = [] if b.smoke else goals(results)
         write_results(out, results)
     if b.skipped:
         print(f"\nskipped for time: {', '.join(b.skipped)}")
+    print(
+        f"\nautotuning {tuning}: {len(results.get('autotune', []))} decisions, "
+        f"{autotune.tuner().spent:.0f} s spent tuning"
+    )
     print("\ngoals:" + (" not judged in --smoke (interpreter timings)" if b.smoke else ""))
     for g in results["goals"]:
         value = "-" if g["value"] is None else f"{g['value']:.3g}"

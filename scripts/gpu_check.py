@@ -11,9 +11,13 @@ importance, each a subprocess with its own timeout inside one overall budget (de
    (skipped when minift is already importable from this checkout);
 2. environment: GPU, capability, memory, shared memory, driver, torch, Triton, CUDA;
 3. GPU tests: tests/test_kernels_*.py and the tests elsewhere that need CUDA or exercise the
-   Triton paths (selected by a pytest plugin in this file), without TRITON_INTERPRET;
+   Triton paths (selected by a pytest plugin in this file), without TRITON_INTERPRET, on the
+   fixed tile table (MINIFT_AUTOTUNE=0: the configuration the tests check; the autotuner's
+   own GPU test switches it on);
 4. bench_kernels --quick: fused LoRA, flash attention, block-sparse against their baselines,
-   checked against float32 references before timing;
+   checked against float32 references before timing, each shape autotuned first (its own
+   time budget, beside the benchmark's); the chosen configurations go into results.md and
+   the tuner's cache file is copied beside it (autotune.json);
 5. the CUDA sections of bench_train, bench_long_context and bench_peft (--quick; they run
    their CPU rows first, so they get what time is left).
 
@@ -205,6 +209,12 @@ def child_env(dry_run: bool) -> dict:
     return env
 
 
+def autotune_cache_file(env: dict) -> pathlib.Path:
+    """Where the kernels' autotuner keeps its choices ($MINIFT_HOME/autotune.json)."""
+    home = env.get("MINIFT_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "minift")
+    return pathlib.Path(home) / "autotune.json"
+
+
 def importable_here(env: dict) -> str | None:
     """Where ``minift.kernels`` is found from outside the checkout, if that is this
     checkout's kernels/ (an install of another copy does not count); else None."""
@@ -360,6 +370,8 @@ def _write_report(out: pathlib.Path, report: dict) -> None:
         for key, title in (("lora", "Fused LoRA linear (ms; base = the frozen layer alone)"),
                            ("attention", "Flash attention (TFLOP/s)"),
                            ("block_sparse", "Block-sparse attention (ms)"),
+                           ("autotune", "Autotuned configurations (per kernel and shape bucket; "
+                                        "times in microseconds, fixed table vs the winner)"),
                            ("checks", "Checks against float32 references (relative error)"),
                            ("launches", "Launches (stages, shared memory from the compiler)")):  # fmt: skip
             if kernels.get(key):
@@ -521,6 +533,8 @@ def main(argv=None) -> int:
         elif importlib.util.find_spec("xdist") is not None:
             pytest += ["-n", str(max(2, min(8, (os.cpu_count() or 2) // 2)))]
         env[SELECT_ENV] = "1"
+        user_tuning = env.get("MINIFT_AUTOTUNE")  # kept for the benchmarks
+        env["MINIFT_AUTOTUNE"] = "0"  # the fixed table is what the GPU tests check
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SCRIPTS), env.get("PYTHONPATH")]))
 
         def test_summary(s, text):
@@ -539,6 +553,9 @@ def main(argv=None) -> int:
 
         step("gpu_tests", [*pytest, *files], 90 if args.dry_run else 110, test_summary)
         env.pop(SELECT_ENV)
+        env.pop("MINIFT_AUTOTUNE")  # the benchmarks tune (unless the caller said 0)
+        if user_tuning is not None:
+            env["MINIFT_AUTOTUNE"] = user_tuning
 
         # 4. kernel benchmark
         if not args.skip_benches:
@@ -557,8 +574,13 @@ def main(argv=None) -> int:
                 text = f"{len(checks)} checks" + (f" ({len(bad)} FAILED)" if bad else " ok")
                 if goals:
                     text += f"; goals met {met}/{len(goals)}"
+                if k.get("autotune"):
+                    text += f"; {len(k['autotune'])} configs chosen, {k.get('tuning_s')} s tuning"
                 if k.get("errors"):
                     text += f"; errors in {', '.join(k['errors'])}"
+                cache = autotune_cache_file(env)
+                if cache.exists():  # the choices of this GPU, to keep with the figures
+                    (out / "autotune.json").write_bytes(cache.read_bytes())
                 return text
 
             cmd = [py, str(SCRIPTS / "bench_kernels.py"), "--out", str(kernels_out)]
@@ -566,9 +588,10 @@ def main(argv=None) -> int:
                 step("bench_kernels", [*cmd, "--quick", "--help"], 30,
                      lambda s, t: "--help ok, has --quick" if "--quick" in t else "no --quick")  # fmt: skip
             else:
-                cap = 130.0
-                budget = max(20.0, min(cap, left() - 3) - 30)  # compiles and checks beyond it
-                step("bench_kernels", [*cmd, "--quick", "--budget-s", f"{budget:.0f}"], cap,
+                cap, tune = 160.0, 30.0  # tuning has its own budget, beside the timing's
+                budget = max(20.0, min(cap, left() - 3) - 30 - tune)  # compiles, checks beyond
+                step("bench_kernels", [*cmd, "--quick", "--budget-s", f"{budget:.0f}",
+                                       "--tune-budget-s", f"{tune:.0f}"], cap,
                      kernels_summary)  # fmt: skip
 
             # 5. the other benchmarks' CUDA sections (after their CPU rows)

@@ -25,6 +25,7 @@ from minift.kernels.launch import CONSUMER_SMEM, attention_smem, lora_smem, smem
 
 H100_SMEM = 232_448
 HOPPER, AMPERE = (9, 0), (8, 6)
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def configs(*names):
@@ -177,10 +178,22 @@ def test_a_spent_budget_keeps_the_fixed_table_and_writes_nothing(tmp_path):
     path = tmp_path / "autotune.json"
     kernel = FakeKernel({16: 2e-3, 32: 1e-3})
     tuner = Tuner(path, timer=kernel.timer)
-    tuner.deadline = 0.0  # long past
+    tuner.budget_s = 0.0
     assert tuner.choose("a", configs(16, 32), kernel.run)["BLOCK_M"] == 16
     assert tuner.log[-1]["source"] == "fixed (tuning budget spent)" and not path.exists()
     assert kernel.calls == []
+
+
+def test_a_budget_that_runs_out_mid_search_is_not_cached(tmp_path):
+    kernel = FakeKernel({16: 2e-3, 32: 1e-3, 64: 5e-4})
+    result = tune(configs(16, 32, 64), kernel.run, kernel.timer, deadline=0.0)
+    assert result.config["BLOCK_M"] == 16 and not result.complete
+    assert all(v.startswith("not tried") for v in result.rejected.values())
+    tuner = Tuner(tmp_path / "autotune.json", timer=kernel.timer)
+    tuner.budget_s = 1e-9  # spent as soon as the first candidate has run
+    tuner.choose("a", configs(16, 32, 64), kernel.run)
+    assert tuner.log[-1]["source"] == "tuned (cut short by the budget)" and tuner.spent > 0
+    assert not (tmp_path / "autotune.json").exists()
 
 
 def test_the_switch(monkeypatch):
@@ -278,7 +291,12 @@ def test_every_space_holds_valid_tiles(module, args):
 def tuning_on(monkeypatch, tmp_path):
     """Tuning switched on for CPU tensors (the interpreter), a fresh tuner with its own cache
     file, and a fake timer under which the largest tiles are fastest (any fixed rule would
-    do: what is tested is that the launch follows the tuner's choice)."""
+    do: what is tested is that the launch follows the tuner's choice). On a GPU the same
+    tests run the candidates on CUDA tensors."""
+    from minift.kernels.dispatch import interpreting
+
+    if DEVICE == "cpu" and not interpreting():
+        pytest.skip("needs CUDA or TRITON_INTERPRET=1")
     monkeypatch.setenv("MINIFT_KERNELS", "triton")
     monkeypatch.setattr(autotune, "enabled", lambda device: True)
     launched = []
@@ -305,7 +323,9 @@ def test_fused_lora_is_tuned_through_its_launcher(tuning_on, monkeypatch):
              for m, n in ((32, 16), (16, 32), (32, 32), (64, 64))]  # fmt: skip
     monkeypatch.setattr(lora_triton, "_space", lambda dtype: small)
     gen = torch.Generator().manual_seed(3)
-    x, w, a, b = (torch.randn(*s, generator=gen) for s in ((37, 45), (29, 45), (5, 45), (29, 5)))
+    x, w, a, b = (
+        torch.randn(*s, generator=gen).to(DEVICE) for s in ((37, 45), (29, 45), (5, 45), (29, 5))
+    )
     y, xa = lora_triton.fused_lora(x, w.t(), None, a.t(), b.t(), 0.5)
     want = x.double() @ w.double().t() + 0.5 * (x.double() @ a.double().t()) @ b.double().t()
     assert ((y.double() - want).norm() / want.norm()).item() < 1e-5
@@ -315,6 +335,7 @@ def test_fused_lora_is_tuned_through_its_launcher(tuning_on, monkeypatch):
     assert decision["config"]["BLOCK_M"] == 64 and decision["config"]["BLOCK_N"] == 32
     assert launch.last_launch("fused_lora")["BLOCK_M"] == 64  # the launch used the winner
     assert decision["candidates"] == 5  # the fixed 16s, then the four (none pruned)
+    assert decision["fixed"] == "K16 M16 N16 R16 g4 s1 w4"
     assert decision["key"].startswith("fused_lora [bias=False store_xa=True wide=False] | M=64")
     assert list(json.loads(tuner.cache_path().read_text())) == [decision["key"]]
     runs = len(launched)
@@ -331,7 +352,7 @@ def test_attention_passes_are_tuned_separately(tuning_on, monkeypatch):
     small = [dict(BLOCK_M=32, BLOCK_N=16, num_warps=4, num_stages=1),
              dict(BLOCK_M=16, BLOCK_N=32, num_warps=4, num_stages=1)]  # fmt: skip
     monkeypatch.setattr(flash_triton, "_space", lambda dtype, pass_: small)
-    q, k, v = (torch.randn(1, 2, t, 16, requires_grad=True) for t in (27, 38, 38))
+    q, k, v = (torch.randn(1, 2, t, 16, device=DEVICE, requires_grad=True) for t in (27, 38, 38))
     out = attention(q, k, v)
     grads = torch.autograd.grad(out, (q, k, v), torch.ones_like(out))
     kernels = [d["key"].split(" [")[0] for d in tuner.log]
@@ -341,6 +362,29 @@ def test_attention_passes_are_tuned_separately(tuning_on, monkeypatch):
     assert ((out - want).norm() / want.norm()).item() < 1e-5
     for got, exp in zip(grads, torch.autograd.grad(want, (q, k, v), torch.ones_like(want))):
         assert ((got - exp).norm() / exp.norm()).item() < 1e-4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_every_lora_candidate_agrees_on_the_gpu(monkeypatch, tmp_path):
+    """The real space, timer and compiler: no candidate the model keeps fails to launch or
+    computes something else, and the winner matches a float32 reference."""
+    from minift.kernels import lora_linear_reference
+    from minift.kernels.lora_triton import fused_lora
+
+    monkeypatch.setenv("MINIFT_AUTOTUNE", "1")
+    tuner = Tuner(tmp_path / "autotune.json")
+    monkeypatch.setattr(autotune, "_TUNER", tuner)
+    m, k, n, r = 1000, 1024, 768, 16
+    x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    w, a = (torch.randn(d, k, device="cuda", dtype=torch.bfloat16) / k**0.5 for d in (n, r))
+    b = torch.randn(n, r, device="cuda", dtype=torch.bfloat16)
+    y, _ = fused_lora(x, w.t(), None, a.t(), b.t(), 2.0)
+    decision = tuner.log[-1]
+    print(decision)
+    assert decision["source"] == "tuned" and decision["rejected"] == {}
+    assert len(decision["times_us"]) == decision["candidates"] >= 4
+    want = lora_linear_reference(x.float(), w.float(), None, a.float(), b.float(), 2.0)
+    assert ((y.float() - want).norm() / want.norm()).item() < 1e-2
 
 
 # ------------------------------------------------- compiled for real GPU targets

@@ -36,4 +36,38 @@ def test_bench_smoke_runs_every_section(tmp_path):
     assert results["lora"] and results["attention"] and results["block_sparse"]
     assert not results["skipped"]
     assert all(row["fused ms"] > 0 for row in results["lora"])
+    # the interpreter never tunes: the fixed table ran, and the run says so
+    assert results["autotuning"] == "off: the interpreter" and results["autotune"] == []
+    assert "autotuning off: the interpreter: 0 decisions" in done.stdout
     assert (tmp_path / "bench_kernels.png").stat().st_size > 0
+
+
+def test_bench_reports_each_tuning_decision(monkeypatch, capsys):
+    """What a GPU run prints and records per kernel and shape: the chosen configuration,
+    how it was chosen, and the fixed table's time against the winner's."""
+    import importlib.util
+
+    from minift.kernels import autotune
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_kernels", ROOT / "scripts" / "bench_kernels.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    fixed, best = dict(BLOCK_M=128, num_warps=8), dict(BLOCK_M=64, num_warps=4)
+    decision = dict(
+        key="fused_lora [bias=False] | M=4096 N=4096 | bfloat16 | NVIDIA H100 | triton 3.6.0",
+        config=best, source="tuned", candidates=3, fixed=autotune.describe(fixed),
+        times_us={autotune.describe(fixed): 300.0, autotune.describe(best): 200.0},
+        rejected={"M256 w8": "output 0 differs by 1 (tolerance 6.2e-02 x 3)"},
+    )  # fmt: skip
+    monkeypatch.setattr(autotune, "choices", lambda: [decision])
+    results = {}
+    bench.tuning_info(results)
+    row = results["autotune"][0]
+    assert row["kernel"] == "fused_lora [bias=False]" and row["shape"] == "M=4096 N=4096"
+    assert row["config"] == "M64 w4" and row["speedup"] == 1.5 and row["rejected"] == 1
+    printed = capsys.readouterr().out
+    assert "Autotuned configurations" in printed and "rejected fused_lora" in printed
+    bench.tuning_info(results)  # nothing new: nothing added
+    assert len(results["autotune"]) == 1
