@@ -44,6 +44,7 @@ setup(
             "fairlearn",  # tests only: the reference for minift.fairness
             "statsmodels",  # tests only: the reference for Fleiss' kappa
             "krippendorff",  # tests only: the reference for Krippendorff's alpha
+            "scipy",  # tests only: the reference for Spearman's rho and Kendall's tau-b (minift.rating)
         ],
     },
     entry_points={"console_scripts": ["minift=minift.cli:main"]},
