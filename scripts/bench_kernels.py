@@ -42,6 +42,10 @@ import torch.nn.functional as F
 
 GOALS = """goals: LoRA fused <= 1.10x base matmul and < eager; attention fwd >= 0.9x best SDPA and
 >= 400 TFLOP/s, bwd >= 0.8x; block-sparse time <= 1.15x density x dense, and <= FlexAttention"""
+# Dense bf16 tensor-core peaks, TFLOP/s (vendor data sheets, without sparsity); the most
+# specific name first. The achieved fraction of docs/kernels.md's roofline table is the
+# measured TFLOP/s over this.
+PEAK_BF16 = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "A100": 312.0}
 SHARES = {"lora": 0.15, "attention": 0.45, "sparse": 0.40}  # of the time budget
 GOAL_T, GOAL_D = 4096, 128  # the attention goal's shape (causal)
 
@@ -524,6 +528,28 @@ def goals(results: dict) -> list[dict]:
     return out
 
 
+def peak_tflops(device: str) -> float | None:
+    return next((peak for name, peak in PEAK_BF16.items() if name in device), None)
+
+
+def roofline(results: dict) -> list[dict]:
+    """Achieved TFLOP/s (useful FLOPs) and the fraction of the device's bf16 peak for the
+    goal shapes: docs/kernels.md's roofline column."""
+    peak = peak_tflops(results.get("device", ""))
+    rows = []
+    lora = [r for r in results.get("lora", []) if r["pass"] == "fwd+bwd"]
+    for r in lora:
+        rows.append(dict(kernel=f"fused LoRA fwd+bwd r={r['r']}", tflops=r["fused TFLOP/s"]))
+    for r in results.get("attention", []):
+        if r["causal"] and r["T"] == GOAL_T and r["D"] == GOAL_D:
+            rows.append(dict(kernel=f"flash attention {r['pass_']} T={r['T']} D={r['D']} causal",
+                             tflops=r.get("minift")))  # fmt: skip
+    for row in rows:
+        row["peak"] = peak
+        row["of_peak"] = row["tflops"] / peak if row["tflops"] and peak else None
+    return rows
+
+
 # ----------------------------------------------------------------------------- plot
 def plot(results: dict, path: pathlib.Path) -> None:
     import matplotlib
@@ -616,6 +642,7 @@ def main(argv=None) -> int:
         results["checks"], results["skipped"] = b.checks, b.skipped
         results["tuning_s"] = round(autotune.tuner().spent, 1)
         results["goals"] = [] if b.smoke else goals(results)
+        results["roofline"] = [] if b.smoke else roofline(results)
         write_results(out, results)
     if b.skipped:
         print(f"\nskipped for time: {', '.join(b.skipped)}")

@@ -372,6 +372,7 @@ def _write_report(out: pathlib.Path, report: dict) -> None:
                            ("block_sparse", "Block-sparse attention (ms)"),
                            ("autotune", "Autotuned configurations (per kernel and shape bucket; "
                                         "times in microseconds, fixed table vs the winner)"),
+                           ("roofline", "Roofline: achieved TFLOP/s, fraction of the bf16 peak"),
                            ("checks", "Checks against float32 references (relative error)"),
                            ("launches", "Launches (stages, shared memory from the compiler)")):  # fmt: skip
             if kernels.get(key):

@@ -42,18 +42,23 @@ def test_bench_smoke_runs_every_section(tmp_path):
     assert (tmp_path / "bench_kernels.png").stat().st_size > 0
 
 
-def test_bench_reports_each_tuning_decision(monkeypatch, capsys):
-    """What a GPU run prints and records per kernel and shape: the chosen configuration,
-    how it was chosen, and the fixed table's time against the winner's."""
+def load_bench():
     import importlib.util
-
-    from minift.kernels import autotune
 
     spec = importlib.util.spec_from_file_location(
         "bench_kernels", ROOT / "scripts" / "bench_kernels.py"
     )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_bench_reports_each_tuning_decision(monkeypatch, capsys):
+    """What a GPU run prints and records per kernel and shape: the chosen configuration,
+    how it was chosen, and the fixed table's time against the winner's."""
+    from minift.kernels import autotune
+
+    bench = load_bench()
     fixed, best = dict(BLOCK_M=128, num_warps=8), dict(BLOCK_M=64, num_warps=4)
     decision = dict(
         key="fused_lora [bias=False] | M=4096 N=4096 | bfloat16 | NVIDIA H100 | triton 3.6.0",
@@ -71,3 +76,21 @@ def test_bench_reports_each_tuning_decision(monkeypatch, capsys):
     assert "Autotuned configurations" in printed and "rejected fused_lora" in printed
     bench.tuning_info(results)  # nothing new: nothing added
     assert len(results["autotune"]) == 1
+
+
+def test_roofline_fraction_of_the_devices_peak():
+    bench = load_bench()
+    results = dict(
+        device="NVIDIA H100 80GB HBM3",
+        lora=[{"r": 16, "pass": "fwd+bwd", "fused TFLOP/s": 494.5}, {"r": 16, "pass": "fwd"}],
+        attention=[dict(T=4096, D=128, causal=True, pass_="fwd", minift=400.0),
+                   dict(T=1024, D=128, causal=True, pass_="fwd", minift=300.0),
+                   dict(T=4096, D=128, causal=True, pass_="bwd", minift=None)],
+    )  # fmt: skip
+    rows = {r["kernel"]: r for r in bench.roofline(results)}
+    assert set(rows) == {"fused LoRA fwd+bwd r=16", "flash attention fwd T=4096 D=128 causal",
+                         "flash attention bwd T=4096 D=128 causal"}  # fmt: skip
+    assert rows["fused LoRA fwd+bwd r=16"]["of_peak"] == 0.5
+    assert abs(rows["flash attention fwd T=4096 D=128 causal"]["of_peak"] - 400 / 989) < 1e-12
+    assert rows["flash attention bwd T=4096 D=128 causal"]["of_peak"] is None
+    assert bench.peak_tflops("NVIDIA H100 PCIe") == 756.0 and bench.peak_tflops("Tesla T4") is None
