@@ -189,3 +189,17 @@ def test_agreement_with_automatic_scores(tmp_path, capsys):
 def test_scores_cannot_become_preferences():
     with pytest.raises(ValueError, match="a score, not a preference"):
         ratings_to_preferences([{"rater": "a", "item": "i", "outputs": ["x"], "score": 3}])
+
+
+def test_single_outputs_least_sure_first_follow_the_policys_log_probability(tmp_path, model_dir, capsys):  # fmt: skip
+    from minift.recipes.rate import make_items
+    from minift.recipes.rlhf import load_policy
+    from minift.recipes.rlhf_stages import task_prompts
+
+    assert rate(tmp_path, model_dir, ["3"] * 6, "--by-uncertainty") == 0
+    policy, enc = load_policy(str(model_dir))
+    items, certainty = make_items(policy, enc, task_prompts("val"), RateJob(rater="x", items=6, max_new_tokens=8))  # fmt: skip
+    sure = {it.id: c for it, c in zip(items, certainty)}
+    shown = [sure[r["item"]] for r in read_ratings(tmp_path / "r.jsonl")]
+    assert len(shown) == len(items) and shown == sorted(shown)
+    assert len(set(certainty)) > 1  # the order is not a tie broken by position
