@@ -364,6 +364,38 @@ def test_attention_passes_are_tuned_separately(tuning_on, monkeypatch):
         assert ((got - exp).norm() / exp.norm()).item() < 1e-4
 
 
+def test_multi_lora_and_nf4_candidates_all_agree(tuning_on, monkeypatch):
+    """The real spaces of the multi-LoRA and NF4 kernels, clamped to small shapes: every
+    candidate launches and agrees with the fixed table, and the launch matches the
+    reference."""
+    multi_lora_triton = pytest.importorskip("minift.kernels.multi_lora_triton")
+    from minift.kernels import nf4_linear, nf4_linear_reference, nf4_triton
+    from minift.kernels.multi_lora import multi_lora, multi_lora_reference
+
+    tuner, _, spy = tuning_on
+    monkeypatch.setattr(multi_lora_triton, "record_launch", spy)
+    monkeypatch.setattr(nf4_triton, "record_launch", spy)
+    gen = torch.Generator().manual_seed(4)
+    n_adapters, r, k, n = 3, 4, 45, 29
+    x = torch.randn(37, k, generator=gen).to(DEVICE)
+    a = torch.randn(n_adapters, r, k, generator=gen).to(DEVICE)
+    b = torch.randn(n_adapters, n, r, generator=gen).to(DEVICE)
+    ids = torch.randint(-1, n_adapters, (37,), generator=gen).to(DEVICE)
+    scaling = torch.rand(n_adapters, generator=gen).to(DEVICE)
+    want = multi_lora_reference(x.double(), a.double(), b.double(), ids, scaling.double())
+    assert ((multi_lora(x, a, b, ids, scaling) - want).norm() / want.norm()).item() < 1e-5
+    packed = torch.randint(0, 256, ((n * k + 1) // 2,), dtype=torch.uint8, generator=gen)
+    scales, code = torch.rand(-(-n * k // 64), generator=gen), torch.linspace(-1, 1, 16)
+    packed, scales, code = packed.to(DEVICE), scales.to(DEVICE), code.to(DEVICE)
+    want = nf4_linear_reference(x.double(), packed, scales, code, (n, k))
+    got = nf4_linear(x, packed, scales, code, (n, k))
+    assert ((got - want).norm() / want.norm()).item() < 1e-5
+    kernels = [d["key"].split(" [")[0] for d in tuner.log]
+    assert kernels == ["sgmv", "nf4_matmul"]
+    for d in tuner.log:
+        assert d["source"] == "tuned" and d["rejected"] == {} and d["candidates"] >= 5, d
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_every_lora_candidate_agrees_on_the_gpu(monkeypatch, tmp_path):
     """The real space, timer and compiler: no candidate the model keeps fails to launch or
