@@ -53,6 +53,14 @@ def test_append_then_read_round_trip_and_resume_keys(tmp_path):
     assert rated_items(path, "bo") == {"p1"} and rated_items(tmp_path / "none.jsonl", "x") == set()
 
 
+def test_a_complete_last_line_without_newline_is_kept_and_extended(tmp_path):
+    path = tmp_path / "r.jsonl"
+    first, second = score_row("ana", "Open", " a", 4), score_row("bo", "Open", " a", 2)
+    path.write_text(json.dumps(first))  # written by hand: valid, no final newline
+    append_ratings(path, [second])
+    assert read_ratings(path) == [first, second] and path.read_text().endswith("}\n")
+
+
 def test_a_torn_last_line_is_a_clear_error_and_nothing_is_rewritten(tmp_path):
     path = tmp_path / "r.jsonl"
     good = [score_row("ana", "Open", " a file", 4), score_row("bo", "Open", " a file", 3)]

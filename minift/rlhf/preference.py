@@ -14,7 +14,6 @@ response's log-likelihood (every response token and the end token, never the pro
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 from collections.abc import Sequence
@@ -22,10 +21,10 @@ from dataclasses import dataclass
 
 import torch
 
+from minift.ask import append_jsonl
 from minift.data.batching import pad_sequences
 from minift.data.jsonl import read_jsonl
 from minift.data.tasks import stable_fraction
-from minift.io import atomic_path
 from minift.tokenizer import eot_id, pad_id
 
 PREFERENCE_FIELDS = ("prompt", "chosen", "rejected")
@@ -74,15 +73,9 @@ def append_preferences(path: str | os.PathLike, rows: Sequence[dict]) -> None:
         missing = [f for f in PREFERENCE_FIELDS if not isinstance(row.get(f), str)]
         if missing:
             raise ValueError(f"row {i} to append lacks the string field(s) {missing}")
-    old = ""
     if path.exists() and path.read_text(encoding="utf-8").strip():
         load_preferences(path)  # refuse to extend a file that is already broken
-        old = path.read_text(encoding="utf-8")
-        if not old.endswith("\n"):
-            old += "\n"
-    new = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    with atomic_path(path) as tmp:
-        tmp.write_text(old + new, encoding="utf-8")
+    append_jsonl(path, rows)
 
 
 @dataclass
