@@ -7,6 +7,8 @@ a JSONL file), `minift fairness` (group metrics and mitigations).
     minift backdoor --task doc-returns --rates 0,0.01,0.03,0.1 --defend-at 0.1
     minift scrub data.jsonl clean.jsonl --fields text,response
     minift fairness --task doc-returns-people --mitigations none,cda,reweight
+    minift fairness --data people.jsonl --group-field gender --swap gender
+    minift fairness --model runs/saved --data people.jsonl --group-field gender
 
 The jobs are minift.recipes.robust and minift.recipes.security; the algorithms
 minift.robust and minift.security.
@@ -69,8 +71,13 @@ def register(sub) -> None:
 
     s = sub.add_parser("fairness", help="group fairness and counterfactual flips; mitigations")
     s.add_argument("--task", default="doc-returns-people", help="rows with a 'group' field")
+    s.add_argument("--data", help="your JSONL of text, label and a group field (instead of --task)")  # fmt: skip
+    s.add_argument("--group-field", default="group", help="--data: the field of the protected attribute")  # fmt: skip
+    s.add_argument("--swap", default=None, help="the counterfactual swap rule: gender, or WORD:WORD,... (--task default: gender; --data: none, the test is skipped)")  # fmt: skip
+    s.add_argument("--positive", default=None, help="--data: the label whose rate parity compares (default: the second, sorted)")  # fmt: skip
+    s.add_argument("--model", default=None, help="--data: report on a model saved by `minift finetune --save` instead of training")  # fmt: skip
     s.add_argument("--method", default="full", choices=sorted(METHODS))
-    s.add_argument("--mitigations", default="none,cda,reweight", help="comma-separated")
+    s.add_argument("--mitigations", default=None, help="comma-separated (default none,cda,reweight; without a swap rule none,reweight)")  # fmt: skip
     s.add_argument("--steps", type=int, default=60)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_fairness)
@@ -185,22 +192,50 @@ def cmd_scrub(args: argparse.Namespace) -> None:
 
 def cmd_fairness(args: argparse.Namespace) -> None:
     from minift.errors import UserError
-    from minift.recipes.fairness import MITIGATIONS, run_fairness
+    from minift.fairness.data import swap_rule
+    from minift.recipes.evaluate import saved_model_fairness
+    from minift.recipes.fairness import MITIGATIONS, group_file_task, positive_index, run_fairness
     from minift.recipes.finetune import FinetuneConfig, train_config
     from minift.recipes.pretrain import load_base
     from minift.recipes.tasks import get_task
 
-    hows = [m.strip() for m in args.mitigations.split(",") if m.strip()]
+    pairs = swap_rule(args.swap if args.swap is not None or args.data else "gender")
+    if args.model:  # every row of the file, on the saved model: nothing is trained
+        if not args.data:
+            raise UserError("--model reports on your file: give --data FILE as well")
+        return print_fairness({"saved model": saved_model_fairness(args.model, args.data, args.group_field, pairs, args.positive)})  # fmt: skip
+    default = "none,cda,reweight" if pairs is not None else "none,reweight"
+    hows = [m.strip() for m in (args.mitigations or default).split(",") if m.strip()]
     bad = [m for m in hows if m not in MITIGATIONS]
     if bad or not hows:
         raise UserError(f"unknown mitigation {bad or hows}; choices: {', '.join(MITIGATIONS)}")
-    task = get_task(args.task, seed=args.seed)
+    if "cda" in hows and pairs is None:
+        raise UserError("the cda mitigation swaps the attribute in the texts: give a swap rule (--swap gender or --swap WORD:WORD,...), or leave cda out of --mitigations")  # fmt: skip
+    if args.data:
+        task = group_file_task(args.data, args.group_field, args.seed)
+    else:
+        task = get_task(args.task, seed=args.seed)
     if task.kind != "classification" or any("group" not in r for r in task.train + task.val):
         raise UserError(f"{args.task}: fairness needs a classification task whose rows have a 'group'")  # fmt: skip
+    pos = positive_index(task.labels, args.positive)
+    print(task.summary())
+    if args.mitigations is None and pairs is None:
+        print("mitigations none,reweight: cda is left out, it needs a swap rule (--swap)")
     base, enc = load_base()
     config = FinetuneConfig(method=args.method, train=train_config(steps=args.steps, seed=args.seed, eval_every=0))  # fmt: skip
-    reports = run_fairness(task, base, enc, config, hows)
+    print_fairness(run_fairness(task, base, enc, config, hows, pairs, pos))
+
+
+def print_fairness(reports: dict) -> None:
     cols = ["accuracy", "accuracy_gap", "demographic_parity", "equalized_odds", "flip_rate"]
-    print(f"{'training':9s}" + "".join(f"{c:>19s}" for c in cols))
+    first = next(iter(reports.values()))
+    print(f"{first['n']} rows; positive label {first['positive_label']!r}")
+    print(f"{'training':11s}" + "".join(f"{c:>19s}" for c in cols))
     for how, r in reports.items():
-        print(f"{how:9s}" + "".join(f"{r[c]:>19.3f}" for c in cols))
+        cells = ["skipped" if r[c] is None else f"{r[c]:.3f}" for c in cols]
+        print(f"{how:11s}" + "".join(f"{c:>19s}" for c in cells))
+        print(" " * 11 + "  ".join(f"group {g}: accuracy {a:.3f}" for g, a in r["group_accuracy"].items()))  # fmt: skip
+    if first["flip_rate"] is None:
+        print(f"counterfactual test skipped: {first['counterfactual']}")
+    else:
+        print(f"counterfactual: {first['counterfactual_rows']} of {first['n']} texts changed by the swap rule")  # fmt: skip

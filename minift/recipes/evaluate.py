@@ -11,6 +11,9 @@ with --text-column/--label-column): run_suite scores any model on the versioned 
 suite of minift.recipes.suite, with 95% intervals and the contamination share, and
 write_report writes report.json and report.md.
 
+saved_model_fairness: the fairness report (minift.recipes.fairness) of a saved model on
+every row of a user's protected-attribute file (`minift fairness --model DIR --data F`).
+
 record_on_card adds an evaluation to the saved model's card (README.md, written by
 `minift finetune --save`): its metrics section alone is rewritten
 (minift.recipes.model_card.update_metrics).
@@ -92,6 +95,30 @@ def record_on_card(
     else:
         where = f"{task.name} validation rows"
     return update_metrics(path, evaluation(where, metrics, n, "minift eval"))
+
+
+def saved_model_fairness(model_dir: str, path: str, group_field: str = "group", pairs=None, positive: str | None = None) -> dict:  # fmt: skip
+    """The fairness report of a model saved by `minift finetune --save` on every row of a
+    protected-attribute file whose labels are the model's own."""
+    from minift.errors import UserError
+    from minift.fairness.data import load_group_rows
+    from minift.recipes.fairness import fairness_report, positive_index
+    from minift.recipes.saved import read_metadata
+
+    saved = read_metadata(model_dir)["task"]  # before loading anything heavy
+    rows = load_group_rows(path, group_field)
+    if saved["kind"] != "classification":
+        raise UserError(f"{model_dir} is a {saved['kind']} model; fairness measures a classifier")
+    labels = saved["labels"]
+    index = {**{str(i): i for i in range(len(labels))}, **{n: i for i, n in enumerate(labels)}}
+    unknown = sorted({str(r["label"]) for r in rows} - set(index))
+    if unknown:
+        raise UserError(f"{path}: labels {unknown[:5]} are not the model's labels ({', '.join(labels)})")  # fmt: skip
+    pos = positive_index(labels, positive)
+    model, enc, meta = load_finetuned(model_dir)
+    rows = [dict(r, label=index[str(r["label"])]) for r in rows]
+    task = Task(str(path), "classification", rows, rows, labels, template=saved.get("template", ""))
+    return fairness_report(model, task, enc, meta["max_len"], pairs, pos)
 
 
 # ---------------------------------------------------------------- the harness: --suite

@@ -101,14 +101,18 @@ def measured_fairness(model, task, enc, max_len: int) -> dict | None:
         return None
     if any("group" not in r for r in task.val) or len({str(r["group"]) for r in task.val}) < 2:
         return None
+    from minift.fairness import GENDER_PAIRS
     from minift.recipes.fairness import fairness_report
 
-    return fairness_figures(fairness_report(model, task, enc, max_len))
+    # The registered task with groups writes its attribute as pronouns; for a user's file
+    # no swap rule is assumed (it would be a guess), so its counterfactual test is skipped.
+    pairs = None if task.name.endswith((".jsonl", ".ndjson", ".json")) else GENDER_PAIRS
+    return fairness_figures(fairness_report(model, task, enc, max_len, pairs))
 
 
 def fairness_figures(report: dict) -> dict:
     """A fairness report's scalars and per-group accuracies, for a card."""
-    keep = ("accuracy", "accuracy_gap", "demographic_parity", "equalized_odds", "flip_rate", "mean_change")  # fmt: skip
+    keep = ("n", "positive_label", "accuracy", "accuracy_gap", "demographic_parity", "equalized_odds", "flip_rate", "mean_change", "counterfactual_rows")  # fmt: skip
     out = {k: report[k] for k in keep if report.get(k) is not None}
     out.update({f"accuracy of group {g}": a for g, a in report["group_accuracy"].items()})
     if report.get("flip_rate") is None:
