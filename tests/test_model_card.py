@@ -231,3 +231,23 @@ def test_rlhf_writes_a_card_with_before_and_after(setup, tmp_path):
         assert e["n"] == 4
         assert {k: m["value"] for k, m in e["metrics"].items()} == {k: report[side][k] for k in e["metrics"]}  # fmt: skip
     assert "kl" in trained["metrics"]
+
+
+def test_export_carries_the_card_marked_as_an_export(setup, tmp_path):
+    base, enc = setup
+    task = get_task("stdlib-package")
+    train = train_config(steps=2, eval_every=2, progress=False)
+    result = finetune(task, base, enc, FinetuneConfig("lora", {"r": 2}, train=train), keep_model=True)  # fmt: skip
+    path = save_finetuned(tmp_path / "m", result, task, enc, base_reference(None, base))
+    assert minift.cli.main(["export", "--hf", str(path), str(tmp_path / "hf")]) == 0
+    source, exported = (path / CARD).read_text(), (tmp_path / "hf" / CARD).read_text()
+    note = re.findall(r"^> Exported by `minift export --hf` from .*$", exported, flags=re.M)
+    assert len(note) == 1 and "task head is not part of GPT-2's format" in note[0]
+    restored = exported.replace(note[0] + "\n\n", "").replace("library_name: transformers", "library_name: minift")  # fmt: skip
+    assert restored == source  # the rest of the card is the source's, byte for byte
+    # a folder without a card: a card that says what is not known
+    base.save(tmp_path / "plain")
+    assert minift.cli.main(["export", "--hf", str(tmp_path / "plain"), str(tmp_path / "hf2")]) == 0
+    text = (tmp_path / "hf2" / CARD).read_text()
+    assert sections(text) == SECTIONS and "has no model card" in text
+    assert f"minift export --hf {tmp_path / 'plain'} {tmp_path / 'hf2'}" in text

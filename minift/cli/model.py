@@ -144,8 +144,12 @@ def cmd_export(args) -> None:
             "format and is left out; the folder holds the language model"
         )
     export_hf(gpt, enc, out, overwrite=args.overwrite)
+    from minift.recipes.cards import export_card
+    from minift.recipes.saved import weights_fingerprint
+
+    export_card(src, out, model is not gpt, weights_fingerprint(gpt))
     print(
-        f"wrote {out}: config.json, model.safetensors, vocab.json, merges.txt "
+        f"wrote {out}: config.json, model.safetensors, vocab.json, merges.txt, README.md "
         "(transformers.GPT2LMHeadModel.from_pretrained and GPT2TokenizerFast load it)"
     )
 
