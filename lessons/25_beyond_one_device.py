@@ -153,6 +153,29 @@ try:
 except ValueError as e:
     print(f"FSDP in one process: {e}")
 
+# %% [markdown]
+# ## The fine-tuning recipe on several processes
+# The same engine drives `minift finetune`: under `torchrun`, `--fsdp` shards the model per
+# block over the processes (gloo on CPUs; `--device cuda` takes nccl and one GPU per
+# process), each takes half of every global batch, and only rank 0 prints and writes. With
+# `--method lora` the frozen base is sharded too and only the adapters enter the
+# optimizer. `--save` gathers the whole weights to rank 0 once, at the end, in the folder
+# `minift eval --model` reads; `--ckpt-every` writes sharded checkpoints (one file of
+# shards per process, `minift/train/sharded_checkpoint.py`) that `--resume` continues
+# exactly. tests/test_fsdp.py checks each of these against one process, in float64.
+# Run them from a shell (each starts two Python processes, which takes longer than this
+# lesson may):
+
+# %%
+launch = "torchrun --standalone --nproc_per_node=2 -m minift finetune --fsdp"
+for line in (
+    f"{launch} --method full --steps 60 --save runs/fsdp-full",
+    f"{launch} --method lora --r 8 --steps 60 --out runs/fsdp-lora --ckpt-every 20",
+    f"{launch} --method lora --r 8 --steps 60 --out runs/fsdp-lora --ckpt-every 20 --resume",
+    "minift eval --model runs/fsdp-full",
+):
+    print(line)
+
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
 ax = axes[0]
@@ -195,7 +218,7 @@ print(f"lesson done in {time.perf_counter() - t_start:.1f}s")
 # 2. Add activations to the memory table: per token and layer, GPT-2 keeps about 34 d bytes
 #    in bf16 (Korthikanti et al. 2022) plus 5 h T bytes of attention scores. At T = 1024
 #    and batch 8, which size stops fitting with FSDP on 8 GPUs?
-# 3. FSDP with LoRA: `apply_lora` before `shard_model`. Only the adapters train; what
-#    share of the memory does sharding still save, and where?
+# 3. FSDP with LoRA (`minift finetune --fsdp --method lora` under torchrun): only the
+#    adapters train; what share of the memory does sharding still save, and where?
 # 4. Time the steps with `grad_accum=4` under DDP: why is `no_sync` on all but the last
 #    micro-batch worth it?
