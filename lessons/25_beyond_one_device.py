@@ -170,8 +170,8 @@ except ValueError as e:
 launch = "torchrun --standalone --nproc_per_node=2 -m minift finetune --fsdp"
 for line in (
     f"{launch} --method full --steps 60 --save runs/fsdp-full",
-    f"{launch} --method lora --r 8 --steps 60 --out runs/fsdp-lora --ckpt-every 20",
-    f"{launch} --method lora --r 8 --steps 60 --out runs/fsdp-lora --ckpt-every 20 --resume",
+    f"{launch} --method lora --steps 60 --out runs/fsdp-lora --ckpt-every 20",
+    f"{launch} --method lora --steps 60 --out runs/fsdp-lora --ckpt-every 20 --resume",
     "minift eval --model runs/fsdp-full",
 ):
     print(line)
