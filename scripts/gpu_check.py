@@ -18,7 +18,9 @@ importance, each a subprocess with its own timeout inside one overall budget (de
    checked against float32 references before timing, each shape autotuned first (its own
    time budget, beside the benchmark's); the chosen configurations go into results.md and
    the tuner's cache file is copied beside it (autotune.json);
-5. the CUDA sections of bench_train, bench_long_context and bench_peft (--quick; they run
+5. the adapter-serving kernels: the NF4 matmul of QLoRA (bench_efficiency --kernel-only)
+   and the multi-LoRA kernels (bench_personal --gpu-only), each against its unfused form;
+6. the CUDA sections of bench_train, bench_long_context and bench_peft (--quick; they run
    their CPU rows first, so they get what time is left).
 
 A step that fails or times out is recorded and the next one runs; a step that would start
@@ -48,6 +50,8 @@ import xml.etree.ElementTree as ET
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
 MIN_STEP_S = 10.0  # a step is not started with less time than this left
+# Benchmarks of one kernel family each, run with the flag that keeps only their CUDA table.
+KERNEL_BENCHES = {"bench_efficiency": "--kernel-only", "bench_personal": "--gpu-only"}
 OTHER_BENCHES = ("bench_train", "bench_long_context", "bench_peft")  # CPU rows, then CUDA rows
 SELECT_ENV = "MINIFT_GPU_CHECK_SELECT"  # switches the test-selection plugin below on
 GPU_WORDS = re.compile(r"cuda|gpu|triton|kernel", re.IGNORECASE)
@@ -595,7 +599,20 @@ def main(argv=None) -> int:
                                        "--tune-budget-s", f"{tune:.0f}"], cap,
                      kernels_summary)  # fmt: skip
 
-            # 5. the other benchmarks' CUDA sections (after their CPU rows)
+            # 5. NF4 (QLoRA) and multi-LoRA kernels, each against its unfused form
+            def kernel_bench_summary(s, text):
+                s["tail"] = log_tail(out / f"{s['name']}.log", 30)
+                flag = KERNEL_BENCHES[s["name"]]
+                if args.dry_run:
+                    return f"--help ok, has {flag}" if flag in text else f"no {flag} option"
+                return f"rc {s['rc']}; {len(re.findall(r' ms', text))} timings"
+
+            for name, flag in KERNEL_BENCHES.items():
+                cmd = [py, str(SCRIPTS / f"{name}.py"), flag, "--out", str(out / name)]
+                step(name, [*cmd, "--help"] if args.dry_run else cmd, 30 if args.dry_run else 45,
+                     kernel_bench_summary)  # fmt: skip
+
+            # 6. the other benchmarks' CUDA sections (after their CPU rows)
             def bench_summary(s, text):
                 s["tail"] = log_tail(out / f"{s['name']}.log", 30)
                 if args.dry_run:

@@ -35,12 +35,15 @@ def test_dry_run_wires_every_step(tmp_path):
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     report = json.loads((tmp_path / "results.json").read_text())
     steps = {s["name"]: s for s in report["steps"]}
-    expected = ["install", "environment", "gpu_tests", "bench_kernels", *gpu_check.OTHER_BENCHES]
+    expected = ["install", "environment", "gpu_tests", "bench_kernels",
+                *gpu_check.KERNEL_BENCHES, *gpu_check.OTHER_BENCHES]  # fmt: skip
     assert sorted(steps) == sorted(expected)
     assert all(s["status"] == "ok" for s in steps.values()), steps
     assert all(
         "has --quick" in steps[n]["summary"] for n in ["bench_kernels", *gpu_check.OTHER_BENCHES]
     )
+    for name, flag in gpu_check.KERNEL_BENCHES.items():
+        assert f"has {flag}" in steps[name]["summary"], steps[name]
     assert report["environment"]["torch"] and report["environment"]["cuda_available"] in (
         True,
         False,
