@@ -2,6 +2,7 @@
 
     python scripts/bench_data.py             # 3 seeds, the shipped base (minutes on 2 cores)
     python scripts/bench_data.py --quick     # 2 seeds, fast mode's tiny base
+    python scripts/bench_data.py --only backbone --jobs 3   # only table 2b, seeds in parallel
 
 Every method runs on the frozen base's pooled features (DAPT changes the base first):
 1. imbalance: stdlib-package skewed 20:1, each remedy's linear head (minift.imbalance):
@@ -10,6 +11,9 @@ Every method runs on the frozen base's pooled features (DAPT changes the base fi
 2. domain adaptation docstrings -> code comments (minift.recipes.adapt): target accuracy
    of source-only (floor), self-training, DANN, DAPT and the oracle (ceiling), the share
    of the gap closed, the proxy A-distance;
+2b. the same shift with a LoRA-trained backbone (minift.recipes.adapt_backbone): floor,
+   TAPT, DANN end to end, self-training with the fine-tuned model, oracle, all with the
+   same fine-tuning; the share of the gap closed per seed;
 3. augmentation with 10%, 25%, 100% of stdlib-package's rows: EDA and paraphrase against
    the plain head, mixup against the same mini-batch loop without it.
 Writes docs/results/data.json and docs/data.png (--out changes the folder).
@@ -30,6 +34,8 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def mean_sd(xs: list[float]) -> str:
+    if any(x != x for x in xs):  # a NaN: e.g. the gap closed where floor == ceiling
+        return "n/a"
     sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
     return f"{statistics.mean(xs):.3f} ± {sd:.3f}"
 
@@ -91,6 +97,62 @@ def adapt_table(base, enc, seeds: list[int], dapt_steps: int) -> dict:
     return out
 
 
+BACKBONE_METHODS = ("tapt", "dann", "self-train", "tapt-self-train")
+
+
+def backbone_seed(seed: int, steps: int, dapt_steps: int, quick: bool) -> dict:
+    """One seed of the trained-backbone table (its own process under --jobs)."""
+    if quick:
+        os.environ["MINIFT_FAST"] = "1"
+    import torch
+
+    from minift.adapt import DANNConfig
+    from minift.recipes.adapt import AdaptConfig, compare_backbones
+    from minift.recipes.pretrain import load_base
+    from minift.recipes.tasks import get_task
+
+    torch.set_num_threads(1)
+    base, enc = load_base(progress=False, verbose=False)
+    config = AdaptConfig(**BACKBONE_SETTINGS, dann=DANNConfig(lambd=0.3), steps=steps, dapt_steps=dapt_steps, seed=seed)  # fmt: skip
+    return compare_backbones(
+        get_task("stdlib-package", seed=seed), base, enc, config, BACKBONE_METHODS
+    )
+
+
+# Chosen on seed 0's selection split (the hidden labels of the unlabelled target rows, never
+# the target test rows): DANN lambda 0.3 of {0.1, 0.3, 1}, TAPT 100 steps of {100, 300}.
+BACKBONE_SETTINGS = dict(backbone="lora", max_len=48, threshold=0.9, rounds=2, dapt_lr=3e-4)
+
+
+def backbone_table(seeds: list[int], steps: int, dapt_steps: int, quick: bool, jobs: int) -> dict:
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
+    run = partial(backbone_seed, steps=steps, dapt_steps=dapt_steps, quick=quick)
+    if jobs > 1:
+        with ProcessPoolExecutor(jobs) as ex:
+            per_seed = list(ex.map(run, seeds))
+    else:
+        per_seed = [run(s) for s in seeds]
+    out: dict[str, dict[str, list[float]]] = {}
+    for r in per_seed:
+        floor, ceiling = r["source-only"]["target_accuracy"], r["oracle"]["target_accuracy"]
+        for method, row in r.items():
+            o = out.setdefault(method, {})
+            for k, v in row.items():
+                o.setdefault(k, []).append(v)
+            gap = (row["target_accuracy"] - floor) / (ceiling - floor) if ceiling != floor else float("nan")  # fmt: skip
+            o.setdefault("gap_closed", []).append(gap)
+    print(f"\n2b. domain adaptation with a LoRA-trained backbone ({steps} steps, lr 5e-3, 48 tokens; "
+          f"DANN lambda 0.3, self-training threshold 0.9 x 2 rounds, TAPT {dapt_steps} steps)")  # fmt: skip
+    print(f"{'method':16s}{'target acc':>16s}{'gap closed (per seed)':>34s}{'selection acc':>16s}")
+    for name, row in out.items():
+        per = " ".join(f"{g:+.0%}" for g in row["gap_closed"])
+        sel = mean_sd(row["selection_accuracy"]) if name != "oracle" else "(trained on it)"
+        print(f"{name:16s}{mean_sd(row['target_accuracy']):>16s}{mean_sd(row['gap_closed']):>16s} [{per}]{sel:>16s}")  # fmt: skip
+    return out
+
+
 def augment_table(base, enc, seeds: list[int]) -> dict:
     from minift.augment import SynonymTable, eda, paraphrase, train_head
     from minift.recipes.adapt import features_of
@@ -142,22 +204,24 @@ def plot(results: dict, path: pathlib.Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(18, 4.4))
-    ax = axes[0]
-    names = list(results["imbalance"])
-    ax.bar(names, [statistics.mean(results["imbalance"][n]["balanced_accuracy"]) for n in names])
-    ax.set(ylabel="balanced accuracy (mean over seeds)", title="imbalance remedies, 20:1")
-    ax.tick_params(axis="x", rotation=30)
-    ax = axes[1]
-    names = list(results["adapt"])
-    ax.bar(names, [statistics.mean(results["adapt"][n]["target_accuracy"]) for n in names])
-    ax.set(ylabel="target accuracy (mean over seeds)", title="docstrings -> comments")
-    ax = axes[2]
-    fr = list(results["augment"])
-    for m in ("none", "EDA", "paraphrase", "sgd", "mixup"):
-        ax.plot([100 * float(f) for f in fr], [statistics.mean(results["augment"][f][m]) for f in fr], marker="o", label=m)  # fmt: skip
-    ax.set(xscale="log", xlabel="% of training rows", ylabel="val accuracy", title="augmentation")
-    ax.legend(fontsize=8)
+    panels = [k for k in ("imbalance", "adapt", "adapt_backbone", "augment") if k in results]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.4), squeeze=False)
+    for ax, key in zip(axes[0], panels):
+        rows = results[key]
+        if key == "augment":
+            for m in ("none", "EDA", "paraphrase", "sgd", "mixup"):
+                ax.plot([100 * float(f) for f in rows], [statistics.mean(rows[f][m]) for f in rows], marker="o", label=m)  # fmt: skip
+            ax.set(xscale="log", xlabel="% of training rows", ylabel="val accuracy", title="augmentation")  # fmt: skip
+            ax.legend(fontsize=8)
+            continue
+        metric = "balanced_accuracy" if key == "imbalance" else "target_accuracy"
+        names = list(rows)
+        ax.bar(names, [statistics.mean(rows[n][metric]) for n in names],
+               yerr=[statistics.stdev(rows[n][metric]) if len(rows[n][metric]) > 1 else 0 for n in names])  # fmt: skip
+        title = {"imbalance": "imbalance remedies, 20:1", "adapt": "docstrings -> comments, frozen",
+                 "adapt_backbone": "docstrings -> comments, LoRA backbone"}[key]  # fmt: skip
+        ax.set(ylabel=f"{metric.replace('_', ' ')} (mean ± SD over seeds)", title=title)
+        ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -169,6 +233,10 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--dapt-steps", type=int, default=100)
     p.add_argument("--out", default=None, help="folder for results/data.json and data.png")
+    p.add_argument("--only", choices=("frozen", "backbone"), default=None,
+                   help="frozen: the three frozen-feature tables; backbone: the LoRA UDA table")  # fmt: skip
+    p.add_argument("--backbone-steps", type=int, default=100)
+    p.add_argument("--jobs", type=int, default=1, help="processes for the backbone table's seeds")
     args = p.parse_args()
     if args.quick:
         os.environ["MINIFT_FAST"] = "1"
@@ -176,23 +244,27 @@ def main() -> None:
     global torch
     import torch
 
-    from minift.io import write_json
+    from minift.io import read_json, write_json
     from minift.recipes.pretrain import load_base
 
     t0 = time.perf_counter()
     seeds = list(range(2 if args.quick else args.seeds))
     base, enc = load_base()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}; seeds {seeds}")  # fmt: skip
-    results = {
-        "imbalance": imbalance_table(base, enc, seeds),
-        "adapt": adapt_table(base, enc, seeds, 10 if args.quick else args.dapt_steps),
-        "augment": augment_table(base, enc, seeds),
-        "seeds": seeds,
-        "quick": args.quick,
-        "seconds": None,
-    }
-    results["seconds"] = round(time.perf_counter() - t0, 1)
+    dapt_steps = 10 if args.quick else args.dapt_steps
     out = pathlib.Path(args.out) if args.out else ROOT / "docs"
+    results = read_json(out / "results" / "data.json") if (out / "results" / "data.json").exists() else {}  # fmt: skip
+    if args.only != "backbone":
+        results.update(
+            imbalance=imbalance_table(base, enc, seeds),
+            adapt=adapt_table(base, enc, seeds, dapt_steps),
+            augment=augment_table(base, enc, seeds),
+        )
+    if args.only != "frozen":
+        steps = 4 if args.quick else args.backbone_steps
+        results["adapt_backbone"] = backbone_table(seeds, steps, dapt_steps, args.quick, args.jobs)
+    results.update(seeds=seeds, quick=args.quick, seconds=None)
+    results["seconds"] = round(time.perf_counter() - t0, 1)
     write_json(out / "results" / "data.json", results)
     plot(results, out / "data.png")
     print(

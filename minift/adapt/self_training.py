@@ -13,7 +13,8 @@ as the rarest-class count times ``balance_ratio`` (None: no cap), a simple form 
 Zou et al.'s class balancing.
 
 Here the classifier is a linear head on frozen pooled features, refitted to convergence
-each round (minift.train.features.fit_linear_head).
+each round (minift.train.features.fit_linear_head); the same selection drives
+self-training with a fine-tuned backbone (minift.recipes.adapt_backbone).
 """
 
 from __future__ import annotations
@@ -24,23 +25,31 @@ from minift.errors import UserError
 from minift.train.features import fit_linear_head
 
 
-def pseudo_labels(
-    W: torch.Tensor, b: torch.Tensor, X: torch.Tensor, threshold: float, balance_ratio: float | None
+def confident_rows(
+    probs: torch.Tensor, threshold: float, balance_ratio: float | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rows kept, their labels): confidence >= threshold, the most confident first within
-    a class, at most balance_ratio x the smallest non-empty class's count per class."""
-    probs = torch.softmax(X.double() @ W.T + b, -1)
+    """(rows kept, their labels) from class probabilities (n, K): confidence >= threshold,
+    the most confident first within a class, at most balance_ratio x the smallest
+    non-empty class's count per class. Any classifier's probabilities will do (a head on
+    frozen features here, a fine-tuned transformer in minift.recipes.adapt_backbone)."""
     conf, label = probs.max(-1)
     keep = torch.nonzero(conf >= threshold).flatten()
     if balance_ratio is not None and len(keep):
-        counts = torch.bincount(label[keep], minlength=W.shape[0])
+        counts = torch.bincount(label[keep], minlength=probs.shape[1])
         cap = max(1, int(balance_ratio * int(counts[counts > 0].min())))
         chosen = []
-        for c in range(W.shape[0]):
+        for c in range(probs.shape[1]):
             rows = keep[label[keep] == c]
             chosen.append(rows[torch.argsort(conf[rows], descending=True)[:cap]])
         keep = torch.sort(torch.cat(chosen)).values
     return keep, label[keep]
+
+
+def pseudo_labels(
+    W: torch.Tensor, b: torch.Tensor, X: torch.Tensor, threshold: float, balance_ratio: float | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """confident_rows of the linear head (W, b) on the features X."""
+    return confident_rows(torch.softmax(X.double() @ W.T + b, -1), threshold, balance_ratio)
 
 
 def self_train(

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
-    from minift.recipes.adapt import EMBEDDED_TARGET, METHODS, AdaptConfig
+    from minift.recipes.adapt import BACKBONES, EMBEDDED_TARGET, METHODS, AdaptConfig
 
     d = AdaptConfig()
     s = sub.add_parser(
         "adapt", help="adapt a classification task to an unlabelled target domain",
         description="Fit a task on its (source) rows and adapt it to target text whose labels "
-        "are never used: continued pretraining (dapt), domain-adversarial training (dann) or "
-        "self-training. With --target-text pycode and --task stdlib-package the target "
+        "are never used: continued pretraining on target-domain text (dapt) or on the task's "
+        "target texts (tapt), domain-adversarial training (dann) or self-training; on the "
+        "base's frozen features or with a fine-tuned backbone (--backbone lora|full). With --target-text pycode and --task stdlib-package the target "
         "(code comments) has labels, used only to report the gap closed.",
     )  # fmt: skip
     s.add_argument("--task", default="stdlib-package", help="the source task (classification)")
     s.add_argument("--target-text", default=EMBEDDED_TARGET,
                    help="a UTF-8 text file (one text per line) or 'pycode' (the stdlib's code comments)")  # fmt: skip
     s.add_argument("--method", default=d.method, choices=METHODS)
+    s.add_argument("--backbone", default=d.backbone, choices=BACKBONES,
+                   help="frozen: heads on the base's features; lora/full: fine-tune end to end")  # fmt: skip
+    s.add_argument("--steps", type=int, default=d.steps, help="fine-tuning steps (lora/full)")
+    s.add_argument("--lr", type=float, default=d.lr, help="fine-tuning lr (default: the method's)")  # fmt: skip
+    s.add_argument("--self-train-from-dapt", action="store_true",
+                   help="self-train from the base after task-adaptive pretraining (lora/full)")  # fmt: skip
     s.add_argument("--model", help="base model folder (default: the embedded base)")
     s.add_argument("--threshold", type=float, default=d.threshold, help="self-training confidence")  # fmt: skip
     s.add_argument("--rounds", type=int, default=d.rounds, help="self-training rounds")
@@ -37,7 +44,8 @@ def cmd_adapt(args) -> None:
 
     d = AdaptConfig()
     config = AdaptConfig(
-        method=args.method, threshold=args.threshold, rounds=args.rounds, seed=args.seed,
+        method=args.method, backbone=args.backbone, steps=args.steps, lr=args.lr,
+        self_train_from_dapt=args.self_train_from_dapt, threshold=args.threshold, rounds=args.rounds, seed=args.seed,
         dann=dataclasses.replace(d.dann, lambd=args.dann_lambda, steps=args.dann_steps),
         dapt_steps=args.dapt_steps,
     )  # fmt: skip

@@ -4,7 +4,8 @@ labels are never used for training.
     features  the frozen base's pooled feature of every text (source rows with labels,
               target rows without), computed once (minift.train.features)
     floor     source-only: a linear head fitted on the source rows
-    method    dapt (continued pretraining of the base on target text, then the same head),
+    method    dapt / tapt (continued pretraining of the base on target-domain text / on the
+              task's unlabelled target texts, then the same head),
               dann (domain-adversarial MLP on the features), self-train (pseudo-labels)
     ceiling   the oracle: the same head fitted on the target rows *with* their labels
     shift     the proxy A-distance between the domains' features
@@ -15,6 +16,11 @@ floor, the method and the oracle are all measured on held-out target comments an
 result says how much of the floor-to-ceiling gap the method closed. A user's text file
 (one text per line) has no labels: the result then gives the source accuracy, the
 A-distance before and after, and what the model predicts on the target.
+
+With ``backbone`` lora or full, the same methods run as their papers run them, each
+ending in a classifier fine-tuned end to end (run_adapt_backbone;
+minift.recipes.adapt_backbone holds the pieces): floor, method and oracle then share the
+fine-tuning (steps, lr, batch, tokens).
 """
 
 from __future__ import annotations
@@ -38,18 +44,36 @@ from minift.adapt import (
 from minift.data.batching import classification_batch
 from minift.data.tasks import Task
 from minift.errors import UserError
+from minift.peft.methods import get_method
+from minift.recipes.adapt_backbone import (
+    compare_methods,
+    dann_finetune,
+    finetune_config,
+    fit_classifier,
+    predict_proba,
+    self_train_backbone,
+    target_accuracy,
+)
 from minift.recipes.finetune import FinetuneConfig, build_model
 from minift.tokenizer import pad_id
 from minift.train.features import fit_linear_head, pooled_features
 from minift.train.objectives import classification_inputs
 
-METHODS = ("source-only", "dapt", "dann", "self-train")
+METHODS = ("source-only", "dapt", "tapt", "dann", "self-train")
+BACKBONES = ("frozen", "lora", "full")
 EMBEDDED_TARGET = "pycode"
 
 
 @dataclass
 class AdaptConfig:
     method: str = "self-train"
+    # frozen: heads on the base's pooled features (below); lora / full: every classifier
+    # is fine-tuned end to end, steps at lr (None: the method's default), as in
+    # minift.recipes.adapt_backbone
+    backbone: str = "frozen"
+    steps: int = 100
+    lr: float | None = None
+    self_train_from_dapt: bool = False  # with a trained backbone: self-train from the TAPT base
     max_len: int = 48  # tokens per text: comments run longer than docstring summaries
     l2: float = 1e-2  # the linear heads' penalty (source-only, oracle, self-training)
     threshold: float = 0.7  # self-training's confidence threshold
@@ -63,6 +87,10 @@ class AdaptConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise UserError(f"unknown adaptation method {self.method!r}; choose one of {', '.join(METHODS)}")  # fmt: skip
+        if self.backbone not in BACKBONES:
+            raise UserError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")  # fmt: skip
+        if self.steps < 1 or (self.lr is not None and not self.lr > 0):
+            raise UserError(f"fine-tuning needs steps >= 1 and lr > 0, got {self.steps} and {self.lr}")  # fmt: skip
 
 
 @dataclass
@@ -112,6 +140,14 @@ def target_rows(
     return [{"text": t} for t in read_target_text(target)], None, None
 
 
+def adaptive_texts(config: AdaptConfig, target: str, unlabelled: list[dict]) -> list[str]:
+    """What continued pretraining reads: dapt the target domain (pycode: the library's
+    source; a user's file: its lines), tapt the task's own unlabelled target texts."""
+    if config.method == "dapt" and target == EMBEDDED_TARGET:
+        return read_target_text(EMBEDDED_TARGET, config.dapt_texts)
+    return [r["text"] for r in unlabelled]
+
+
 def _accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
     return float((pred == y).double().mean())
 
@@ -121,6 +157,8 @@ def run_adapt(task: Task, target: str, base, enc, config: AdaptConfig | None = N
     config = config or AdaptConfig()
     if task.kind != "classification":
         raise UserError(f"domain adaptation here needs a classification task; {task.name} is {task.kind!r}")  # fmt: skip
+    if config.backbone != "frozen":
+        return run_adapt_backbone(task, target, base, enc, config)
     unlabelled, hidden, test = target_rows(task, target, config.seed)
     K, L = task.num_labels, config.max_len
 
@@ -154,8 +192,8 @@ def run_adapt(task: Task, target: str, base, enc, config: AdaptConfig | None = N
         after = proxy_a_distance(dann_features(model, Xs), dann_features(model, Xt), seed=config.seed)  # fmt: skip
         details["history"] = model.history
         predict = lambda X: dann_predict(model, X)  # noqa: E731
-    else:  # dapt
-        texts = read_target_text(EMBEDDED_TARGET, config.dapt_texts) if target == EMBEDDED_TARGET else [r["text"] for r in unlabelled]  # fmt: skip
+    else:  # dapt / tapt
+        texts = adaptive_texts(config, target, unlabelled)
         adapted, history = continue_pretraining(base, texts, enc, config.dapt_steps, config.dapt_lr, seed=config.seed)  # fmt: skip
         details["lm_loss"] = [h["loss"] for h in history if "loss" in h][-1:]
         Xs, ys, Xv, yv, Xt, Xtest, ytest = extract(adapted)
@@ -175,6 +213,67 @@ def run_adapt(task: Task, target: str, base, enc, config: AdaptConfig | None = N
         target_predictions={task.labels[c]: counts.get(c, 0) for c in range(K)},
         details=details,
     )
+
+
+def run_adapt_backbone(task: Task, target: str, base, enc, config: AdaptConfig) -> AdaptResult:
+    """run_adapt with ``config.backbone`` lora or full: every classifier (floor, method,
+    oracle) is fine-tuned the same way (minift.recipes.adapt_backbone)."""
+    unlabelled, hidden, test = target_rows(task, target, config.seed)
+    L, K = config.max_len, task.num_labels
+    ft = finetune_config(config.backbone, config.steps, config.lr, L, config.seed)
+
+    def shift(model) -> float:
+        return proxy_a_distance(features_of(model, task, enc, task.train, L)[0], features_of(model, task, enc, unlabelled, L)[0], seed=config.seed)  # fmt: skip
+
+    floor_model, floor_acc = fit_classifier(task, base, enc, ft)
+    details: dict = {"fine_tuning": {"backbone": config.backbone, "steps": config.steps, "lr": config.lr or get_method(config.backbone).lr, "max_len": L}}  # fmt: skip
+    start = base
+    if config.method in ("dapt", "tapt") or (
+        config.method == "self-train" and config.self_train_from_dapt
+    ):
+        texts = adaptive_texts(replace(config, method="tapt" if config.method == "self-train" else config.method), target, unlabelled)  # fmt: skip
+        start, history = continue_pretraining(base, texts, enc, config.dapt_steps, config.dapt_lr, seed=config.seed)  # fmt: skip
+        details["lm_loss"] = [h["loss"] for h in history if "loss" in h][-1:]
+    if config.method == "source-only":
+        model, acc = floor_model, floor_acc
+    elif config.method in ("dapt", "tapt"):
+        model, acc = fit_classifier(task, start, enc, ft)
+    elif config.method == "dann":
+        model, acc, history = dann_finetune(task, base, enc, ft, unlabelled, config.dann.lambd, config.dann.hidden)  # fmt: skip
+        details["domain_accuracy"] = [h["domain_accuracy"] for h in history if "domain_accuracy" in h][-1:]  # fmt: skip
+    else:
+        model, acc, history = self_train_backbone(task, start, enc, ft, unlabelled, config.threshold, config.rounds)  # fmt: skip
+        details["pseudo_labelled"] = [len(h["keep"]) for h in history]
+        if hidden is not None:  # how many pseudo-labels were right (reported, never used)
+            y = torch.tensor(hidden)
+            details["pseudo_label_accuracy"] = [float((y[h["keep"]] == h["labels"]).double().mean()) for h in history]  # fmt: skip
+    oracle = None
+    if test:  # the ceiling: the same fine-tuning on the target rows' own labels
+        labelled = [{"text": r["text"], "label": c} for r, c in zip(unlabelled, hidden)]
+        oracle = target_accuracy(fit_classifier(replace(task, train=labelled), base, enc, ft)[0], task, enc, test, L)  # fmt: skip
+    counts = predict_proba(model, task, enc, unlabelled, L).argmax(-1).bincount(minlength=K)
+    return AdaptResult(
+        method=config.method,
+        source_accuracy=acc,
+        a_distance_before=shift(floor_model),
+        a_distance_after=shift(model),
+        target_accuracy=target_accuracy(model, task, enc, test, L) if test else None,
+        source_only_target=target_accuracy(floor_model, task, enc, test, L) if test else None,
+        oracle_target=oracle,
+        target_predictions={task.labels[c]: int(counts[c]) for c in range(K)},
+        details=details,
+    )
+
+
+def compare_backbones(task: Task, base, enc, config: AdaptConfig, methods: tuple[str, ...]) -> dict:
+    """Every method in ``methods`` on the embedded shift with config.backbone (the
+    benchmark's and lesson 21's table): minift.recipes.adapt_backbone.compare_methods."""
+    unlabelled, hidden, test = target_rows(task, EMBEDDED_TARGET, config.seed)
+    if test is None:
+        raise UserError(f"comparing methods needs the labelled embedded target; {task.name} has none")  # fmt: skip
+    kinds = {m for m in methods if m in ("dapt", "tapt")} | ({"tapt"} if "tapt-self-train" in methods or config.self_train_from_dapt else set())  # fmt: skip
+    texts = {k: adaptive_texts(replace(config, method=k), EMBEDDED_TARGET, unlabelled) for k in kinds}  # fmt: skip
+    return compare_methods(task, base, enc, config, methods, unlabelled, hidden, test, texts)
 
 
 def format_result(r: AdaptResult) -> str:
