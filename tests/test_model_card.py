@@ -251,3 +251,29 @@ def test_export_carries_the_card_marked_as_an_export(setup, tmp_path):
     text = (tmp_path / "hf2" / CARD).read_text()
     assert sections(text) == SECTIONS and "has no model card" in text
     assert f"minift export --hf {tmp_path / 'plain'} {tmp_path / 'hf2'}" in text
+
+
+def test_pretrain_writes_a_card_into_the_base_folder():
+    import shutil
+
+    from minift.model import GPT
+    from minift.model.checkpoint import weights_fingerprint
+    from minift.recipes.pretrain import PretrainRecipe, built_base_dir, cache_dir, size_encoding
+
+    recipe = PretrainRecipe(n_layer=1, n_head=1, n_embd=16, block_size=16, steps=3,
+                            batch_size=2, warmup_steps=1, eval_batches=1, seed=91)  # fmt: skip
+    enc = size_encoding("tiny")
+    shutil.rmtree(cache_dir(recipe, enc), ignore_errors=True)  # built fresh, by this code
+    folder = built_base_dir(recipe, enc, progress=False, verbose=False)
+    try:
+        text = (folder / CARD).read_text()
+        report = json.loads((folder / "report.json").read_text())
+        assert sections(text) == SECTIONS
+        (e,) = read_evaluations(folder)
+        assert e["metrics"]["val_loss"]["value"] == report["val_loss"]
+        assert e["metrics"]["val_perplexity"]["value"] == pytest.approx(2.718281828459045 ** report["val_loss"], rel=1e-12)  # fmt: skip
+        assert row(text, "base weights fingerprint") == weights_fingerprint(GPT.load(folder))
+        assert row(text, "train tokens") == str(report["train_tokens"]) and row(text, "n_embd") == "16"  # fmt: skip
+        assert "minift pretrain --rebuild\n# a recipe that is none of the named sizes" in text
+    finally:
+        shutil.rmtree(folder)

@@ -144,7 +144,7 @@ def cmd_export(args) -> None:
             "format and is left out; the folder holds the language model"
         )
     export_hf(gpt, enc, out, overwrite=args.overwrite)
-    from minift.recipes.cards import export_card
+    from minift.recipes.base_card import export_card
     from minift.recipes.saved import weights_fingerprint
 
     export_card(src, out, model is not gpt, weights_fingerprint(gpt))

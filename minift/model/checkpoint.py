@@ -6,6 +6,7 @@ Every write is atomic: a temporary file renamed into place.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pathlib
 
@@ -26,6 +27,17 @@ def unique_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     if getattr(model.config, "tie_weights", False):
         sd.pop("lm_head.weight", None)
     return {k: v.detach().contiguous().cpu() for k, v in sd.items()}
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """16 hex digits of SHA-256 over every tensor's name, dtype, shape and bytes: the same
+    weights give the same fingerprint on any machine, any change gives another."""
+    h = hashlib.sha256()
+    for name, t in sorted(unique_state_dict(model).items()):
+        t = t.detach().cpu()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def save_state(tensors: dict[str, torch.Tensor], path: str | pathlib.Path, metadata=None) -> None:

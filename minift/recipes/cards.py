@@ -5,7 +5,7 @@ facts of one run, gathered where the model is saved.
     distill_card      `minift distill --save`: the student's backbone, teacher and student
     rlhf_card         `minift rlhf --save`: the policy, before and after
     personalize_card  `minift personalize`: a user's adapter
-    export_card       `minift export --hf`: the source's card, marked as exported
+    (pretrain and export --hf: minift.recipes.base_card)
 
 Each card's command is rebuilt from the run's own settings, every value spelled out, so it
 trains the same model even after a default changes; a setting the command line cannot
@@ -238,42 +238,7 @@ def personalize_card(job, report: dict, policy: dict, fast: bool) -> ModelCard:
     )  # fmt: skip
 
 
-def export_card(src: str, out: str, head_dropped: bool, fingerprint: str) -> pathlib.Path:
-    """`minift export --hf SRC OUT`: the source folder's card with a note that this is its
-    GPT-2-format export (and, for a classifier, that its head was left out); a source
-    without a card gets a card that says what little is known."""
-    from minift.io import atomic_path
-    from minift.recipes.model_card import CARD, write_card
-
-    note = (
-        f"> Exported by `minift export --hf` from {src} to the Hugging Face GPT-2 layout "
-        "(transformers loads it, with the same logits)."
-        + (" The task head is not part of GPT-2's format and was left out: the metrics below "
-           "were measured with it, on the classifier, not on this language model alone." if head_dropped else "")
-    )  # fmt: skip
-    source = pathlib.Path(src) / CARD
-    if source.is_file():
-        text = source.read_text(encoding="utf-8").replace("library_name: minift", "library_name: transformers", 1)  # fmt: skip
-        title, _, rest = text.partition("\n# ")
-        head, _, body = rest.partition("\n")
-        with atomic_path(pathlib.Path(out) / CARD) as tmp:
-            tmp.write_text(f"{title}\n# {head}\n\n{note}\n{body}", encoding="utf-8")
-        return pathlib.Path(out) / CARD
-    card = ModelCard(
-        title=f"the GPT-2-format export of {pathlib.Path(src).name}", kind="export",
-        base={"source": f"the model folder {src}", "weights fingerprint": fingerprint},
-        data={"name": "unknown", "source": f"{src} has no model card: what it was trained on is not recorded"},  # fmt: skip
-        method="conversion to the Hugging Face GPT-2 layout (the same logits)", settings={},
-        evaluations=[], command=shlex.join(["minift", "export", "--hf", src, out]),
-        intended_use=[USE], limitations=[note.lstrip("> "), NOT_FOR],
-        fairness_note="Nothing is known about the model's fairness.",
-        robustness_note="Nothing is known about the model's robustness.",
-        loading="Load it with transformers.GPT2LMHeadModel.from_pretrained(DIR).",
-    )  # fmt: skip
-    return write_card(out, card)
-
-
 __all__ = [
-    "NOT_FOR", "USE", "base_facts", "command", "data_limits", "distill_card", "export_card", "file_facts",
+    "NOT_FOR", "USE", "base_facts", "command", "data_limits", "distill_card", "file_facts",
     "flags", "interval_limits", "personalize_card", "policy_facts", "rlhf_card",
 ]  # fmt: skip

@@ -43,6 +43,7 @@ from minift.data.encoding import default_encoding
 from minift.data.tokens import corpus_tokens
 from minift.io import read_json, write_json
 from minift.model import GPT, GPTConfig
+from minift.model.checkpoint import weights_fingerprint
 from minift.shipped import shipped_file
 from minift.tokenizer import encoding_fingerprint
 from minift.train import TrainConfig, Trainer
@@ -242,6 +243,10 @@ def built_base_dir(
         model, report = pretrain(recipe, enc, out_dir=tmp / "run", progress=progress, device=device)
         model.save(tmp)
         write_json(tmp / "report.json", report)
+        from minift.recipes.base_card import pretrain_card
+
+        size = next((name for name, r in SIZES.items() if r == recipe), None)
+        pretrain_card(tmp, recipe, report, size, str(device), weights_fingerprint(model))
         if verbose:
             print(
                 f"base model: {report['params']:,} parameters, val loss {report['val_loss']:.3f}, "

@@ -27,19 +27,17 @@ atomically (minift.io) with the permissions a plain open() gives.
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 import pathlib
 from dataclasses import asdict
 from typing import Any
 
-import torch
 import torch.nn as nn
 
 from minift.data.tasks import Task
 from minift.io import read_json, write_json
 from minift.model import GPT
-from minift.model.checkpoint import load_state, save_state, unique_state_dict
+from minift.model.checkpoint import load_state, save_state, weights_fingerprint
 from minift.model.heads import SequenceClassifier
 from minift.model.params import find_gpt
 from minift.peft.core import adapter_layers
@@ -99,14 +97,6 @@ def base_reference(source: str | os.PathLike | None, base: GPT) -> dict[str, Any
     if source is not None:
         ref["path"] = str(pathlib.Path(source).resolve())
     return {**ref, "fingerprint": weights_fingerprint(base)}
-
-
-def weights_fingerprint(model: nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, t in sorted(unique_state_dict(model).items()):
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
-        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 # ------------------------------------------------------------------ saving
