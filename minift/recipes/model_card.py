@@ -104,6 +104,8 @@ def metrics_section(evaluations: list[dict]) -> str:
         for name, m in e["metrics"].items():
             n = "" if e["n"] is None else str(e["n"])
             lines.append(f"| {e['data']} | {n} | {e['by']} | {name} | {_metric_cell(m)} |")
+    if not evaluations:
+        lines.append("| (no metric was measured by this command) | | | | |")
     lines += [
         "",
         "Intervals: 95% Wilson score intervals for proportions of n examples (Wilson 1927); "
