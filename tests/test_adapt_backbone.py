@@ -152,3 +152,21 @@ def test_run_adapt_with_a_lora_backbone_and_the_cli(setup, tmp_path, capsys):
     with pytest.raises(SystemExit):
         minift.cli.main(["adapt", "--backbone", "conv"])
     assert "invalid choice: 'conv'" in capsys.readouterr().err
+
+
+def test_bench_data_backbone_table_smoke(setup, capsys):
+    """scripts/bench_data.py's trained-backbone table end to end, one seed, one step a
+    fine-tuning, on the tiny base: every method and the oracle, the gap per seed."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parent.parent / "scripts" / "bench_data.py"
+    spec = importlib.util.spec_from_file_location("bench_data", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    table = bench.backbone_table([0], steps=1, dapt_steps=2, quick=True, jobs=1)
+    assert list(table) == ["source-only", *bench.BACKBONE_METHODS, "oracle"]
+    for row in table.values():
+        assert len(row["target_accuracy"]) == 1 and 0.0 <= row["target_accuracy"][0] <= 1.0
+        assert set(row) == {"target_accuracy", "selection_accuracy", "source_accuracy", "gap_closed"}  # fmt: skip
+    assert "2b. domain adaptation with a LoRA-trained backbone" in capsys.readouterr().out
