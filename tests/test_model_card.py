@@ -277,3 +277,38 @@ def test_pretrain_writes_a_card_into_the_base_folder():
         assert "minift pretrain --rebuild\n# a recipe that is none of the named sizes" in text
     finally:
         shutil.rmtree(folder)
+
+
+def test_robust_save_puts_the_measured_robustness_on_the_card(tmp_path):
+    argv = ["robust", "--trainings", "standard,fgm", "--radii", "0.1", "--attack-steps", "2",
+            "--swaps", "1", "--steps", "2", "--save", str(tmp_path / "a")]  # fmt: skip
+    assert minift.cli.main(argv) == 0
+    text = (tmp_path / "a" / CARD).read_text()
+    robustness = text.split("## Robustness\n")[1].split("## Limitations")[0]
+    assert "Not measured" not in robustness and "'fgm' training" in robustness
+    # the clean figure is the saved model's own accuracy on the validation rows
+    metrics, meta, task = evaluate_saved(tmp_path / "a")
+    assert row(robustness, "clean accuracy") == f"{metrics['val_accuracy']:.4g}"
+    assert meta["metrics"]["val_accuracy"] == metrics["val_accuracy"]
+    assert float(row(robustness, "pgd r=0.1 accuracy")) <= 1.0
+    assert "pgd r=0.1 accuracy, standard training" in robustness
+    assert "fgm" in row(text, "adversarial training")
+    # the card's command measures the same figures again
+    block = text.split("## How to reproduce\n\n```\n")[1].split("\n```")[0]
+    again = shlex.split(block)[2:]
+    again[again.index("--save") + 1] = str(tmp_path / "b")
+    assert minift.cli.main(again) == 0
+    other = (tmp_path / "b" / CARD).read_text().split("## Robustness\n")[1].split("## Limitations")[0]  # fmt: skip
+    assert other == robustness
+
+
+def test_robust_save_refuses_a_full_folder_before_training(tmp_path, monkeypatch, capsys):
+    import minift.recipes.robust
+
+    def no_training(*a, **k):
+        raise AssertionError("trained although the destination is bad")
+
+    monkeypatch.setattr(minift.recipes.robust, "run_robust", no_training)
+    (tmp_path / "mine.txt").write_text("x")
+    assert minift.cli.main(["robust", "--save", str(tmp_path)]) == 2
+    assert "not empty" in capsys.readouterr().err

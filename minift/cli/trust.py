@@ -50,6 +50,7 @@ def register(sub) -> None:
     s.add_argument("--steps", type=int, default=60)
     s.add_argument("--lr", type=float, default=None, help="default: the method's")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--save", default=None, help="save the model of the last --trainings entry here, its robustness on its model card")  # fmt: skip
     s.set_defaults(func=cmd_robust)
 
     s = sub.add_parser("backdoor", help="poison a share of the rows with a trigger; defend")
@@ -104,13 +105,18 @@ def cmd_robust(args: argparse.Namespace) -> None:
         for t in names
     }
     attacks = AttackConfig(tuple(args.radii), args.norm, args.attack_steps, args.swaps)
+    if args.save:  # a destination that could not take the model fails before any work
+        from minift.recipes.saved import check_destination
+
+        check_destination(args.save)
     changes = {"steps": args.steps, "seed": args.seed, "eval_every": 0}
     if args.lr is not None:
         changes["lr"] = args.lr
     config = FinetuneConfig(method=args.method, train=train_config(**changes))
     task = get_task(args.task, seed=args.seed)
     base, enc = load_base()
-    runs = run_robust(task, base, enc, config, trainings, attacks, default_device())
+    keep = names[-1] if args.save else None
+    runs = run_robust(task, base, enc, config, trainings, attacks, default_device(), keep)
     cols = list(runs[0].scores)
     print(f"{args.task}, {args.method}, trained at radius {args.radius} ({args.norm}); accuracy:")
     print(f"{'training':12s}" + "".join(f"{c:>15s}" for c in cols) + f"{'seconds':>9s}")
@@ -125,6 +131,35 @@ def cmd_robust(args: argparse.Namespace) -> None:
             print(
                 " ", compare(f"{r.training} {c}", r.scores[c], f"{ref.training} {c}", ref.scores[c])
             )
+    if args.save:
+        save_robust(args, runs, task, base, enc, config, trainings[keep])
+
+
+def save_robust(args, runs, task, base, enc, config, adversarial) -> None:
+    """The kept model saved as `minift finetune --save` saves, with its robustness figures
+    and this command on its model card."""
+    from dataclasses import replace
+
+    from minift.recipes.cards import command
+    from minift.recipes.robust import robustness_figures
+    from minift.recipes.saved import base_reference, save_finetuned
+    from minift.utils import fast_mode
+
+    kept = runs[-1]
+    n = len(next(iter(kept.scores.values())))
+    note = (
+        f"Measured by `minift robust` on the {n} validation rows: accuracy under PGD in "
+        f"embedding space ({args.norm}, radii {', '.join(map(str, args.radii))}, "
+        f"{args.attack_steps} steps; Madry et al. 2018) and HotFlip with at most {args.swaps} "
+        f"token swaps (Ebrahimi et al. 2018); the model is the {kept.training!r} training."
+    )
+    keys = ("task", "method", "trainings", "radius", "adv_steps", "norm", "radii", "attack_steps", "swaps", "steps", "lr", "seed", "save")  # fmt: skip
+    again = command("robust", {k: getattr(args, k) for k in keys}, fast_mode())
+    card = {"robustness": robustness_figures(runs, kept), "robustness_note": note, "command_line": again}  # fmt: skip
+    ref = base_reference(None, base)
+    adv_config = replace(config, adversarial=adversarial)
+    path = save_finetuned(args.save, kept.result, task, enc, ref, config=adv_config, card=card)
+    print(f"saved the {kept.training} model (and its model card) in {path}")
 
 
 def cmd_backdoor(args: argparse.Namespace) -> None:

@@ -26,11 +26,13 @@ from minift.recipes.model_card import ModelCard, evaluation
 
 
 def finetune_card(
-    meta: dict, task, save: str, n: int | None, config=None, fairness: dict | None = None
-) -> ModelCard:
+    meta: dict, task, save: str, n: int | None, config=None, fairness: dict | None = None,
+    robustness: dict | None = None, robustness_note: str = "", command_line: str | None = None,
+) -> ModelCard:  # fmt: skip
     """The card of save_finetuned's folder: ``meta`` its finetune.json, ``task`` the task
     it trained on, ``n`` the examples its metric was measured on, ``config`` the
-    FinetuneConfig (batch size, balance, ...; None: not recorded)."""
+    FinetuneConfig (batch size, balance, ...; None: not recorded); a job that measured
+    robustness (`minift robust --save`) gives its figures, and its own command line."""
     from minift.peft.methods import get_method
     from minift.recipes.finetune import train_config
 
@@ -83,11 +85,13 @@ def finetune_card(
         f"stored as {meta['weights']}{' (merged)' if meta['merged'] else ''}; "
         f"validation metric {monitor}",
         settings=settings, evaluations=evals,
-        command=command("finetune", values, bool(base.get("fast")), extra),
+        command=command_line or command("finetune", values, bool(base.get("fast")), extra),
         intended_use=use, limitations=limits,
         fairness=fairness, fairness_note=fairness_note(fairness),
-        robustness_note="`minift finetune` does not attack the model; `minift robust` measures "
-        "accuracy under attack (PGD in embedding space, HotFlip token swaps).",
+        robustness=robustness,
+        robustness_note=robustness_note or "`minift finetune` does not attack the model; "
+        "`minift robust --save` measures accuracy under attack (PGD in embedding space, "
+        "HotFlip token swaps) and saves a model with those figures on its card.",
         loading="Load it with `minift eval --model DIR` (which updates the metrics above), "
         "`minift generate --model DIR`, or minift.recipes.saved.load_finetuned(DIR).",
         tags=[meta["method"]],

@@ -107,6 +107,7 @@ class RobustRun:
     metric: float  # the fine-tuning's own validation accuracy
     seconds: float
     scores: dict[str, list[float]] = field(default_factory=dict)
+    result: object = None  # the FinetuneResult with its model, for the run asked to keep
 
     def accuracy(self) -> dict[str, float]:
         return {k: sum(v) / len(v) for k, v in self.scores.items()}
@@ -120,8 +121,10 @@ def run_robust(
     trainings: dict[str, AdversarialConfig | None],
     attacks: AttackConfig,
     device: str | torch.device = "cpu",
+    keep: str | None = None,
 ) -> list[RobustRun]:
-    """Fine-tune once per entry of ``trainings`` (None: standard) and attack each model."""
+    """Fine-tune once per entry of ``trainings`` (None: standard) and attack each model;
+    the run named ``keep`` also holds its FinetuneResult (and model), to be saved."""
     for name, adv in trainings.items():
         if adv is not None and adv.method not in ADVERSARIAL:
             raise UserError(f"{name}: unknown adversarial training {adv.method!r}")
@@ -133,7 +136,8 @@ def run_robust(
             task, base, enc, replace(config, adversarial=adv), device, keep_model=True
         )
         scores = robust_scores(result.model, batches, attacks, banned)
-        runs.append(RobustRun(name, result.metric, result.seconds, scores))
+        kept = result if name == keep else None
+        runs.append(RobustRun(name, result.metric, result.seconds, scores, kept))
     return runs
 
 
@@ -145,3 +149,13 @@ def default_trainings(radius: float, steps: int = 3) -> dict[str, AdversarialCon
         f"pgd-{steps}": AdversarialConfig("pgd", radius=radius, steps=steps),
         f"freelb-{steps}": AdversarialConfig("freelb", radius=radius, steps=steps),
     }
+
+
+def robustness_figures(runs: list[RobustRun], kept: RobustRun) -> dict[str, float]:
+    """The kept model's accuracy under each attack, and standard training's beside it,
+    for a model card."""
+    out = {f"{k} accuracy": v for k, v in kept.accuracy().items()}
+    standard = next((r for r in runs if r.training == "standard"), None)
+    if standard is not None and standard is not kept:
+        out.update({f"{k} accuracy, standard training": v for k, v in standard.accuracy().items()})
+    return out

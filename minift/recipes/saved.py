@@ -110,11 +110,13 @@ def save_finetuned(
     overwrite: bool = False,
     task_seed: int | None = None,
     config=None,
+    card: dict | None = None,
 ) -> pathlib.Path:
     """Write ``result.model`` (finetune(..., keep_model=True)) to the folder ``path``;
     ``base`` is base_reference(...) of the model it started from, ``task_seed`` the seed
     the task was built with (default: the training seed), for evaluating it again;
-    ``config`` the FinetuneConfig it ran with, for the model card."""
+    ``config`` the FinetuneConfig it ran with, and ``card`` more facts for the model card
+    (finetune_card's robustness, robustness_note, command)."""
     model = result.model
     if model is None:
         raise ValueError("the result holds no model; fine-tune with keep_model=True")
@@ -143,7 +145,7 @@ def save_finetuned(
     meta = _metadata(result, task, task_seed, enc, base, kind, merge, model)
     fairness = measured_fairness(model, task, enc, result.max_len)
     n = len(result.val_scores) if result.val_scores else None
-    write_card(path, finetune_card(meta, task, str(path), n, config, fairness))
+    write_card(path, finetune_card(meta, task, str(path), n, config, fairness, **(card or {})))
     write_json(path / MARKER, meta)
     return path
 
