@@ -164,3 +164,39 @@ def test_cli_bad_input_fails_before_any_work(saved, tmp_path, monkeypatch, capsy
         err = capsys.readouterr().err
         assert err.startswith("minift: error:") and message in err and err.count("\n") == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+def test_fairness_save_puts_the_measured_figures_on_the_card(tmp_path):
+    import re
+    import shlex
+
+    from minift.recipes.fairness import fairness_report
+    from minift.recipes.saved import load_finetuned
+
+    data = write(tmp_path / "p.jsonl", people_rows(80))
+    argv = ["fairness", "--data", str(data), "--group-field", "gender", "--swap", "gender",
+            "--mitigations", "none,reweight", "--steps", "2", "--save", str(tmp_path / "a")]  # fmt: skip
+    assert minift.cli.main(argv) == 0
+    text = (tmp_path / "a" / "README.md").read_text()
+    fairness = text.split("## Fairness\n")[1].split("## Robustness")[0]
+    assert "'reweight' mitigation" in fairness and "Not measured" not in fairness
+    model, enc, meta = load_finetuned(tmp_path / "a")
+    task = group_file_task(str(data), "gender")
+    report = fairness_report(model, task, enc, meta["max_len"], GENDER_PAIRS, 1)
+
+    def cell(key):
+        (value,) = re.findall(rf"^\| {re.escape(key)} \| (.*) \|$", fairness, flags=re.M)
+        return value
+
+    for key in ("accuracy", "demographic_parity", "equalized_odds", "flip_rate"):
+        assert cell(key) == f"{report[key]:.4g}", key
+    assert cell("accuracy of group f") == f"{report['group_accuracy']['f']:.4g}"
+    block = text.split("## How to reproduce\n\n```\n")[1].split("\n```")[0]
+    again = shlex.split(block)[2:]
+    again[again.index("--save") + 1] = str(tmp_path / "b")
+    assert minift.cli.main(again) == 0
+    other = (tmp_path / "b" / "README.md").read_text().split("## Fairness\n")[1].split("## Robustness")[0]  # fmt: skip
+    assert other == fairness
+    # adversary's model cannot be saved: refused before any work
+    bad = ["fairness", "--data", str(data), "--group-field", "gender", "--mitigations", "adversary", "--save", str(tmp_path / "c")]  # fmt: skip
+    assert minift.cli.main(bad) == 2 and not (tmp_path / "c").exists()

@@ -81,6 +81,7 @@ def register(sub) -> None:
     s.add_argument("--mitigations", default=None, help="comma-separated (default none,cda,reweight; without a swap rule none,reweight)")  # fmt: skip
     s.add_argument("--steps", type=int, default=60)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--save", default=None, help="save the model of the last mitigation here, its fairness on its model card")  # fmt: skip
     s.set_defaults(func=cmd_fairness)
 
 
@@ -132,34 +133,16 @@ def cmd_robust(args: argparse.Namespace) -> None:
                 " ", compare(f"{r.training} {c}", r.scores[c], f"{ref.training} {c}", ref.scores[c])
             )
     if args.save:
-        save_robust(args, runs, task, base, enc, config, trainings[keep])
+        from minift.recipes.cards import command
+        from minift.recipes.save_measured import save_robust
+        from minift.utils import fast_mode
 
-
-def save_robust(args, runs, task, base, enc, config, adversarial) -> None:
-    """The kept model saved as `minift finetune --save` saves, with its robustness figures
-    and this command on its model card."""
-    from dataclasses import replace
-
-    from minift.recipes.cards import command
-    from minift.recipes.robust import robustness_figures
-    from minift.recipes.saved import base_reference, save_finetuned
-    from minift.utils import fast_mode
-
-    kept = runs[-1]
-    n = len(next(iter(kept.scores.values())))
-    note = (
-        f"Measured by `minift robust` on the {n} validation rows: accuracy under PGD in "
-        f"embedding space ({args.norm}, radii {', '.join(map(str, args.radii))}, "
-        f"{args.attack_steps} steps; Madry et al. 2018) and HotFlip with at most {args.swaps} "
-        f"token swaps (Ebrahimi et al. 2018); the model is the {kept.training!r} training."
-    )
-    keys = ("task", "method", "trainings", "radius", "adv_steps", "norm", "radii", "attack_steps", "swaps", "steps", "lr", "seed", "save")  # fmt: skip
-    again = command("robust", {k: getattr(args, k) for k in keys}, fast_mode())
-    card = {"robustness": robustness_figures(runs, kept), "robustness_note": note, "command_line": again}  # fmt: skip
-    ref = base_reference(None, base)
-    adv_config = replace(config, adversarial=adversarial)
-    path = save_finetuned(args.save, kept.result, task, enc, ref, config=adv_config, card=card)
-    print(f"saved the {kept.training} model (and its model card) in {path}")
+        keys = ("task", "method", "trainings", "radius", "adv_steps", "norm", "radii", "attack_steps", "swaps", "steps", "lr", "seed", "save")  # fmt: skip
+        again = command("robust", {k: getattr(args, k) for k in keys}, fast_mode())
+        path = save_robust(
+            args.save, runs, task, base, enc, config, trainings[keep], attacks, again
+        )
+        print(f"saved the {keep} model (and its model card) in {path}")
 
 
 def cmd_backdoor(args: argparse.Namespace) -> None:
@@ -253,12 +236,41 @@ def cmd_fairness(args: argparse.Namespace) -> None:
     if task.kind != "classification" or any("group" not in r for r in task.train + task.val):
         raise UserError(f"{args.task}: fairness needs a classification task whose rows have a 'group'")  # fmt: skip
     pos = positive_index(task.labels, args.positive)
+    keep = hows[-1] if args.save else None
+    if args.save:
+        from minift.recipes.saved import check_destination
+
+        check_destination(args.save)
+        if keep == "adversary":
+            raise UserError("--save keeps the last mitigation's model; adversary's cannot be saved (it trains outside finetune): put another last")  # fmt: skip
     print(task.summary())
     if args.mitigations is None and pairs is None:
         print("mitigations none,reweight: cda is left out, it needs a swap rule (--swap)")
     base, enc = load_base()
     config = FinetuneConfig(method=args.method, train=train_config(steps=args.steps, seed=args.seed, eval_every=0))  # fmt: skip
-    print_fairness(run_fairness(task, base, enc, config, hows, pairs, pos))
+    reports = run_fairness(task, base, enc, config, hows, pairs, pos, keep)
+    print_fairness(reports)
+    if args.save:
+        from minift.recipes.cards import command
+        from minift.recipes.save_measured import save_fair
+        from minift.utils import fast_mode
+
+        keys = (
+            "task",
+            "data",
+            "group_field",
+            "swap",
+            "positive",
+            "method",
+            "steps",
+            "seed",
+            "save",
+        )
+        values = {**{k: getattr(args, k) for k in keys}, "mitigations": ",".join(hows)}
+        values["task"] = None if args.data else args.task
+        again = command("fairness", values, fast_mode())
+        path = save_fair(args.save, reports[keep], keep, task, base, enc, config, again)
+        print(f"saved the {keep} model (and its model card) in {path}")
 
 
 def print_fairness(reports: dict) -> None:

@@ -126,20 +126,27 @@ def fairness_report(model, task: Task, enc, max_len: int, pairs=GENDER_PAIRS, po
 
 def run_fairness(
     task: Task, base, enc, config: FinetuneConfig, mitigations=MITIGATIONS, pairs=GENDER_PAIRS,
-    pos_label: int = 1,
+    pos_label: int = 1, keep: str | None = None,
 ) -> dict:  # fmt: skip
-    """The fairness report of a fine-tune under each mitigation."""
+    """The fairness report of a fine-tune under each mitigation; the report of the one
+    named ``keep`` also holds its FinetuneResult (with the model) under "result"."""
     from minift.recipes.fairness_adversary import adversarial_removal
 
+    if keep == "adversary":
+        raise UserError("the adversary mitigation trains outside finetune, so its model cannot be saved; put another mitigation last")  # fmt: skip
     out = {}
     for how in mitigations:
         t0 = time.perf_counter()
+        result = None
         if how == "adversary":
             model = adversarial_removal(mitigate(task, how, pairs), base, enc, config)
         else:
-            model = finetune(mitigate(task, how, pairs), base, enc, config, keep_model=True).model
+            result = finetune(mitigate(task, how, pairs), base, enc, config, keep_model=True)
+            model = result.model
         out[how] = fairness_report(model, task, enc, config.max_len, pairs, pos_label)
         out[how]["seconds"] = time.perf_counter() - t0
+        if how == keep:
+            out[how]["result"] = result
     return out
 
 

@@ -28,11 +28,13 @@ from minift.recipes.model_card import ModelCard, evaluation
 def finetune_card(
     meta: dict, task, save: str, n: int | None, config=None, fairness: dict | None = None,
     robustness: dict | None = None, robustness_note: str = "", command_line: str | None = None,
+    fairness_note: str = "",
 ) -> ModelCard:  # fmt: skip
     """The card of save_finetuned's folder: ``meta`` its finetune.json, ``task`` the task
     it trained on, ``n`` the examples its metric was measured on, ``config`` the
     FinetuneConfig (batch size, balance, ...; None: not recorded); a job that measured
-    robustness (`minift robust --save`) gives its figures, and its own command line."""
+    robustness or fairness (`minift robust|fairness --save`) gives its figures, a note on
+    how they were measured, and its own command line."""
     from minift.peft.methods import get_method
     from minift.recipes.finetune import train_config
 
@@ -87,7 +89,7 @@ def finetune_card(
         settings=settings, evaluations=evals,
         command=command_line or command("finetune", values, bool(base.get("fast")), extra),
         intended_use=use, limitations=limits,
-        fairness=fairness, fairness_note=fairness_note(fairness),
+        fairness=fairness, fairness_note=fairness_note or default_fairness_note(fairness),
         robustness=robustness,
         robustness_note=robustness_note or "`minift finetune` does not attack the model; "
         "`minift robust --save` measures accuracy under attack (PGD in embedding space, "
@@ -124,7 +126,7 @@ def fairness_figures(report: dict) -> dict:
     return out
 
 
-def fairness_note(figures: dict | None) -> str:
+def default_fairness_note(figures: dict | None) -> str:
     if figures is None:
         return (
             "The validation rows carry no protected attribute (a `group` field with two "

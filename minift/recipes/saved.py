@@ -116,7 +116,7 @@ def save_finetuned(
     ``base`` is base_reference(...) of the model it started from, ``task_seed`` the seed
     the task was built with (default: the training seed), for evaluating it again;
     ``config`` the FinetuneConfig it ran with, and ``card`` more facts for the model card
-    (finetune_card's robustness, robustness_note, command)."""
+    (finetune_card's fairness, robustness, their notes, command_line)."""
     model = result.model
     if model is None:
         raise ValueError("the result holds no model; fine-tune with keep_model=True")
@@ -143,9 +143,11 @@ def save_finetuned(
     if task_seed is None:
         task_seed = result.train.seed if result.train is not None else 0
     meta = _metadata(result, task, task_seed, enc, base, kind, merge, model)
-    fairness = measured_fairness(model, task, enc, result.max_len)
+    card = dict(card or {})
+    if "fairness" not in card:  # measured here when the rows carry a group
+        card["fairness"] = measured_fairness(model, task, enc, result.max_len)
     n = len(result.val_scores) if result.val_scores else None
-    write_card(path, finetune_card(meta, task, str(path), n, config, fairness, **(card or {})))
+    write_card(path, finetune_card(meta, task, str(path), n, config, **card))
     write_json(path / MARKER, meta)
     return path
 
