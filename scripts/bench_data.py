@@ -97,7 +97,7 @@ def adapt_table(base, enc, seeds: list[int], dapt_steps: int) -> dict:
     return out
 
 
-BACKBONE_METHODS = ("tapt", "dann", "self-train", "tapt-self-train")
+BACKBONE_METHODS = ("tapt", "dann", "self-train", "tapt-self-train", "tapt-dann")
 
 
 def backbone_seed(seed: int, steps: int, dapt_steps: int, quick: bool) -> dict:
@@ -124,9 +124,19 @@ def backbone_seed(seed: int, steps: int, dapt_steps: int, quick: bool) -> dict:
 BACKBONE_SETTINGS = dict(backbone="lora", max_len=48, threshold=0.9, rounds=2, dapt_lr=3e-4)
 
 
-def backbone_table(seeds: list[int], steps: int, dapt_steps: int, quick: bool, jobs: int) -> dict:
+def backbone_table(
+    seeds: list[int], steps: int, dapt_steps: int, quick: bool, jobs: int, runs: dict | None = None
+) -> dict:
+    """Run ``seeds`` (in ``jobs`` processes), add them to ``runs`` (seed -> method -> row,
+    from an earlier call with the same settings) and print the table over all of them:
+    the mean ± SD over seeds, the share of the gap per seed, and the paired comparison
+    with source-only over every seed's test rows (minift.metrics.compare)."""
     from concurrent.futures import ProcessPoolExecutor
     from functools import partial
+
+    import numpy as np
+
+    from minift.metrics import compare
 
     run = partial(backbone_seed, steps=steps, dapt_steps=dapt_steps, quick=quick)
     if jobs > 1:
@@ -134,8 +144,9 @@ def backbone_table(seeds: list[int], steps: int, dapt_steps: int, quick: bool, j
             per_seed = list(ex.map(run, seeds))
     else:
         per_seed = [run(s) for s in seeds]
-    out: dict[str, dict[str, list[float]]] = {}
-    for r in per_seed:
+    runs = {**(runs or {}), **{str(s): r for s, r in zip(seeds, per_seed)}}
+    out: dict[str, dict[str, list]] = {}
+    for r in runs.values():
         floor, ceiling = r["source-only"]["target_accuracy"], r["oracle"]["target_accuracy"]
         for method, row in r.items():
             o = out.setdefault(method, {})
@@ -144,13 +155,21 @@ def backbone_table(seeds: list[int], steps: int, dapt_steps: int, quick: bool, j
             gap = (row["target_accuracy"] - floor) / (ceiling - floor) if ceiling != floor else float("nan")  # fmt: skip
             o.setdefault("gap_closed", []).append(gap)
     print(f"\n2b. domain adaptation with a LoRA-trained backbone ({steps} steps, lr 5e-3, 48 tokens; "
-          f"DANN lambda 0.3, self-training threshold 0.9 x 2 rounds, TAPT {dapt_steps} steps)")  # fmt: skip
-    print(f"{'method':16s}{'target acc':>16s}{'gap closed (per seed)':>34s}{'selection acc':>16s}")
+          f"DANN lambda 0.3, self-training threshold 0.9 x 2 rounds, TAPT {dapt_steps} steps); seeds {sorted(runs, key=int)}")  # fmt: skip
+    print(
+        f"{'method':16s}{'target acc':>16s}{'gap closed':>16s}  per seed{'':14s}{'selection acc':>16s}"
+    )
+    floor_rows = np.concatenate(out["source-only"]["test_correct"])
     for name, row in out.items():
         per = " ".join(f"{g:+.0%}" for g in row["gap_closed"])
         sel = mean_sd(row["selection_accuracy"]) if name != "oracle" else "(trained on it)"
-        print(f"{name:16s}{mean_sd(row['target_accuracy']):>16s}{mean_sd(row['gap_closed']):>16s} [{per}]{sel:>16s}")  # fmt: skip
-    return out
+        print(f"{name:16s}{mean_sd(row['target_accuracy']):>16s}{mean_sd(row['gap_closed']):>16s}  [{per}]{sel:>16s}")  # fmt: skip
+    for name, row in out.items():
+        if name != "source-only":
+            c = compare(name, np.concatenate(row["test_correct"]), "source-only", floor_rows)
+            row["vs_source_only"] = str(c)
+            print(" ", c)
+    return {"runs": runs, "table": {n: {k: v for k, v in row.items() if k != "test_correct"} for n, row in out.items()}}  # fmt: skip
 
 
 def augment_table(base, enc, seeds: list[int]) -> dict:
@@ -207,7 +226,7 @@ def plot(results: dict, path: pathlib.Path) -> None:
     panels = [k for k in ("imbalance", "adapt", "adapt_backbone", "augment") if k in results]
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.4), squeeze=False)
     for ax, key in zip(axes[0], panels):
-        rows = results[key]
+        rows = results[key]["table"] if key == "adapt_backbone" else results[key]
         if key == "augment":
             for m in ("none", "EDA", "paraphrase", "sgd", "mixup"):
                 ax.plot([100 * float(f) for f in rows], [statistics.mean(rows[f][m]) for f in rows], marker="o", label=m)  # fmt: skip
@@ -236,6 +255,8 @@ def main() -> None:
     p.add_argument("--only", choices=("frozen", "backbone"), default=None,
                    help="frozen: the three frozen-feature tables; backbone: the LoRA UDA table")  # fmt: skip
     p.add_argument("--backbone-steps", type=int, default=100)
+    p.add_argument("--seed-start", type=int, default=0,
+                   help="first seed; the backbone table adds these seeds to those already in data.json")  # fmt: skip
     p.add_argument("--jobs", type=int, default=1, help="processes for the backbone table's seeds")
     args = p.parse_args()
     if args.quick:
@@ -248,7 +269,7 @@ def main() -> None:
     from minift.recipes.pretrain import load_base
 
     t0 = time.perf_counter()
-    seeds = list(range(2 if args.quick else args.seeds))
+    seeds = list(range(args.seed_start, args.seed_start + (2 if args.quick else args.seeds)))
     base, enc = load_base()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}; seeds {seeds}")  # fmt: skip
     dapt_steps = 10 if args.quick else args.dapt_steps
@@ -262,8 +283,18 @@ def main() -> None:
         )
     if args.only != "frozen":
         steps = 4 if args.quick else args.backbone_steps
-        results["adapt_backbone"] = backbone_table(seeds, steps, dapt_steps, args.quick, args.jobs)
-    results.update(seeds=seeds, quick=args.quick, seconds=None)
+        previous = results.get("adapt_backbone", {})
+        settings = {
+            "steps": steps,
+            "dapt_steps": dapt_steps,
+            "quick": args.quick,
+            **BACKBONE_SETTINGS,
+        }
+        runs = previous.get("runs") if previous.get("settings") == settings else None
+        results["adapt_backbone"] = {**backbone_table(seeds, steps, dapt_steps, args.quick, args.jobs, runs), "settings": settings}  # fmt: skip
+    if args.only != "backbone":
+        results.update(seeds=seeds, quick=args.quick)
+    results["seconds"] = None
     results["seconds"] = round(time.perf_counter() - t0, 1)
     write_json(out / "results" / "data.json", results)
     plot(results, out / "data.png")

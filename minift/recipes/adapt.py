@@ -271,7 +271,7 @@ def compare_backbones(task: Task, base, enc, config: AdaptConfig, methods: tuple
     unlabelled, hidden, test = target_rows(task, EMBEDDED_TARGET, config.seed)
     if test is None:
         raise UserError(f"comparing methods needs the labelled embedded target; {task.name} has none")  # fmt: skip
-    kinds = {m for m in methods if m in ("dapt", "tapt")} | ({"tapt"} if "tapt-self-train" in methods or config.self_train_from_dapt else set())  # fmt: skip
+    kinds = {m for m in methods if m in ("dapt", "tapt")} | ({"tapt"} if any(m.startswith("tapt-") for m in methods) or config.self_train_from_dapt else set())  # fmt: skip
     texts = {k: adaptive_texts(replace(config, method=k), EMBEDDED_TARGET, unlabelled) for k in kinds}  # fmt: skip
     return compare_methods(task, base, enc, config, methods, unlabelled, hidden, test, texts)
 
