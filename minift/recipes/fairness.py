@@ -114,7 +114,7 @@ def fairness_report(model, task: Task, enc, max_len: int, pairs=GENDER_PAIRS, po
     swapped = [swap_attribute(t, pairs) for t in texts] if pairs is not None else texts
     changed = [i for i, (a, b) in enumerate(zip(texts, swapped)) if a != b]
     if pairs is None:
-        report["counterfactual"] = "no swap rule for this attribute (give --swap gender or --swap WORD:WORD,...)"  # fmt: skip
+        report["counterfactual"] = "no swap rule for this attribute (`minift fairness --swap gender` or --swap WORD:WORD,... gives one)"  # fmt: skip
     elif not changed:
         report["counterfactual"] = f"the swap rule changes none of the {len(texts)} texts"
     else:
