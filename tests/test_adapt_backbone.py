@@ -149,6 +149,10 @@ def test_run_adapt_with_a_lora_backbone_and_the_cli(setup, tmp_path, capsys):
         dann_objective(task_objective(task, enc, 20, 4, 0), [[1, 2]], pad_id(enc), 20, 4, 0, 5, -1.0)  # fmt: skip
     with pytest.raises(UserError, match="needs unlabelled target"):
         dann_objective(task_objective(task, enc, 20, 4, 0), [], pad_id(enc), 20, 4, 0, 5, 1.0)
+    args = ["adapt", "--backbone", "lora", "--steps", "2", "--method", "self-train", "--target-text", str(p)]  # fmt: skip
+    assert minift.cli.main(args) in (0, None)
+    out = capsys.readouterr().out
+    assert "method self-train" in out and "predicted classes" in out
     with pytest.raises(SystemExit):
         minift.cli.main(["adapt", "--backbone", "conv"])
     assert "invalid choice: 'conv'" in capsys.readouterr().err

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
-    from minift.recipes.adapt import BACKBONES, EMBEDDED_TARGET, METHODS, AdaptConfig
+    from minift.recipes.adapt import (
+        BACKBONE_DEFAULTS,
+        BACKBONES,
+        EMBEDDED_TARGET,
+        METHODS,
+        AdaptConfig,
+    )
 
     d = AdaptConfig()
     s = sub.add_parser(
@@ -26,11 +32,12 @@ def register(sub) -> None:
     s.add_argument("--self-train-from-dapt", action="store_true",
                    help="self-train from the base after task-adaptive pretraining (lora/full)")  # fmt: skip
     s.add_argument("--model", help="base model folder (default: the embedded base)")
-    s.add_argument("--threshold", type=float, default=d.threshold, help="self-training confidence")  # fmt: skip
-    s.add_argument("--rounds", type=int, default=d.rounds, help="self-training rounds")
-    s.add_argument("--dann-lambda", type=float, default=d.dann.lambd, help="DANN's final reversal weight")  # fmt: skip
-    s.add_argument("--dann-steps", type=int, default=d.dann.steps)
-    s.add_argument("--dapt-steps", type=int, default=d.dapt_steps)
+    e = BACKBONE_DEFAULTS
+    s.add_argument("--threshold", type=float, help=f"self-training confidence (default {d.threshold} frozen, {e['threshold']} lora/full)")  # fmt: skip
+    s.add_argument("--rounds", type=int, help=f"self-training rounds (default {d.rounds} frozen, {e['rounds']} lora/full)")  # fmt: skip
+    s.add_argument("--dann-lambda", type=float, help=f"DANN's final reversal weight (default {d.dann.lambd} frozen, {e['lambd']} lora/full)")  # fmt: skip
+    s.add_argument("--dann-steps", type=int, default=d.dann.steps, help="DANN's steps on frozen features")  # fmt: skip
+    s.add_argument("--dapt-steps", type=int, help=f"continued pretraining steps (default {d.dapt_steps} frozen, {e['dapt_steps']} lora/full)")  # fmt: skip
     s.add_argument("--seed", type=int, default=d.seed)
     s.set_defaults(func=cmd_adapt)
 
@@ -39,15 +46,25 @@ def cmd_adapt(args) -> None:
     import dataclasses
 
     from minift.cli.model import load_model_and_encoding
-    from minift.recipes.adapt import AdaptConfig, format_result, run_adapt, target_rows
+    from minift.recipes.adapt import (
+        BACKBONE_DEFAULTS,
+        AdaptConfig,
+        format_result,
+        run_adapt,
+        target_rows,
+    )
     from minift.recipes.tasks import get_task
 
     d = AdaptConfig()
+    # unset options take the frozen defaults, or the trained backbone's (BACKBONE_DEFAULTS)
+    e = BACKBONE_DEFAULTS if args.backbone != "frozen" else {"threshold": d.threshold, "rounds": d.rounds, "lambd": d.dann.lambd, "dapt_steps": d.dapt_steps}  # fmt: skip
+    pick = lambda value, key: e[key] if value is None else value  # noqa: E731
     config = AdaptConfig(
         method=args.method, backbone=args.backbone, steps=args.steps, lr=args.lr,
-        self_train_from_dapt=args.self_train_from_dapt, threshold=args.threshold, rounds=args.rounds, seed=args.seed,
-        dann=dataclasses.replace(d.dann, lambd=args.dann_lambda, steps=args.dann_steps),
-        dapt_steps=args.dapt_steps,
+        self_train_from_dapt=args.self_train_from_dapt, seed=args.seed,
+        threshold=pick(args.threshold, "threshold"), rounds=pick(args.rounds, "rounds"),
+        dann=dataclasses.replace(d.dann, lambd=pick(args.dann_lambda, "lambd"), steps=args.dann_steps),
+        dapt_steps=pick(args.dapt_steps, "dapt_steps"),
     )  # fmt: skip
     task = get_task(args.task, seed=args.seed)
     target_rows(task, args.target_text, args.seed)  # a bad target fails before the base loads
