@@ -333,3 +333,7 @@ print(f"lesson done in {time.perf_counter() - t_start:.1f}s")
 # 4. Per-domain standardisation (subtract each domain's own feature mean, divide by its
 #    own scale) is the cheapest adaptation there is (AdaBN, Li et al. 2016). Try it.
 # 5. Run the same from the command line: `minift adapt --method dann --dann-lambda 0.3`.
+# 6. With the backbone trained: `minift adapt --backbone lora --method dann` against
+#    `--method source-only`, then `--backbone full`. Run several seeds: how much of the
+#    one-seed result in section 6 survives? (`scripts/bench_data.py --only backbone` has
+#    six.) Why is a 240-row test set a weak judge of a 0.06 gap?
