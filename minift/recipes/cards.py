@@ -130,7 +130,7 @@ def distill_limits(task, base: dict) -> list[str]:
 
 
 def distill_card(job, report: dict, task, base: dict, fast: bool) -> ModelCard:
-    """`minift distill --save`: the student's backbone (the head stays out of the folder)."""
+    """`minift distill --save`: the student (a classifier with its head, or a language model)."""
     run, teacher = report["runs"]["distilled"], report["teacher"]
     name = run["metric_name"]
     n = len(task.val) if task is not None else None
@@ -155,15 +155,14 @@ def distill_card(job, report: dict, task, base: dict, fast: bool) -> ModelCard:
         settings=_settings(job, ("out", "save", "speed_repeats")), evaluations=evals,
         command=command("distill", values, fast), intended_use=[USE],
         limitations=[
-            "The folder holds the student's backbone (config.json, model.safetensors) and "
-            "distill.json; a classifier's head is not saved, so its metric above cannot be "
-            "measured again from this folder alone.",
             *distill_limits(task, base),
             *interval_limits(evals), NOT_FOR,
         ],
         fairness_note="`minift distill` measures no fairness figure.",
         robustness_note="`minift distill` attacks nothing; `minift robust` measures it.",
-        loading="Load the backbone with minift.model.GPT.load(DIR).", tags=[job.init],
+        loading="`minift eval --model DIR` measures the classifier again (its head and "
+        "tokenizer are in the folder); a pydocs student loads with minift.model.GPT.load(DIR).",
+        tags=[job.init],
     )  # fmt: skip
 
 

@@ -38,12 +38,18 @@ from minift.distill.report import format_speed_table, plot_validation_curves, sp
 from minift.distill.shape import INITS, StudentShape, lm_calibration, make_student, student_shape
 from minift.io import write_json
 from minift.model import GPT
+from minift.model.heads import SequenceClassifier
 from minift.recipes.cards import distill_card
-from minift.recipes.finetune import FinetuneConfig, classification_inputs, finetune
+from minift.recipes.finetune import (
+    FinetuneConfig,
+    FinetuneResult,
+    classification_inputs,
+    finetune,
+)
 from minift.recipes.finetune import train_config as finetune_train_config
 from minift.recipes.model_card import write_card
 from minift.recipes.pretrain import load_base
-from minift.recipes.saved import base_reference
+from minift.recipes.saved import base_reference, save_finetuned
 from minift.recipes.tasks import get_task
 from minift.tokenizer import pad_id
 from minift.utils import fast_mode, output_dir
@@ -120,12 +126,36 @@ def run_distill(job: DistillJob) -> dict:
     runs = train_students(job, teacher, student, info, objective, labelled)
     report = write_report(job, teacher, shape, runs, objective, out)
     if job.save:
-        trained = runs["distilled"].student
-        getattr(trained, "backbone", trained).save(job.save)
-        write_json(pathlib.Path(job.save) / "distill.json", report["runs"]["distilled"])
-        write_card(job.save, distill_card(job, report, card_task(job), base_reference(None, base), fast_mode()))  # fmt: skip
-        print(f"saved the student's backbone (and its model card) to {job.save}")
+        save_student(job, runs["distilled"], report, base, enc)
     return report
+
+
+def save_student(job: DistillJob, run: DistillResult, report: dict, base: GPT, enc) -> None:
+    """A classifier student is saved as `minift finetune --save` saves a fully trained
+    model (backbone, head, tokenizer, task), so `minift eval --model DIR` measures it
+    again; a language-model student (pydocs) as a minift model folder."""
+    task, reference = card_task(job), base_reference(None, base)
+
+    def card(meta=None):
+        return distill_card(job, report, task, reference, fast_mode())
+
+    student = run.student
+    if isinstance(student, SequenceClassifier):
+        trainable = sum(p.numel() for p in student.parameters())
+        result = FinetuneResult(
+            method="full", task=task.name, metric_name=run.metric_name, metric=run.metric,
+            val_loss=run.val_loss, trainable=trainable, total=trainable, seconds=run.seconds,
+            peak_mb=0.0, history=run.history, train=job.distill.train, model=student,
+        )  # fmt: skip
+        save_finetuned(job.save, result, task, enc, reference, task_seed=job.distill.train.seed,
+                       card_fn=card)  # fmt: skip
+        what = "student (backbone, head and tokenizer)"
+    else:
+        student.save(job.save)
+        write_card(job.save, card())
+        what = "student language model"
+    write_json(pathlib.Path(job.save) / "distill.json", report["runs"]["distilled"])
+    print(f"saved the {what} and its model card to {job.save}")
 
 
 def card_task(job: DistillJob) -> Task | None:

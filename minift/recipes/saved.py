@@ -111,12 +111,15 @@ def save_finetuned(
     task_seed: int | None = None,
     config=None,
     card: dict | None = None,
+    card_fn=None,
 ) -> pathlib.Path:
     """Write ``result.model`` (finetune(..., keep_model=True)) to the folder ``path``;
     ``base`` is base_reference(...) of the model it started from, ``task_seed`` the seed
     the task was built with (default: the training seed), for evaluating it again;
     ``config`` the FinetuneConfig it ran with, and ``card`` more facts for the model card
-    (finetune_card's fairness, robustness, their notes, command_line)."""
+    (finetune_card's fairness, robustness, their notes, command_line); ``card_fn(meta)``,
+    when given, writes the card instead (a model trained by another recipe, as distill's
+    student)."""
     model = result.model
     if model is None:
         raise ValueError("the result holds no model; fine-tune with keep_model=True")
@@ -143,6 +146,10 @@ def save_finetuned(
     if task_seed is None:
         task_seed = result.train.seed if result.train is not None else 0
     meta = _metadata(result, task, task_seed, enc, base, kind, merge, model)
+    if card_fn is not None:
+        write_card(path, card_fn(meta))
+        write_json(path / MARKER, meta)
+        return path
     card = dict(card or {})
     if "fairness" not in card:  # measured here when the rows carry a group
         card["fairness"] = measured_fairness(model, task, enc, result.max_len)
