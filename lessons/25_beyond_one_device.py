@@ -163,15 +163,16 @@ except ValueError as e:
 # `minift eval --model` reads; `--ckpt-every` writes sharded checkpoints (one file of
 # shards per process, `minift/train/sharded_checkpoint.py`) that `--resume` continues
 # exactly. tests/test_fsdp.py checks each of these against one process, in float64.
-# Run them from a shell (each starts two Python processes, which takes longer than this
-# lesson may):
+# LoRA's rank is spelled `--rank` here: torchrun reads `--r` as an abbreviation of its
+# own options and stops. Run them from a shell (each starts two Python processes, which
+# takes longer than this lesson may):
 
 # %%
 launch = "torchrun --standalone --nproc_per_node=2 -m minift finetune --fsdp"
 for line in (
     f"{launch} --method full --steps 60 --save runs/fsdp-full",
-    f"{launch} --method lora --steps 60 --out runs/fsdp-lora --ckpt-every 20",
-    f"{launch} --method lora --steps 60 --out runs/fsdp-lora --ckpt-every 20 --resume",
+    f"{launch} --method lora --rank 8 --steps 60 --out runs/fsdp-lora --ckpt-every 20",
+    f"{launch} --method lora --rank 8 --steps 60 --out runs/fsdp-lora --ckpt-every 20 --resume",
     "minift eval --model runs/fsdp-full",
 ):
     print(line)

@@ -40,3 +40,19 @@ def test_user_errors_exit_2_with_a_message(argv, message, capsys):
     assert minift.cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("minift: error:") and message in err, err
+
+
+def test_lora_rank_has_a_spelling_torchrun_lets_through():
+    """torchrun reads `--r` as an abbreviation of its own options and refuses the command;
+    `--rank` reaches minift and sets the same field."""
+    from torch.distributed.run import get_args_parser
+
+    parser = minift.cli.build_parser()
+    by_rank = parser.parse_args(["finetune", "--method", "lora", "--rank", "4"])
+    by_r = parser.parse_args(["finetune", "--method", "lora", "--r", "4"])
+    assert by_rank.options == by_r.options == {"r": 4}
+    launcher = get_args_parser()
+    argv = ["--standalone", "--nproc_per_node=2", "-m", "minift", "finetune", "--method", "lora"]
+    assert launcher.parse_args([*argv, "--rank", "4"]).training_script_args[-2:] == ["--rank", "4"]
+    with pytest.raises(SystemExit):  # the reason the alias exists
+        launcher.parse_args([*argv, "--r", "4"])

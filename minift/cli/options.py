@@ -93,6 +93,11 @@ def method_option_flags(method: Method) -> list[str]:
     ]
 
 
+# Longer spellings of one-letter fields: torchrun's parser reads "--r" as an abbreviation of
+# its own options (--rdzv-*, --role, ...) and refuses the command before minift sees it.
+ALIASES = {"r": ("--rank",)}
+
+
 def add_method_options(parser: argparse.ArgumentParser, method: Method) -> None:
     """One option per field of the method's config, in a group of their own."""
     hints = typing.get_type_hints(method.config)
@@ -115,6 +120,7 @@ def add_method_options(parser: argparse.ArgumentParser, method: Method) -> None:
         note = comments.get(name, "")
         group.add_argument(
             f"--{name.replace('_', '-')}",
+            *ALIASES.get(name, ()),
             dest=PREFIX + name,
             type=convert,
             default=argparse.SUPPRESS,  # only what is given overrides the method's defaults
