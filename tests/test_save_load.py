@@ -255,13 +255,13 @@ def test_method_options_parse_by_their_field_types():
     "argv, message",
     [
         (
-            ["--method", "lora", "--rank", "4"],
-            "unrecognized argument(s) --rank 4; the options of --method lora are: --r INT",
+            ["--method", "lora", "--rnk", "4"],
+            "unrecognized argument(s) --rnk 4; the options of --method lora are: --r INT",
         ),  # fmt: skip
         (["--method", "adapter", "--r", "4"], "the options of --method adapter are: --layout"),
         (
             ["--method", "lora", "--r", "four"],
-            "argument --r: expected an int, got 'four'; the options of --method lora",
+            "argument --r/--rank: expected an int, got 'four'; the options of --method lora",
         ),  # fmt: skip
         (["--method", "lora", "--use-dora", "maybe"], "expected true or false, got 'maybe'"),
         (["--method", "full", "--r", "4"], "the options of --method full are: none"),
@@ -287,7 +287,7 @@ def test_help_lists_the_methods_options_with_their_defaults(method, capsys):
     if method == "lora":
         # each option: its type, the comment after its field in LoRAConfig, its default
         assert re.search(r"--target-modules STR\|STR,\.\.\. [^-]*default: c_attn,attn\.c_proj", out)
-        assert re.search(r"--r INT the rank of B A [^-]*; default: 8", out)
+        assert re.search(r"--r INT, --rank INT the rank of B A [^-]*; default: 8", out)
 
 
 def test_cli_defaults_are_the_recipes():
