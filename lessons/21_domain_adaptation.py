@@ -267,7 +267,7 @@ for c in e2e_vs.values():
 print(f"the domain head's accuracy over the last 10 steps: {np.mean(dom_acc[-10:]):.2f} (0.5: it cannot tell)")  # fmt: skip
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(17, 4.6))
+fig, axes = plt.subplots(1, 4, figsize=(22, 4.6))
 f0 = feats[SEEDS[0]]
 model = dann_models[(SEEDS[0], 1.0)]
 for ax, (title, S, T) in zip(
@@ -298,6 +298,12 @@ ax.set_xticks(range(len(names)))
 ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
 ax.set(ylabel=f"target accuracy, mean of {len(SEEDS)} seeds (± 1 SE)", title="docstrings -> comments", ylim=(0, 1))  # fmt: skip
 ax.legend(fontsize=8)
+ax = axes[3]
+e2e_names = list(e2e_acc)
+ax.bar(range(len(e2e_names)), [e2e_acc[n] for n in e2e_names], color=["grey", "C1", "grey"])
+ax.set_xticks(range(len(e2e_names)))
+ax.set_xticklabels(e2e_names, fontsize=8)
+ax.set(ylabel=f"target accuracy, seed {SEEDS[0]}", title=f"LoRA backbone, {E2E_STEPS} steps", ylim=(0, 1))  # fmt: skip
 fig.tight_layout()
 fig.savefig(OUT / "domain_adaptation.png", dpi=110)
 plt.close(fig)
