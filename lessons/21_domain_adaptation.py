@@ -17,8 +17,8 @@
 #   adversarial training through a gradient-reversal layer (DANN, Ganin et al. 2016), and
 #   continued pretraining of the base on target-domain text (DAPT, Gururangan et al. 2020).
 #
-# The backbone's pooled features are computed once and frozen (DAPT changes the backbone
-# first, then freezes it). Each method's number is the mean over seeds (a seed draws other
+# In sections 1-5 the backbone's pooled features are computed once and frozen (DAPT changes
+# the backbone first, then freezes it); section 6 fine-tunes the backbone itself (LoRA). Each method's number is the mean over seeds (a seed draws other
 # rows for both tasks), with its standard error; "the gap closed" is
 # (method - floor) / (ceiling - floor).
 

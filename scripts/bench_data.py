@@ -4,7 +4,8 @@
     python scripts/bench_data.py --quick     # 2 seeds, fast mode's tiny base
     python scripts/bench_data.py --only backbone --jobs 3   # only table 2b, seeds in parallel
 
-Every method runs on the frozen base's pooled features (DAPT changes the base first):
+Tables 1, 2 and 3 run on the frozen base's pooled features (DAPT changes the base first);
+table 2b fine-tunes the backbone:
 1. imbalance: stdlib-package skewed 20:1, each remedy's linear head (minift.imbalance):
    balanced accuracy, macro-F1, the smallest class's recall, accuracy on a test set skewed
    like training (sum_c pi_c recall_c);
