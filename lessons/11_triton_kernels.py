@@ -335,6 +335,20 @@ draw_attention_tiling(OUT / "attention_tiling.png")
 print(f"saved {OUT / 'attention_tiling.png'}")
 
 # %% [markdown]
+# ## 3. Which tiles on a GPU: autotuning
+#
+# Everything above ran with small fixed tiles, the interpreter's. On a GPU the tile sizes,
+# the warps per program and the pipeline stages decide the speed, and the best choice moves
+# with the shape (a 40-token batch wants small row tiles, 4096 tokens large ones), the dtype
+# and the chip. `minift.kernels.autotune` measures it: the first call of a shape bucket
+# tries the kernel's fixed table entry and a short list of alternatives, drops those whose
+# stages do not fit the device's shared memory (the model in `kernels/launch.py`) and those
+# whose output differs from the fixed entry's, times the rest between CUDA events, and caches
+# the fastest in `$MINIFT_HOME/autotune.json`. `MINIFT_AUTOTUNE=0` keeps the fixed table;
+# `make gpu-check` prints the configuration each shape chose. docs/kernels.md lists the space
+# of each kernel and why each dimension is in it.
+
+# %% [markdown]
 # ## What the numbers say
 # Every statement below is checked against this run's numbers. Correctness holds on any
 # machine (fp32, relative error under 1e-4); the only speed-like statement is the byte
