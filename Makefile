@@ -15,8 +15,11 @@ $(STAMP): setup.py
 demo: $(STAMP)
 	$(BIN)/minift demo
 
+# worksteal: an idle worker takes queued tests from the busy one, so the suite does not end
+# with one worker running a tail of slow lessons alone (8 min 06 s with the default
+# scheduling, 5 min 42 s with this, same machine, idle)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --durations=15 tests
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=15 tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check minift kernels tests scripts lessons
