@@ -347,8 +347,10 @@ spread_without = grads[1.0][1] / grads[8.0][1]
 claim("multiplying the soft loss by T^2 keeps its gradient within a factor 3 from T = 1 to 8; without it the gradient falls more than 10-fold",
       spread_with < 3 and spread_without > 10, f"factor {spread_with:.2f} with T^2, {spread_without:.0f} without")  # fmt: skip
 speedup = rows[1]["infer_speedup"]
+# A timing: on the fast base a forward pass is mostly per-call overhead, and the test
+# suite runs lessons beside other work, so it is a claim about the normal-size models.
 claim(f"the student ({kd.student_params / kd.teacher_params:.2f} x the teacher's parameters) runs inference faster than the teacher",
-      speedup > 1.2, f"{speedup:.1f}x the teacher's tokens per second")  # fmt: skip
+      speedup > 1.2, f"{speedup:.1f}x the teacher's tokens per second", at_scale=True)  # fmt: skip
 sliced_init = init_scores["sliced, first blocks"].mean()
 claim("the sliced student starts above chance before any training", sliced_init - 2 * accuracy_se(sliced_init, N_VAL) > CHANCE,
       f"{sliced_init:.3f} vs chance {CHANCE:.3f}", at_scale=True)  # fmt: skip
