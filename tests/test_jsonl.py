@@ -135,3 +135,15 @@ def test_a_folder_or_a_missing_file_is_a_clear_error(tmp_path):
         read_text_file(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"data file .*nope\.jsonl does not exist"):
         load_jsonl(tmp_path / "nope.jsonl")
+
+
+def test_a_torn_last_line_is_named_as_such(tmp_path):
+    """A last line that is not JSON and has no newline after it is what a cut-off write
+    leaves; a bad line followed by a newline is plain invalid JSON."""
+    p = tmp_path / "cut.jsonl"
+    p.write_text('{"text": "a"}\n{"text": "b"}\n{"text": "c')
+    with pytest.raises(ValueError, match=r"cut\.jsonl line 3: torn last line .* 2 row\(s\) above it are intact"):  # fmt: skip
+        read_jsonl(p, ["text"])
+    p.write_text('{"text": "a"}\n{"text": "c\n')
+    with pytest.raises(ValueError, match=r"line 2: invalid JSON"):
+        read_jsonl(p, ["text"])

@@ -63,7 +63,7 @@ def read_user_text(path: str | os.PathLike) -> str:
 def read_jsonl(path: str | os.PathLike, required: Sequence[str] = ()) -> list[dict]:
     """Parse a JSONL file (one JSON object per line, blank lines allowed) whose every row
     has the ``required`` fields; ValueError naming file and line otherwise."""
-    return [row for _, row in _numbered_rows(path, required)]
+    return [row for _, row in numbered_rows(path, required)]
 
 
 def row_format(row: dict) -> str | None:
@@ -71,7 +71,11 @@ def row_format(row: dict) -> str | None:
     return next((fmt for fmt, fields in FORMATS.items() if set(fields) <= set(row)), None)
 
 
-def _numbered_rows(path: str | os.PathLike, required: Sequence[str] = ()) -> list[tuple[int, dict]]:
+def numbered_rows(
+    path: str | os.PathLike, required: Sequence[str] = (), allow_empty: bool = False
+) -> list[tuple[int, dict]]:
+    """(line number, row) of every JSON object in the file; a file of no rows is an error
+    unless ``allow_empty`` (a log that is still to be written, as a ratings file)."""
     name = str(path)
     # JSON lines end at "\n" only: str.splitlines() would also split at U+2028, U+0085 and
     # other separators that JSON allows unescaped inside a string.
@@ -84,6 +88,12 @@ def _numbered_rows(path: str | os.PathLike, required: Sequence[str] = ()) -> lis
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
+            if lineno == len(lines):  # the last line, and no newline after it
+                raise ValueError(
+                    f"{where}: torn last line (not valid JSON, no newline after it: a write "
+                    f"cut off, or an unfinished edit); the {len(rows)} row(s) above it are "
+                    "intact, fix or delete that line to go on"
+                ) from e
             raise ValueError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from e
         if not isinstance(row, dict):
             raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
@@ -92,7 +102,7 @@ def _numbered_rows(path: str | os.PathLike, required: Sequence[str] = ()) -> lis
                 raise ValueError(f"{where}: missing field {field!r}")
             _check_value(where, field, row[field])
         rows.append((lineno, row))
-    if not rows:
+    if not rows and not allow_empty:
         raise ValueError(f"{name}: empty file, no JSON rows")
     return rows
 
@@ -105,7 +115,7 @@ def detect_format(data: Sequence[dict] | str | os.PathLike) -> str:
     if isinstance(data, (str, os.PathLike)):
         if pathlib.Path(data).suffix.lower() not in JSONL_SUFFIXES:
             return "text"
-        where, numbered = str(data), _numbered_rows(data)
+        where, numbered = str(data), numbered_rows(data)
     else:
         where, numbered = "rows", [(i + 1, r) for i, r in enumerate(data)]
     if not numbered:

@@ -29,6 +29,7 @@ import pathlib
 from collections.abc import Sequence
 
 from minift.ask import append_jsonl
+from minift.data.jsonl import numbered_rows
 
 SCALE = (1, 5)
 REQUIRED = ("rater", "item", "outputs")
@@ -97,23 +98,9 @@ def read_ratings(path: str | os.PathLike, scale: tuple[int, int] = SCALE) -> lis
     path = pathlib.Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ratings file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
     rows, seen = [], {}
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for lineno, row in numbered_rows(path, allow_empty=True):  # torn last line: an error
         where = f"{path} line {lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            if lineno == len(lines):  # the last line, with no newline after it
-                raise ValueError(
-                    f"{where}: torn last line (no newline, not valid JSON): a write was cut "
-                    f"off; the {len(rows)} row(s) above it are intact, delete the torn line "
-                    "to go on"
-                ) from e
-            raise ValueError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from e
         check_rating(row, where, scale)
         key = (row["rater"], row["item"])
         if key in seen:
