@@ -273,3 +273,25 @@ def test_agreement_table_agrees_with_the_functions():
     auto = {"judge": {it.id: judge(it.outputs[0]) for it in ITEMS}}
     corr = {r.measure: r.value for r in correlations(rows, auto)}
     assert corr["Spearman rho (mean rating, judge)"] > 0.5
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"item": "a", "reward": 1}\n{"item": 3}\n', r"line 2: a score row is an object with a string field 'item'"),  # noqa: E501
+        ('{"item": "a", "reward": "x"}\n', r"line 1: score 'reward' must be a finite number"),
+        ("\n", "no scores"),
+        ('{"item": "a"}\n{bad\n', r"line 2: invalid JSON"),
+        ('{"item": "a", "reward": 1}\n{"item": "b", "rew', r"line 2: torn last line"),
+        ("[1]\n", r"line 1: expected a JSON object"),
+    ],
+)  # fmt: skip
+def test_bad_scores_files_name_file_line_and_problem(tmp_path, text, message):
+    from minift.rating.records import read_scores
+
+    path = tmp_path / "s.jsonl"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        read_scores(path)
+    path.write_text('{"item": "a", "reward": 1.5, "ppl": 3}\n{"item": "b", "reward": 2}\n')
+    assert read_scores(path) == {"reward": {"a": 1.5, "b": 2.0}, "ppl": {"a": 3.0}}

@@ -163,15 +163,9 @@ def read_scores(path: str | os.PathLike) -> dict[str, dict[str, float]]:
     if not path.is_file():
         raise FileNotFoundError(f"scores file {path} does not exist")
     scores: dict[str, dict[str, float]] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
-        if not line.strip():
-            continue
+    for lineno, row in numbered_rows(path, allow_empty=True):
         where = f"{path} line {lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from e
-        if not isinstance(row, dict) or not isinstance(row.get("item"), str):
+        if not isinstance(row.get("item"), str):
             raise ValueError(f"{where}: a score row is an object with a string field 'item'")
         for name, value in row.items():
             if name == "item":
