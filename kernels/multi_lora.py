@@ -54,7 +54,9 @@ def multi_lora_reference(
     safe = ids.clamp(min=0)
     u = torch.bmm(lora_A[safe], x.unsqueeze(-1)).squeeze(-1)  # (M, r)
     y = torch.bmm(lora_B[safe], u.unsqueeze(-1)).squeeze(-1)  # (M, N)
-    return y * (scaling.to(y.dtype)[safe] * has.to(y.dtype)).unsqueeze(-1)
+    # scaling may live on the CPU (a list of floats turned tensor) while the rows are on a GPU
+    scale = scaling.to(device=y.device, dtype=y.dtype)
+    return y * (scale[safe] * has.to(y.dtype)).unsqueeze(-1)
 
 
 def multi_lora_loop(

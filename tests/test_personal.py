@@ -193,10 +193,11 @@ def test_serving_through_the_triton_kernel_equals_each_users_model(monkeypatch):
 
     if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
         pytest.skip("Triton on CPU needs TRITON_INTERPRET=1")
-    base = tiny()
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # the kernel runs where the model is
+    base = tiny().to(device)
     models = [adapted(base, 2, seed=8), adapted(base, 3, seed=9)]
     served = stack_adapters(base, models)
-    idx = torch.randint(0, 71, (3, 5))
+    idx = torch.randint(0, 71, (3, 5), device=device)
     monkeypatch.setenv("MINIFT_KERNELS", "reference")  # each user's model the plain way
     want = [m(idx[row : row + 1]).logits for row, m in enumerate([models[1], base, models[0]])]
     monkeypatch.setenv("MINIFT_KERNELS", "triton")
