@@ -27,6 +27,14 @@ Per key (kernel and its variant, shape bucket, dtype, device name, Triton versio
    renamed into place); later calls, and later processes, skip 1-3. A cache file that
    cannot be read is ignored with one warning.
 
+Some launchers also offer :data:`UNFUSED`, the library's own route to the same outputs
+(cuBLAS, or dequantize-then-cuBLAS for NF4): on the first H100 run the NF4 kernel, which
+decodes every weight tile once per row tile, was 4-35x slower than dequantize-then-matmul
+for 1,024 or more rows but 2.6-3.5x faster for 16, and the thin matmuls of the LoRA backward
+(16 output rows or columns, a 4,096-long reduction) ran at 7-10 TFLOP/s. Which route wins
+depends on the shape and the GPU, so the tuner measures it like any tile size; the
+decision table says ``unfused`` where the library won.
+
 Shape buckets are powers of two per dimension, so a training run whose token count drifts
 does not re-tune at every step; the first shape seen in a bucket decides for it.
 
@@ -55,11 +63,11 @@ from dataclasses import dataclass, field
 import torch
 
 from .autotune_cache import AutotuneCacheWarning, CacheFile, bucket, make_key
-from .autotune_candidates import describe, disagreement, prune
+from .autotune_candidates import UNFUSED, describe, disagreement, prune
 from .dispatch import interpreting
 from .launch import device_limits_of
 
-__all__ = ["AutotuneCacheWarning", "Tuner", "bucket", "choices", "describe", "disagreement",
+__all__ = ["UNFUSED", "AutotuneCacheWarning", "Tuner", "bucket", "choices", "describe", "disagreement",
            "launch_config", "make_key", "prune", "set_budget", "tune", "tuner"]  # fmt: skip
 
 ENV = "MINIFT_AUTOTUNE"

@@ -27,8 +27,19 @@ TOLERANCE = {
 }
 
 
+# A candidate that skips the Triton kernel for the library's own route to the same result
+# (cuBLAS for a matmul, dequantize-then-cuBLAS for NF4): a launcher that offers it lets the
+# tuner measure, on the device at hand, whether the kernel beats the vendor library for
+# this shape, instead of a threshold guessed on another GPU. It merges into the fixed
+# entry like any candidate, so its tiles (unused) pass the shared-memory pruning.
+UNFUSED = {"UNFUSED": 1}
+
+
 def describe(config: Mapping) -> str:
-    """A compact, stable name for a configuration: ``M128 N64 K64 w8 s3``."""
+    """A compact, stable name for a configuration: ``M128 N64 K64 w8 s3`` (``unfused`` for
+    :data:`UNFUSED`, whatever tiles it carries)."""
+    if config.get("UNFUSED"):
+        return "unfused"
     short = {"num_warps": "w", "num_stages": "s", "GROUP_M": "g"}
     parts = []
     for name in sorted(config):

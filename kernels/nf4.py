@@ -13,8 +13,8 @@ four times the bytes of the NF4 weight in bf16, eight in fp32. The Triton kernel
 decodes each (BLOCK_K, BLOCK_N) tile of W^T in registers from the packed bytes and the
 block scales, right before its tl.dot, so the weight crosses memory at 4.13 bits a value.
 
-Backward: W is frozen (no gradient); dL/dx = g W, computed by dequantizing (the backward
-of a QLoRA step reads W once, as the forward does). The scales passed in are the first
+Backward: W is frozen (no gradient); dL/dx = g W, computed by dequantizing W once (one
+Triton pass on the Triton backend) and a library matmul. The scales passed in are the first
 level's, already dequantized from their 8-bit second level (a few floats per 64 weights).
 """
 
@@ -45,6 +45,15 @@ def _forward_triton(x, packed, scales, code, shape, bias):
     return nf4_matmul(x, packed, scales, code, shape, bias)
 
 
+def _dequantize(packed, scales, code, shape, dtype, backend: str) -> torch.Tensor:
+    """W (N, K) in ``dtype``: one Triton pass on the Triton backend, else the reference."""
+    if backend == "triton":
+        from .nf4_triton import nf4_dequantize
+
+        return nf4_dequantize(packed, scales, code, shape, dtype)
+    return dequantize_reference(packed, scales, code, shape).to(dtype)
+
+
 class NF4LinearFunction(torch.autograd.Function):
     """y = x dequant(W)^T + b, with W frozen: gradients for x (and a trainable bias) only."""
 
@@ -60,13 +69,13 @@ class NF4LinearFunction(torch.autograd.Function):
         else:
             y = nf4_linear_reference(x, packed, scales, code, shape, bias)
         ctx.save_for_backward(packed, scales, code)
-        ctx.shape, ctx.has_bias = shape, bias is not None
+        ctx.shape, ctx.has_bias, ctx.backend = shape, bias is not None, backend
         return y
 
     @staticmethod
     def backward(ctx, g):
         packed, scales, code = ctx.saved_tensors
-        dx = g @ dequantize_reference(packed, scales, code, ctx.shape).to(g.dtype)
+        dx = g @ _dequantize(packed, scales, code, ctx.shape, g.dtype, ctx.backend)
         db = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[5] else None
         return dx, None, None, None, None, db, None
 

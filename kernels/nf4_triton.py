@@ -8,6 +8,12 @@ ever written. The fixed table keeps tiles of 16 (fast in the interpreter, and wh
 tests check); on a GPU :mod:`.autotune` tries larger ones (:func:`_space`). The decode's
 gathers are pipelined too: 8 bytes of shared memory per weight element a stage
 (:func:`.launch.nf4_smem`), so the larger tiles take fewer stages.
+
+Each program decodes its whole (K, BLOCK_N) slab of W, so the decoding is repeated once per
+row tile: M / BLOCK_M times in all. For a few rows (decoding tokens) that is once or twice
+and the kernel reads 4.13 bits a weight instead of 16; for a training batch of thousands of
+rows the repeated decode (gathers, not tensor-core work) dominates, and decoding W once
+(:func:`nf4_dequantize`) before cuBLAS wins: the tuner times both (``UNFUSED``).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from .triton_utils import check_dot_tiles, dot_precision
 def _nf4_matmul_kernel(
     x_ptr, packed_ptr, scales_ptr, code_ptr, bias_ptr, y_ptr,
     M, N, K, stride_xm, stride_xk, stride_ym, stride_yn,
-    HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr,
+    HAS_BIAS: tl.constexpr, F64: tl.constexpr, PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     pid_m = tl.program_id(0)
@@ -35,7 +41,7 @@ def _nf4_matmul_kernel(
     ks = tl.arange(0, BLOCK_K)
     row_ok = rows < M
     col_ok = cols < N
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float64 if F64 else tl.float32)
     for k0 in range(0, K, BLOCK_K):
         k = k0 + ks
         k_ok = k < K
@@ -53,12 +59,46 @@ def _nf4_matmul_kernel(
         wt = (level * scale).to(x.dtype)
         acc = tl.dot(x, wt, acc, input_precision=PRECISION)
     if HAS_BIAS:
-        acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(acc.dtype)[None, :]
     tl.store(
         y_ptr + rows[:, None] * stride_ym + cols[None, :] * stride_yn,
         acc.to(y_ptr.dtype.element_ty),
         mask=row_ok[:, None] & col_ok[None, :],
     )
+
+
+@triton.jit
+def _nf4_dequantize_kernel(
+    packed_ptr, scales_ptr, code_ptr, w_ptr, numel, BLOCK: tl.constexpr,
+):  # fmt: skip
+    """W (flat, numel values) from BLOCK packed bytes per program: byte j holds values 2j
+    (high nibble) and 2j + 1 (low), both in block 2j // 64 (64 is even)."""
+    j = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    f = 2 * j
+    ok = f < numel
+    byte = tl.load(packed_ptr + j, mask=ok, other=0).to(tl.int32)
+    scale = tl.load(scales_ptr + f // 64, mask=ok, other=0.0)
+    high = tl.load(code_ptr + (byte >> 4), mask=ok, other=0.0) * scale
+    low = tl.load(code_ptr + (byte & 15), mask=ok & (f + 1 < numel), other=0.0) * scale
+    tl.store(w_ptr + f, high.to(w_ptr.dtype.element_ty), mask=ok)
+    tl.store(w_ptr + f + 1, low.to(w_ptr.dtype.element_ty), mask=ok & (f + 1 < numel))
+
+
+DEQUANTIZE_BLOCK = 1024  # packed bytes per program: 2,048 values, a plain streaming kernel
+
+
+def nf4_dequantize(packed, scales, code, shape, dtype: torch.dtype) -> torch.Tensor:
+    """W (N, K) in ``dtype`` from the packed codes and block scales, in one pass: reads
+    4.13 bits a value and writes the dtype's width (the bf16 weight a cuBLAS matmul needs)."""
+    n, k = shape
+    w = torch.empty(n, k, device=packed.device, dtype=dtype)
+    if w.numel():
+        grid = (triton.cdiv(packed.numel(), DEQUANTIZE_BLOCK),)
+        _nf4_dequantize_kernel[grid](
+            packed.contiguous(), scales.float().contiguous(), code.float().contiguous(), w,
+            n * k, BLOCK=DEQUANTIZE_BLOCK,
+        )  # fmt: skip
+    return w
 
 
 def _config(dtype: torch.dtype) -> dict:
@@ -90,12 +130,17 @@ def nf4_matmul(x, packed, scales, code, shape, bias=None, **config):
     check_dot_tiles(**{key: cfg[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K")})
 
     def launch(cfg: dict) -> torch.Tensor:
+        if cfg.get("UNFUSED"):  # the whole weight in x's dtype, then the library's matmul
+            w = nf4_dequantize(packed, scales, code, shape, x.dtype)
+            record_launch("nf4_matmul", None, dict(cfg))
+            return torch.nn.functional.linear(x, w, bias)
         y = torch.empty(m, n, device=x.device, dtype=x.dtype)
         grid = (triton.cdiv(m, cfg["BLOCK_M"]), triton.cdiv(n, cfg["BLOCK_N"]))
         compiled = _nf4_matmul_kernel[grid](
             x, packed, scales, code, bias if bias is not None else x, y,
             m, n, k, x.stride(0), x.stride(1), y.stride(0), y.stride(1),
-            HAS_BIAS=bias is not None, PRECISION=dot_precision(x.dtype), **cfg,
+            HAS_BIAS=bias is not None, F64=x.dtype == torch.float64,
+            PRECISION=dot_precision(x.dtype), **cfg,
         )  # fmt: skip
         record_launch("nf4_matmul", compiled, dict(cfg))
         return y
@@ -103,7 +148,7 @@ def nf4_matmul(x, packed, scales, code, shape, bias=None, **config):
     elem = x.element_size()
     cfg = autotune.launch_config(
         "nf4_matmul", x.device, x.dtype, dict(M=m, N=n, K=k), dict(bias=bias is not None), cfg,
-        _space(x.dtype), config, dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k),
+        [*_space(x.dtype), autotune.UNFUSED], config, dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k),
         lambda c: nf4_smem(c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"], elem), launch,
     )  # fmt: skip
     return launch(cfg)

@@ -396,6 +396,7 @@ def test_multi_lora_and_nf4_candidates_all_agree(tuning_on, monkeypatch):
     assert ((got - want).norm() / want.norm()).item() < 1e-5
     kernels = [d["key"].split(" [")[0] for d in tuner.log]
     assert kernels == ["sgmv", "nf4_matmul"]
+    assert "unfused" in tuner.log[1]["times_us"]  # dequantize-then-matmul is timed beside
     for d in tuner.log:
         assert d["source"] == "tuned" and d["rejected"] == {} and d["candidates"] >= 5, d
 
@@ -479,7 +480,7 @@ KERNELS = {
             lambda c: launch.nf4_smem(*pick(c, *MNK).values(), 2),
             {**ptrs("*bf16", "x_ptr", "bias_ptr", "y_ptr"), "packed_ptr": "*u8",
              **ptrs("*fp32", "scales_ptr", "code_ptr")},
-            lambda c: dict(stride_xk=1, stride_yn=1, HAS_BIAS=False, PRECISION="tf32",
+            lambda c: dict(stride_xk=1, stride_yn=1, HAS_BIAS=False, F64=False, PRECISION="tf32",
                            **pick(c, *MNK))),
 }
 

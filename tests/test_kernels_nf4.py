@@ -53,3 +53,50 @@ def test_qlora_layer_uses_it_and_bad_shapes_are_named():
         nf4_linear(torch.randn(2, 5, device=DEVICE), packed, scales, code, (4, 6))
     with pytest.raises(ValueError, match="do not fit a 4x7 weight"):
         nf4_linear(torch.randn(2, 7, device=DEVICE), packed, scales, code, (4, 7))
+
+
+@pytest.mark.parametrize("n, k", [(1, 1), (3, 5), (37, 45), (20, 64), (33, 70)])
+def test_the_dequantize_kernel_equals_the_reference(n, k):
+    """One Triton pass over the packed bytes gives the reference's W, bit for bit in fp32
+    (the same product of two fp32 numbers), at odd element counts (a half-used last byte)."""
+    pytest.importorskip("triton")
+    from minift.kernels.dispatch import interpreting
+
+    if DEVICE == "cpu" and not interpreting():
+        pytest.skip("Triton on CPU needs TRITON_INTERPRET=1")
+    from minift.kernels.nf4_triton import nf4_dequantize
+
+    _, packed, scales, code = quantized(n, k, n * k)
+    want = dequantize_reference(packed, scales, code, (n, k))
+    assert torch.equal(nf4_dequantize(packed, scales, code, (n, k), torch.float32), want)
+    half = nf4_dequantize(packed, scales, code, (n, k), torch.bfloat16)
+    # one bf16 unit in the last place (2^-8 to 2^-7 relative): the GPU rounds to nearest,
+    # Triton's interpreter truncates
+    assert half.dtype == torch.bfloat16
+    torch.testing.assert_close(half.float(), want, rtol=2.0**-7, atol=0)
+
+
+def test_the_triton_backward_and_the_unfused_route_match_the_reference(monkeypatch):
+    """The Triton backend's backward (W decoded by the Triton pass) and the tuner's
+    ``unfused`` candidate (decode, then the library matmul) give the reference's outputs."""
+    pytest.importorskip("triton")
+    from minift.kernels.dispatch import interpreting
+
+    if DEVICE == "cpu" and not interpreting():
+        pytest.skip("Triton on CPU needs TRITON_INTERPRET=1")
+    from minift.kernels.nf4_triton import nf4_matmul
+
+    monkeypatch.setenv("MINIFT_KERNELS", "triton")
+    _, packed, scales, code = quantized(29, 45, 7)
+    x = torch.randn(11, 45, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    bias = torch.randn(29, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    g = torch.randn(11, 29, dtype=torch.float64, device=DEVICE)
+    got = NF4LinearFunction.apply(x, packed, scales, code, (29, 45), bias, "triton")
+    dx, db = torch.autograd.grad(got, [x, bias], g)
+    want = nf4_linear_reference(x, packed, scales, code, (29, 45), bias)
+    dx_ref, db_ref = torch.autograd.grad(want, [x, bias], g)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dx, dx_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(db, db_ref, rtol=1e-12, atol=1e-12)
+    unfused = nf4_matmul(x.detach(), packed, scales, code, (29, 45), bias.detach(), UNFUSED=1)
+    torch.testing.assert_close(unfused, want.detach(), rtol=1e-12, atol=1e-12)
