@@ -347,6 +347,30 @@ def test_fused_lora_is_tuned_through_its_launcher(tuning_on, monkeypatch):
     assert len(launched) == runs + 1
 
 
+def test_the_thin_matmul_times_the_library_route_too(tuning_on, monkeypatch):
+    """The backward's matmul offers ``unfused`` (torch.mm) beside its tiles: it is timed, its
+    outputs (product, scaled, and the row sums) pass the same check, and when it wins the
+    launch returns its outputs."""
+    lora_triton = pytest.importorskip("minift.kernels.lora_triton")
+    tuner, launched, spy = tuning_on
+    monkeypatch.setattr(lora_triton, "record_launch", spy)
+    # under this timer the unfused route (it carries the fixed 16s) loses to a 32 x 32 tile
+    small = [dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=16, GROUP_M=4, num_warps=4, num_stages=1)]
+    monkeypatch.setattr(lora_triton, "_space", lambda dtype: small)
+    gen = torch.Generator().manual_seed(5)
+    a, b = torch.randn(45, 37, generator=gen).to(DEVICE), torch.randn(29, 45, generator=gen)
+    a, b = a.t(), b.to(DEVICE).t()  # transposed views, as the backward passes them
+    c, sums = lora_triton.matmul(a, b, 0.5, row_sums=True)
+    torch.testing.assert_close(c.double(), 0.5 * a.double() @ b.double(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sums.double(), a.double().sum(1), rtol=1e-5, atol=1e-5)
+    decision = tuner.log[-1]
+    assert decision["rejected"] == {} and set(decision["times_us"]) >= {"unfused"}
+    assert decision["candidates"] == 3  # the fixed 16s, the 32s, unfused
+    c2, sums2 = lora_triton.matmul(a, b, 0.5, row_sums=True, UNFUSED=1)
+    torch.testing.assert_close(c2, c, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sums2, sums, rtol=1e-5, atol=1e-5)
+
+
 def test_attention_passes_are_tuned_separately(tuning_on, monkeypatch):
     flash_triton = pytest.importorskip("minift.kernels.flash_triton")
     from minift.kernels import attention, attention_reference
