@@ -52,12 +52,13 @@ table or the best candidate timed so far, and are not written to the cache file.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import pathlib
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -68,7 +69,7 @@ from .dispatch import interpreting
 from .launch import device_limits_of
 
 __all__ = ["UNFUSED", "AutotuneCacheWarning", "Tuner", "bucket", "choices", "describe", "disagreement",
-           "launch_config", "make_key", "prune", "set_budget", "tune", "tuner"]  # fmt: skip
+           "launch_config", "make_key", "paused", "prune", "set_budget", "tune", "tuner"]  # fmt: skip
 
 ENV = "MINIFT_AUTOTUNE"
 
@@ -83,9 +84,28 @@ def mode() -> bool:
     raise ValueError(f"{ENV}={value!r} is not one of 1 (tune on CUDA devices) or 0 (fixed table)")
 
 
+_paused = 0  # depth of paused() blocks
+
+
 def enabled(device) -> bool:
-    """Whether a launch on ``device`` is tuned: CUDA, not the interpreter, not switched off."""
-    return getattr(device, "type", "cpu") == "cuda" and not interpreting() and mode()
+    """Whether a launch on ``device`` is tuned: CUDA, not the interpreter, not switched off,
+    not inside :func:`paused`."""
+    return (
+        getattr(device, "type", "cpu") == "cuda" and not interpreting() and not _paused and mode()
+    )
+
+
+@contextlib.contextmanager
+def paused() -> Iterator[None]:
+    """Within the block, launches keep the fixed table and nothing is tuned: for a correctness
+    check at a shape that is not timed, whose tuning would spend a benchmark's budget on a
+    bucket it never measures."""
+    global _paused
+    _paused += 1
+    try:
+        yield
+    finally:
+        _paused -= 1
 
 
 # ------------------------------------------------------------------------- timing

@@ -209,6 +209,22 @@ def test_the_switch(monkeypatch):
     assert not autotune.enabled(torch.device("cuda"))
 
 
+def test_paused_blocks_keep_the_fixed_table(monkeypatch):
+    """Inside paused() (nested too) a CUDA launch is not tuned; after it, it is again."""
+    monkeypatch.setenv("MINIFT_AUTOTUNE", "1")
+    monkeypatch.setattr(autotune, "interpreting", lambda: False)
+    cuda = torch.device("cuda")
+    assert autotune.enabled(cuda)
+    with autotune.paused():
+        with autotune.paused():
+            assert not autotune.enabled(cuda)
+        assert not autotune.enabled(cuda)
+    assert autotune.enabled(cuda)
+    with pytest.raises(RuntimeError), autotune.paused():
+        raise RuntimeError("a failed check")
+    assert autotune.enabled(cuda)  # an error inside does not leave tuning off
+
+
 # ------------------------------------------------------------------------ pruning
 def lora_space():
     lora_triton = pytest.importorskip("minift.kernels.lora_triton")
