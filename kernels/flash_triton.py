@@ -22,6 +22,7 @@ from .flash_fwd_triton import attn_delta_kernel, attn_fwd_kernel, q_tiles
 from .launch import (
     attention_smem,
     contiguous,
+    device_limits_of,
     flat_grid,
     needs_int64,
     record_launch,
@@ -33,14 +34,29 @@ from .triton_utils import MIN_DOT, check_dot_tiles, dot_precision, dot_tile
 LOG2E = 1.4426950408889634  # scores are kept in base 2 so the kernels can use exp2
 
 
-def _tiles(dtype: torch.dtype, head_dim: int, pass_: str) -> dict:
-    """Tile sizes and launch options per pass; 16s in the interpreter (tiny tests)."""
+# Measured on an H100 (sm_90, bf16, head dim 128, T = 4096, causal; Triton 3.6; the tuner's
+# times in docs/gpu/2026-11-28-h100/autotune.json): against the generic entries below, the
+# forward's 128 x 128 tiles took 73 us instead of 120, the dK/dV pass's 64 x 64 tiles with 4
+# warps and 2 stages 145 us instead of 276. Hopper's 227 KB of shared memory holds them.
+HOPPER_16BIT_WIDE_HEAD = {
+    "fwd": dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=3),
+    "dkdv": dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2),
+}
+
+
+def _tiles(
+    dtype: torch.dtype, head_dim: int, pass_: str, capability: tuple[int, int] | None = None
+) -> dict:
+    """Tile sizes and launch options per pass (for a GPU of ``capability`` when given); 16s
+    in the interpreter (tiny tests)."""
     if interpreting():
         return dict(BLOCK_M=16, BLOCK_N=16, num_warps=4, num_stages=1)
     big = head_dim > 64
     warps = 8 if big else 4
     if dtype == torch.float32:  # fp32 tiles take twice the shared memory
         return dict(BLOCK_M=64, BLOCK_N=32, num_warps=warps, num_stages=2)
+    if big and capability is not None and capability[0] == 9 and pass_ in HOPPER_16BIT_WIDE_HEAD:
+        return dict(HOPPER_16BIT_WIDE_HEAD[pass_])
     if pass_ == "fwd":
         return dict(BLOCK_M=128, BLOCK_N=64, num_warps=warps, num_stages=3)
     if pass_ == "dkdv":  # many queries stream past a key block held with its dK, dV
@@ -79,7 +95,8 @@ def _config(q, k, index, pass_, config, causal, wide, run) -> dict:
     """The launch configuration of one pass: the table's entry (capped at the layout's
     block size, stages fitted to the device), or the tuned choice on a GPU."""
     head_dim, tq, tk = q.shape[-1], q.shape[2], k.shape[2]
-    cfg = {**_tiles(q.dtype, head_dim, pass_), **config}
+    _, capability = device_limits_of(q.device)
+    cfg = {**_tiles(q.dtype, head_dim, pass_, capability), **config}
     cfg["LAYOUT_BLOCK"] = MIN_DOT  # unused by dense attention
     dims = dict(BLOCK_M=tq, BLOCK_N=tk)
     if index is not None:  # tiles are cut from the layout's blocks

@@ -79,7 +79,7 @@ for capability, smem in json.loads(sys.argv[1]):
                     estimate=launch.smem_bytes(per_stage, fixed, stages, capability), shared=shared))
     # flash attention passes, bf16, head dim 128, causal
     for pass_, kernel in (("fwd", attn_fwd_kernel), ("dkdv", attn_dkdv_kernel)):
-        cfg = _tiles(torch.bfloat16, 128, pass_)
+        cfg = _tiles(torch.bfloat16, 128, pass_, capability)
         per_stage, fixed = launch.attention_smem(pass_, cfg["BLOCK_M"], cfg["BLOCK_N"], 128, 2)
         stages = launch.pick_stages(per_stage, fixed, smem, cfg["num_stages"], capability)
         types = {n: "*bf16" for n in ("q_ptr", "k_ptr", "v_ptr", "o_ptr", "do_ptr", "dk_ptr", "dv_ptr")}
@@ -126,8 +126,11 @@ def test_compiled_shared_memory_fits_the_chosen_stages():
         print(row)
         assert row["shared"] <= row["limit"], row  # the launch would fail on that device
         assert row["shared"] <= row["estimate"], row  # the model is on the safe side
-    # Every kernel keeps the table's 3 stages on all three: on sm_90 the LoRA tiles take
-    # 102 KB (fine in 227 KB), on the 99 KB GPUs 68 KB (one buffer fewer).
-    assert all(row["stages"] == 3 for row in rows), rows
+    # Every kernel keeps its table's stages on all three (3; 2 for Hopper's dK/dV entry): on
+    # sm_90 the LoRA tiles take 102 KB (fine in 227 KB), on the 99 KB GPUs 68 KB (one buffer
+    # fewer); Hopper's 128 x 128 forward tiles take 224 KB, within its 227 KB.
+    for row in rows:
+        hopper_dkdv = row["kernel"] == "dkdv" and row["capability"] == [9, 0]
+        assert row["stages"] == (2 if hopper_dkdv else 3), row
     lora_h100 = next(r for r in rows if r["kernel"] == "lora" and r["capability"] == [9, 0])
     assert lora_h100["shared"] > 101_376  # what would not have fitted a consumer GPU
