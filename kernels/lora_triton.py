@@ -276,6 +276,7 @@ def matmul(
                 c.mul_(alpha)
             record_launch("matmul", None, dict(cfg))
             return c, (a_.sum(1) if row_sums else c)
+        cfg = {key: v for key, v in cfg.items() if key != "UNFUSED"}  # UNFUSED=0: tiles only
         c = output_buffer((m, n), out_dtype, a.device)
         sums = output_buffer((m,), out_dtype, a.device) if row_sums else c
         grid = check_grid((triton.cdiv(m, cfg["BLOCK_M"]) * triton.cdiv(n, cfg["BLOCK_N"]),))

@@ -117,7 +117,8 @@ def _space(dtype: torch.dtype) -> list[dict]:
 
 def nf4_matmul(x, packed, scales, code, shape, bias=None, **config):
     """Y = x dequant(W)^T + bias for an NF4 weight of ``shape`` (N, K); ``config`` overrides
-    the tile sizes of :func:`_config`."""
+    the tile sizes of :func:`_config` (``UNFUSED=1``: dequantize, then the library matmul;
+    ``UNFUSED=0``: the fused kernel only, its tiles still tuned)."""
     n, k = shape
     m = x.shape[0]
     x = x.contiguous()
@@ -134,6 +135,7 @@ def nf4_matmul(x, packed, scales, code, shape, bias=None, **config):
             w = nf4_dequantize(packed, scales, code, shape, x.dtype)
             record_launch("nf4_matmul", None, dict(cfg))
             return torch.nn.functional.linear(x, w, bias)
+        cfg = {key: v for key, v in cfg.items() if key != "UNFUSED"}  # UNFUSED=0: tiles only
         y = torch.empty(m, n, device=x.device, dtype=x.dtype)
         grid = (triton.cdiv(m, cfg["BLOCK_M"]), triton.cdiv(n, cfg["BLOCK_N"]))
         compiled = _nf4_matmul_kernel[grid](

@@ -195,17 +195,22 @@ def show(title: str, rows: list[dict]) -> None:
             )
 
 
-def nf4_kernel_rows(
-    tokens=(16, 1024, 4096, 16384), shapes=((4096, 4096), (11008, 4096))
-) -> list[dict]:
-    """Median ms of the three ways to apply an NF4 weight (CUDA, bf16), each checked first."""
+def nf4_kernel_rows(quick: bool = False) -> list[dict]:
+    """Median ms of every way to apply an NF4 weight (CUDA, bf16), each checked first: the
+    fused kernel (decode inside the matmul, its tiles tuned), the Triton dequantize pass then
+    cuBLAS, PyTorch's dequantize ops then cuBLAS, the bf16 weight alone, and what
+    ``nf4_linear`` runs (the tuner's pick between the first two)."""
     from minift.kernels.nf4 import dequantize_reference
 
     from minift.quant.nf4 import nf4_code_f32, quantize_nf4
 
+    tokens = (16, 256, 4096) if quick else (16, 64, 256, 1024, 4096, 16384)
+    shapes = ((4096, 4096),) if quick else ((4096, 4096), (11008, 4096))
     torch.manual_seed(0)
     dev, rows = torch.device("cuda"), []
     code = nf4_code_f32(dev)
+    print(f"  {'tokens':>6} {'K -> N':>12} {'fused':>8} {'deq+mm':>8} {'torch deq':>9} "
+          f"{'bf16':>8} {'auto':>8} {'picked':>8} {'auto/bf16':>9} {'rel err':>8}   (ms)")  # fmt: skip
     for n, k in shapes:
         q = quantize_nf4(torch.randn(n, k, device=dev) * 0.02)
         packed, scales = q.packed, q.block_scales()
@@ -214,27 +219,43 @@ def nf4_kernel_rows(
             x = torch.randn(m, k, device=dev, dtype=torch.bfloat16)
             row = time_nf4(x, packed, scales, code, w32)
             rows.append(dict(tokens=m, n=n, k=k, **row))
-            print(f"  NF4 {m:6d} x {k} -> {n}: fused {row['fused_ms']:.3f} ms, dequantize+matmul "
-                  f"{row['dequant_then_matmul_ms']:.3f} ms (x{row['speedup']:.2f}), bf16 dense "
-                  f"{row['bf16_dense_ms']:.3f} ms (fused/dense {row['vs_dense']:.2f}), "
-                  f"rel err {row['rel_err']:.1e}")  # fmt: skip
+            print(f"  {m:6d} {f'{k} -> {n}':>12} {row['fused_ms']:8.3f} {row['dequant_triton_then_matmul_ms']:8.3f} "
+                  f"{row['dequant_torch_then_matmul_ms']:9.3f} {row['bf16_dense_ms']:8.3f} {row['auto_ms']:8.3f} "
+                  f"{row['picked']:>8} {row['auto_vs_dense']:9.2f} {row['rel_err']:8.1e}")  # fmt: skip
     return rows
 
 
 def time_nf4(x, packed, scales, code, w32) -> dict:
-    """One row: the kernel's error against the float32 definition, then the three timings."""
+    """One row: each route's error against the float32 definition, then the timings."""
+    from minift.kernels import autotune
     from minift.kernels.nf4 import dequantize_reference, nf4_linear
+    from minift.kernels.nf4_triton import nf4_matmul
     from triton.testing import do_bench
 
     shape, w16 = tuple(w32.shape), w32.to(x.dtype)
     ref = x.float() @ w32.T
-    err = ((nf4_linear(x, packed, scales, code, shape).float() - ref).norm() / ref.norm()).item()
-    fused = do_bench(lambda: nf4_linear(x, packed, scales, code, shape), return_mode="median")
-    deq = do_bench(lambda: x @ dequantize_reference(packed, scales, code, shape).to(x.dtype).T,
-                   return_mode="median")  # fmt: skip
-    dense = do_bench(lambda: x @ w16.T, return_mode="median")
-    return dict(fused_ms=fused, dequant_then_matmul_ms=deq, bf16_dense_ms=dense, rel_err=err,
-                speedup=deq / fused, vs_dense=fused / dense)  # fmt: skip
+    routes = {
+        "fused": lambda: nf4_matmul(x, packed, scales, code, shape, UNFUSED=0),
+        "dequant_triton_then_matmul": lambda: nf4_matmul(x, packed, scales, code, shape, UNFUSED=1),
+        "dequant_torch_then_matmul": lambda: x @ dequantize_reference(packed, scales, code, shape).to(x.dtype).T,
+        "bf16_dense": lambda: x @ w16.T,
+        "auto": lambda: nf4_linear(x, packed, scales, code, shape),
+    }  # fmt: skip
+    row = {}
+    for name, fn in routes.items():
+        err = ((fn().float() - ref).norm() / ref.norm()).item()  # also compiles and tunes
+        if name != "bf16_dense" and err > 2e-2:
+            raise SystemExit(f"NF4 {name} at {tuple(x.shape)} -> {shape}: rel err {err:.2e}")
+        row[f"{name}_ms"] = do_bench(fn, return_mode="median")
+        row["rel_err"] = max(row.get("rel_err", 0.0), err if name != "bf16_dense" else 0.0)
+    nf4 = [
+        d
+        for d in autotune.choices()
+        if d["key"].startswith("nf4_matmul") and "UNFUSED" not in d["key"]
+    ]
+    row["picked"] = "unfused" if nf4 and nf4[-1]["config"].get("UNFUSED") else "fused"
+    row["auto_vs_dense"] = row["auto_ms"] / row["bf16_dense_ms"]
+    return row
 
 
 def main() -> None:
@@ -253,7 +274,7 @@ def main() -> None:
         print("== NF4 linear, bf16: Triton (decode in the matmul) vs dequantize-then-matmul vs bf16")  # fmt: skip
         write_json(out / "efficiency_nf4_kernel.json",
                    dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
-                        rows=nf4_kernel_rows()))  # fmt: skip
+                        rows=nf4_kernel_rows(args.quick)))  # fmt: skip
         print(f"\nresults in {out}")
         return
     if args.threads:
