@@ -64,7 +64,8 @@ def _sgmv_kernel(
     acc_type = tl.float64 if F64 else tl.float32
 
     u = tl.zeros((BLOCK_M, BLOCK_R), dtype=acc_type)  # shrink: X At_l
-    for k0 in range(0, K, BLOCK_K):
+    k_end = tl.where(first < end, K, 0)  # an empty tile (past the real ones) skips the loop
+    for k0 in range(0, k_end, BLOCK_K):
         k = k0 + ks
         k_ok = k < K
         x = tl.load(
@@ -197,7 +198,7 @@ def sgmv(
     check_dot_tiles(**{key: cfg[key] for key in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "BLOCK_R")})
     if r > cfg["BLOCK_R"]:
         raise ValueError(f"LoRA rank {r} exceeds the kernel's largest BLOCK_R ({cfg['BLOCK_R']})")
-    if seg.order.numel() == 0:  # no row has an adapter
+    if m == 0 or lora_A.shape[0] == 0:  # no rows, or no adapter to apply
         return (torch.zeros((m, n), dtype=x.dtype, device=x.device),
                 torch.zeros((m, r), dtype=x.dtype, device=x.device))  # fmt: skip
     wide = needs_int64(x, contiguous(m, n))

@@ -102,6 +102,26 @@ def test_loop_and_segment_backends_match_definition():
     assert rel_err(MultiLoRAFunction.apply(x, a, b, seg, s, "torch"), ref) < 1e-12
 
 
+def test_segments_and_tiles_by_hand():
+    """Rows sorted by adapter with the id -1 rows first, and the tile list of fixed length
+    ceil(M / BLOCK_M) + L: the real tiles in order, never spanning two adapters, then empty
+    ones (first = end), all built without reading a value back to the host."""
+    ids = torch.tensor([2, -1, 0, 2, 2, -1, 0])
+    seg = segments(ids, 4)  # adapters 1 and 3 have no rows
+    assert seg.order.tolist() == [1, 5, 2, 6, 0, 3, 4]
+    assert seg.starts.tolist() == [2, 4, 4, 7, 7]
+    adapter, first, end = (v.tolist() for v in seg.tiles(2))
+    assert len(adapter) == 4 + 4
+    real = [(a, f, e) for a, f, e in zip(adapter, first, end) if f < e]
+    assert real == [(0, 2, 4), (2, 4, 6), (2, 6, 7)]
+    assert all(f == e for f, e in zip(first[3:], end[3:]))
+    assert seg.tiles(2)[0] is seg.tiles(2)[0]  # cut once per tile size (forward, backward)
+    none = segments(torch.tensor([-1, -1]), 2)
+    assert none.starts.tolist() == [2, 2, 2] and all(
+        f == e for f, e in zip(*(v.tolist() for v in none.tiles(16)[1:]))
+    )
+
+
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_gradcheck(monkeypatch, backend):
     """The hand-derived backward (both backends) against finite differences, in float64."""

@@ -47,7 +47,8 @@ class MultiLoRALinear(nn.Module):
         y = self.base_layer(x)
         if self.ids is None:
             raise RuntimeError("no user ids set: run the model inside `with users(model, ids):`")
-        return y + multi_lora(x, self.lora_A, self.lora_B, self.ids, self.scaling)
+        # users() checked the ids once for every layer and call in its block
+        return y + multi_lora(x, self.lora_A, self.lora_B, self.ids, self.scaling, check_ids=False)
 
 
 def _lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
