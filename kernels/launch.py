@@ -59,6 +59,14 @@ def needs_int64(*tensors) -> bool:
     return any(max_offset(*_shape_strides(t)) > INT32_MAX for t in tensors if t is not None)
 
 
+def layouts(*tensors) -> str:
+    """Which dimension of each 2-D operand is contiguous, "r" (rows: the last) or "c"
+    (columns: the first), e.g. "rc" for x and a transposed weight view. Part of a tuning key:
+    the same shape read along the other dimension coalesces differently and wants other
+    tiles (the LoRA backward reads W untransposed where the forward reads W^T)."""
+    return "".join("r" if t.stride(-1) == 1 else "c" for t in tensors)
+
+
 def contiguous(*shape: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(shape, strides) of a contiguous tensor, for outputs not allocated yet."""
     strides, step = [], 1

@@ -40,6 +40,7 @@ from .dispatch import interpreting
 from .launch import (
     check_grid,
     contiguous,
+    layouts,
     lora_smem,
     matmul_smem,
     needs_int64,
@@ -242,7 +243,7 @@ def fused_lora(
 
     cfg = autotune.launch_config(
         "fused_lora", x.device, x.dtype, dict(M=m, N=n, K=k, R=r),
-        dict(bias=bias is not None, store_xa=store_xa, wide=wide), cfg, _space(x.dtype),
+        dict(bias=bias is not None, store_xa=store_xa, wide=wide, layout=layouts(x, w_t, a_t, b_t)), cfg, _space(x.dtype),
         config, dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k), smem_of, launch,
     )  # fmt: skip
     y, xa = launch(cfg)
@@ -290,7 +291,8 @@ def matmul(
 
     cfg = autotune.launch_config(
         "matmul", a.device, a.dtype, dict(M=m, N=n, K=k),
-        dict(row_sums=row_sums, out=str(out_dtype).removeprefix("torch."), wide=wide), cfg,
+        dict(row_sums=row_sums, out=str(out_dtype).removeprefix("torch."), wide=wide,
+             layout=layouts(a, b)), cfg,
         [*_space(a.dtype), autotune.UNFUSED], config, dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k), smem_of, launch,
     )  # fmt: skip
     c, sums = launch(cfg)

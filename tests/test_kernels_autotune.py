@@ -356,11 +356,29 @@ def test_fused_lora_is_tuned_through_its_launcher(tuning_on, monkeypatch):
     assert launch.last_launch("fused_lora")["BLOCK_M"] == 64  # the launch used the winner
     assert decision["candidates"] == 5  # the fixed 16s, then the four (none pruned)
     assert decision["fixed"] == "K16 M16 N16 R16 g4 s1 w4"
-    assert decision["key"].startswith("fused_lora [bias=False store_xa=True wide=False] | M=64")
+    assert decision["key"].startswith(
+        "fused_lora [bias=False store_xa=True wide=False layout=rccc] | M=64"
+    )  # x row-major; the weights transposed views
     assert list(json.loads(tuner.cache_path().read_text())) == [decision["key"]]
     runs = len(launched)
     lora_triton.fused_lora(x[:33], w.t(), None, a.t(), b.t(), 0.5)  # same bucket: no tuning
     assert len(launched) == runs + 1
+
+
+def test_a_transposed_weight_is_tuned_apart(tuning_on, monkeypatch):
+    """The LoRA backward runs the fused kernel on W where the forward reads W^T: same shape
+    bucket, other memory order, so its own tuning decision (the key names the layouts)."""
+    lora_triton = pytest.importorskip("minift.kernels.lora_triton")
+    tuner, _, spy = tuning_on
+    monkeypatch.setattr(lora_triton, "record_launch", spy)
+    small = [dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=16, GROUP_M=4, num_warps=4, num_stages=1)]
+    monkeypatch.setattr(lora_triton, "_space", lambda dtype: small)
+    gen = torch.Generator().manual_seed(6)
+    x, w, a, b = (torch.randn(*s, generator=gen).to(DEVICE) for s in ((33, 40), (40, 40), (4, 40), (40, 4)))  # fmt: skip
+    lora_triton.fused_lora(x, w.t(), None, a.t(), b.t(), 0.5)  # the forward's views
+    lora_triton.fused_lora(x, w, None, b, a, 0.5)  # the backward's dx pass
+    keys = [d["key"] for d in tuner.log]
+    assert len(keys) == 2 and "layout=rccc" in keys[0] and "layout=rrrr" in keys[1]
 
 
 def test_the_thin_matmul_times_the_library_route_too(tuning_on, monkeypatch):

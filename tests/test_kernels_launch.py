@@ -201,7 +201,9 @@ def test_lora_launcher_picks_stages_from_the_device(force_triton, monkeypatch, l
 def test_attention_launcher_picks_stages_from_the_device(force_triton, monkeypatch):
     flash_triton = pytest.importorskip("minift.kernels.flash_triton")
     table = dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=3)
-    monkeypatch.setattr(flash_triton, "_tiles", lambda dtype, d, pass_: dict(table))
+    monkeypatch.setattr(
+        flash_triton, "_tiles", lambda dtype, d, pass_, capability=None: dict(table)
+    )
     monkeypatch.setattr(launch, "device_limits_of", lambda device: (55_000, HOPPER))
     q, k, v = (torch.randn(1, 2, 45, 128, device=DEVICE, dtype=torch.float16) for _ in range(3))
     o, _ = flash_triton.flash_forward(q, k, v, causal=True)
