@@ -3,6 +3,7 @@
     python scripts/bench_long_context.py              # T = 512 .. 16k, CPU (+ CUDA if any)
     python scripts/bench_long_context.py --quick      # T = 512 .. 2k, a minute or two
     python scripts/bench_long_context.py --threads 1  # steadier on a shared CPU (default)
+    python scripts/bench_long_context.py --quick --cuda-only  # the CUDA part alone
 
 Configurations, all a small GPT (2 layers, width 64, 2 heads, 512-token vocabulary):
 
@@ -246,6 +247,8 @@ def main() -> None:
         return
     import torch
 
+    if args.cuda_only and not torch.cuda.is_available():
+        sys.exit("bench_long_context: --cuda-only needs a CUDA device, and torch sees none")
     lengths = QUICK_LENGTHS if args.quick else LENGTHS
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -255,23 +258,22 @@ def main() -> None:
         f"CPU: {machine['cpu']}, {args.threads} thread(s), load average {machine['load_average']:.1f}"
     )
     results = {"machine": machine, "lengths": lengths, "fit_from": args.fit_from}
-    rows, summary = run_device(args, "cpu", lengths)
-    print(format_table(rows, summary, lengths))
-    results["cpu"] = {"rows": rows, "summary": summary}
-    plot(
-        rows,
-        summary,
-        out / "bench_long_context_cpu.png",
-        "CPU, one forward + backward",
-        args.fit_from,
-    )
+    summary, plots = {}, []
+    if not args.cuda_only:
+        rows, summary = run_device(args, "cpu", lengths)
+        print(format_table(rows, summary, lengths))
+        results["cpu"] = {"rows": rows, "summary": summary}
+        plots.append(out / "bench_long_context_cpu.png")
+        plot(rows, summary, plots[-1], "CPU, one forward + backward", args.fit_from)
     if torch.cuda.is_available():
         print(f"CUDA: {torch.cuda.get_device_name()} (sparse configs: Triton block-sparse kernel)")
         rows_gpu, summary_gpu = run_device(args, "cuda", lengths)
         print(format_table(rows_gpu, summary_gpu, lengths))
         results["cuda"] = {"rows": rows_gpu, "summary": summary_gpu,
                            "device": torch.cuda.get_device_name()}  # fmt: skip
-        plot(rows_gpu, summary_gpu, out / "bench_long_context_cuda.png", "CUDA", args.fit_from)
+        plots.append(out / "bench_long_context_cuda.png")
+        plot(rows_gpu, summary_gpu, plots[-1], "CUDA", args.fit_from)
+        summary = summary or summary_gpu  # the memory ratios below: CUDA's with --cuda-only
     else:
         print("no CUDA device: the GPU part (Triton block-sparse kernel) is skipped")
     dense = summary.get("dense-explicit", {}).get("peak_mb_at_max")
@@ -287,7 +289,7 @@ def main() -> None:
             print(f"{name}: memory slope {s['peak_mb_slope']:.2f}, time slope "
                   f"{s['seconds_slope']:.2f}; at T={max(lengths)} {ratio:.3f} of dense-explicit's memory{note}")  # fmt: skip
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out / 'results.json'} and {out / 'bench_long_context_cpu.png'}")
+    print(f"wrote {out / 'results.json'} and {', '.join(map(str, plots))}")
 
 
 def parse_args() -> argparse.Namespace:
@@ -296,6 +298,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--max-gb", type=float, default=6.0, help="skip runs estimated above this")
     p.add_argument("--fit-from", type=int, default=1024, help="fit slopes over T >= this")
+    p.add_argument("--cuda-only", action="store_true", help="skip the CPU part (needs CUDA)")
     p.add_argument("--out", default="runs/bench_long_context")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--config", choices=CONFIGS, help=argparse.SUPPRESS)

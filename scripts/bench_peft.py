@@ -4,6 +4,7 @@ against peft's on the same transformers GPT-2.
     python scripts/bench_peft.py              # CPU (and CUDA when present)
     python scripts/bench_peft.py --quick      # fewer methods and steps
     python scripts/bench_peft.py --threads 1  # steadier on a shared CPU
+    python scripts/bench_peft.py --quick --cuda-only  # the CUDA rows alone
 
 Part 1, methods: for each fine-tuning method, one training step of the default task's
 classifier on the base model (forward, backward, AdamW on the trainable parameters only),
@@ -205,6 +206,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--cuda-only", action="store_true", help="skip the CPU rows (needs CUDA)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default=None)
     p.add_argument("--child", nargs=2, metavar=("KIND", "NAME"), help=argparse.SUPPRESS)
@@ -225,7 +227,11 @@ def main() -> None:
         return
     if args.quick:
         args.steps, args.warmup = min(args.steps, 5), min(args.warmup, 2)
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if args.cuda_only and not torch.cuda.is_available():
+        sys.exit("bench_peft: --cuda-only needs a CUDA device, and torch sees none")
+    devices = (
+        ["cuda"] if args.cuda_only else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    )
     warn_if_busy("start")
     methods, lora = [], []
     for device in devices:

@@ -3,6 +3,7 @@
     python scripts/bench_train.py              # CPU (and CUDA when present), a few minutes
     python scripts/bench_train.py --quick      # two small sizes, about a minute
     python scripts/bench_train.py --threads 1  # steadier on a CPU shared with other jobs
+    python scripts/bench_train.py --quick --cuda-only  # the CUDA rows alone (make gpu-check)
 
 A training step is forward + cross-entropy + backward + AdamW step + zero_grad, on the
 same batch of token ids, for both models, with identical configuration and weights
@@ -304,9 +305,14 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args)))
         return
+    if args.cuda_only and not torch.cuda.is_available():
+        sys.exit("bench_train: --cuda-only needs a CUDA device, and torch sees none")
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not args.cpu_only else [])
+    if args.cuda_only:  # on a lent GPU the CPU rows would spend its minutes
+        devices = ["cuda"]
+    else:
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and not args.cpu_only else [])
     import transformers
 
     env = {
@@ -375,7 +381,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=1, help="fresh runs per model; best is kept")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--cpu-only", action="store_true", help="skip CUDA even when present")
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--cpu-only", action="store_true", help="skip CUDA even when present")
+    only.add_argument("--cuda-only", action="store_true", help="skip the CPU rows (needs CUDA)")
     # Internal: one measurement in this process, printed as JSON.
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--impl", choices=IMPLS, help=argparse.SUPPRESS)
