@@ -20,15 +20,20 @@ importance, each a subprocess with its own timeout inside one overall budget (de
    the tuner's cache file is copied beside it (autotune.json);
 5. the adapter-serving kernels: the NF4 matmul of QLoRA (bench_efficiency --kernel-only)
    and the multi-LoRA kernels (bench_personal --gpu-only), each against its unfused form;
-6. the CUDA sections of bench_train, bench_long_context and bench_peft (--quick; they run
-   their CPU rows first, so they get what time is left).
+6. the CUDA rows of bench_train, bench_peft and bench_long_context (--quick --cuda-only),
+   the last on what time is left.
+
+Each step has a cap (``CAPS``, explained there). The benchmarks other than bench_kernels
+get their tuning budget through ``MINIFT_TUNE_BUDGET_S`` (``TUNE_S``; seconds per process,
+read by the kernels' process-wide tuner), bench_kernels through its ``--tune-budget-s``.
 
 A step that fails or times out is recorded and the next one runs; a step that would start
 with under 10 s left is recorded as skipped. ``results.md`` (markdown tables, device named)
 and ``results.json`` are rewritten after every step, each step's log is kept beside them,
 and the last thing printed is a compact summary. ``--dry-run`` runs each step in its
 quickest CPU form (pip --version, pytest --collect-only, bench_kernels --smoke on one
-section, the other benchmarks' --help) to check the wiring without a GPU.
+section, the other benchmarks' --help, which must name the flags the real run passes) to
+check the wiring without a GPU.
 """
 
 from __future__ import annotations
@@ -52,7 +57,25 @@ SCRIPTS = ROOT / "scripts"
 MIN_STEP_S = 10.0  # a step is not started with less time than this left
 # Benchmarks of one kernel family each, run with the flag that keeps only their CUDA table.
 KERNEL_BENCHES = {"bench_efficiency": "--kernel-only", "bench_personal": "--gpu-only"}
-OTHER_BENCHES = ("bench_train", "bench_long_context", "bench_peft")  # CPU rows, then CUDA rows
+# The model benchmarks, in order of importance, run with --quick --cuda-only: a GPT training
+# step against transformers' (flash attention inside), LoRA against peft (the fused LoRA
+# kernel inside), then long contexts (15 subprocesses; the block-sparse kernel is already
+# timed by bench_kernels).
+OTHER_BENCHES = ("bench_train", "bench_peft", "bench_long_context")
+# Step caps (s) for one H100. The first run (docs/gpu/2026-11-28-h100) took: install 4,
+# environment 8, gpu_tests 82, bench_kernels 71 (31 of them tuning), bench_personal 27 (tuning
+# unbounded); bench_efficiency was cut at 45 s mid-tuning, bench_train at 45 s in its CPU
+# rows. A cap is ~15 % over the step's expected time, or ~15 s over for a short step: it
+# stops a hang, it does not reserve time; what a step leaves unused goes to the steps after
+# it. Expected now: 4 + 8 + 82 + ~65 (bench_kernels: 25 s tuning, 30 s timing) + ~25 + ~25
+# (NF4 and multi-LoRA, 12 s tuning each) = ~210 s, leaving ~75 s of the 285 for the model
+# benchmarks' CUDA rows (5 s of tuning per process): bench_train <= 35, bench_peft <= 30,
+# bench_long_context the rest (its cap is the whole budget; no step starts with < 10 s left).
+CAPS = dict(install=30, environment=25, gpu_tests=95, bench_kernels=75, bench_efficiency=30,
+            bench_personal=30, bench_train=35, bench_peft=30, bench_long_context=285)  # fmt: skip
+TUNE_S = dict(bench_kernels=25, bench_efficiency=12, bench_personal=12, bench_train=5,
+              bench_peft=5, bench_long_context=5)  # fmt: skip
+TUNE_ENV = "MINIFT_TUNE_BUDGET_S"  # read by minift.kernels.autotune's process-wide tuner
 SELECT_ENV = "MINIFT_GPU_CHECK_SELECT"  # switches the test-selection plugin below on
 GPU_WORDS = re.compile(r"cuda|gpu|triton|kernel", re.IGNORECASE)
 
@@ -167,11 +190,20 @@ def _kill(proc: subprocess.Popen) -> None:
 
 
 def run_step(
-    name: str, cmd: list[str], timeout: float, log: pathlib.Path, env: dict | None = None
+    name: str,
+    cmd: list[str],
+    timeout: float,
+    log: pathlib.Path,
+    env: dict | None = None,
+    extra_env: dict | None = None,
 ) -> dict:
-    """Run ``cmd`` with its output in ``log``; never longer than ``timeout`` seconds."""
+    """Run ``cmd`` with its output in ``log``; never longer than ``timeout`` seconds.
+    ``extra_env`` is added to ``env`` (or this environment) and shown before the command."""
     start = time.time()
-    step = dict(name=name, cmd=" ".join(cmd), timeout_s=round(timeout), log=log.name)
+    shown = [f"{k}={v}" for k, v in (extra_env or {}).items()] + cmd
+    if extra_env:
+        env = {**(os.environ if env is None else env), **extra_env}
+    step = dict(name=name, cmd=" ".join(shown), timeout_s=round(timeout), log=log.name)
     with open(log, "w") as out:
         out.write(f"$ {step['cmd']}\n(timeout {timeout:.0f} s)\n\n")
         out.flush()
@@ -207,6 +239,7 @@ def log_tail(path: pathlib.Path, lines: int) -> str:
 def child_env(dry_run: bool) -> dict:
     env = dict(os.environ)
     env.pop("MINIFT_KERNELS", None)  # the default dispatch: Triton on CUDA tensors
+    env.pop(TUNE_ENV, None)  # each step's own tuning budget (TUNE_S), or none
     if not dry_run:
         env.pop("TRITON_INTERPRET", None)  # the real compiler on the GPU
     env.update(PYTHONUNBUFFERED="1", PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
@@ -445,9 +478,10 @@ def main(argv=None) -> int:
     def left() -> float:
         return deadline - time.time()
 
-    def step(name: str, cmd: list[str], cap: float, summary=None) -> dict | None:
+    def step(name: str, cmd: list[str], cap: float, summary=None, extra_env=None) -> dict | None:
         """Run one step (at most ``cap`` s, never past the deadline), record it, save the
-        report; ``summary(step, log_text)`` fills in the step's one-line summary."""
+        report; ``summary(step, log_text)`` fills in the step's one-line summary (and may
+        mark it failed); ``extra_env`` is added to the step's environment."""
         budget = min(cap, left() - 3)
         if budget < MIN_STEP_S:
             s = dict(name=name, status="skipped", seconds=0.0, summary="no time left", log="-")
@@ -455,9 +489,10 @@ def main(argv=None) -> int:
             write_report(out, report)
             print(f"[{time.time() - start:5.0f}s] {name}: skipped (no time left)", flush=True)
             return None
-        print(f"[{time.time() - start:5.0f}s] {name}: {' '.join(cmd).replace(chr(10), ' ')[:110]} (<= {budget:.0f} s)",
+        shown = " ".join([*(f"{k}={v}" for k, v in (extra_env or {}).items()), *cmd])
+        print(f"[{time.time() - start:5.0f}s] {name}: {shown.replace(chr(10), ' ')[:110]} (<= {budget:.0f} s)",
               flush=True)  # fmt: skip
-        s = run_step(name, cmd, budget, out / f"{name}.log", env)
+        s = run_step(name, cmd, budget, out / f"{name}.log", env, extra_env)
         text = (out / f"{name}.log").read_text(errors="replace")
         try:
             s["summary"] = summary(s, text) if summary else f"rc {s['rc']}"
@@ -494,14 +529,14 @@ def main(argv=None) -> int:
         else:
             pip = [py, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
                    "-e", "."]  # fmt: skip
-            s = step("install", pip, 90)
+            s = step("install", pip, CAPS["install"])
             if (
                 s
                 and s["status"] == "failed"
                 and "externally-managed" in log_tail(out / "install.log", 40)
             ):
                 report["steps"].pop()
-                s = step("install", [*pip, "--break-system-packages"], 90)
+                s = step("install", [*pip, "--break-system-packages"], CAPS["install"])
             if s and s["status"] != "ok":  # go on from the checkout itself
                 shim = make_shim(out)
                 paths = [str(shim), env.get("PYTHONPATH")]
@@ -519,7 +554,7 @@ def main(argv=None) -> int:
             return (f"{e.get('gpu', 'no CUDA')} sm_{e.get('capability', '-')}, torch "
                     f"{e.get('torch')}, triton {e.get('triton')}, CUDA {e.get('cuda_runtime')}")  # fmt: skip
 
-        step("environment", [py, "-c", ENV_PROBE], 60, env_summary)
+        step("environment", [py, "-c", ENV_PROBE], CAPS["environment"], env_summary)
         gpu = bool(report["environment"].get("cuda_available"))
         if not gpu and not args.dry_run:
             print("no CUDA device: the GPU tests and benchmarks will fail or skip")
@@ -556,7 +591,8 @@ def main(argv=None) -> int:
             return (f"{counts['passed']} passed, {counts['failed']} failed, {counts['errors']} "
                     f"errors, {counts['skipped']} skipped")  # fmt: skip
 
-        step("gpu_tests", [*pytest, *files], 90 if args.dry_run else 110, test_summary)
+        step("gpu_tests", [*pytest, *files], 90 if args.dry_run else CAPS["gpu_tests"],
+             test_summary)  # fmt: skip
         env.pop(SELECT_ENV)
         env.pop("MINIFT_AUTOTUNE")  # the benchmarks tune (unless the caller said 0)
         if user_tuning is not None:
@@ -588,13 +624,21 @@ def main(argv=None) -> int:
                     (out / "autotune.json").write_bytes(cache.read_bytes())
                 return text
 
+            def help_has(s, text, *flags):
+                """Dry run: the --help must name every flag the real run passes."""
+                missing = [flag for flag in flags if flag not in text]
+                if missing:
+                    s["status"] = "failed"
+                    return f"--help lacks {' '.join(missing)}"
+                return f"--help ok, has {' '.join(flags)}"
+
             cmd = [py, str(SCRIPTS / "bench_kernels.py"), "--out", str(kernels_out)]
             if args.dry_run:  # its --smoke run is tests/test_kernels_scripts.py's
                 step("bench_kernels", [*cmd, "--quick", "--help"], 30,
-                     lambda s, t: "--help ok, has --quick" if "--quick" in t else "no --quick")  # fmt: skip
+                     lambda s, t: help_has(s, t, "--quick", "--tune-budget-s"))  # fmt: skip
             else:
-                cap, tune = 160.0, 30.0  # tuning has its own budget, beside the timing's
-                budget = max(20.0, min(cap, left() - 3) - 30 - tune)  # compiles, checks beyond
+                cap, tune = CAPS["bench_kernels"], TUNE_S["bench_kernels"]  # tuning: its own budget
+                budget = max(20.0, min(cap, left() - 3) - 20 - tune)  # ~20 s: start, compiles
                 step("bench_kernels", [*cmd, "--quick", "--budget-s", f"{budget:.0f}",
                                        "--tune-budget-s", f"{tune:.0f}"], cap,
                      kernels_summary)  # fmt: skip
@@ -602,36 +646,44 @@ def main(argv=None) -> int:
             # 5. NF4 (QLoRA) and multi-LoRA kernels, each against its unfused form
             def kernel_bench_summary(s, text):
                 s["tail"] = log_tail(out / f"{s['name']}.log", 30)
-                flag = KERNEL_BENCHES[s["name"]]
                 if args.dry_run:
-                    return f"--help ok, has {flag}" if flag in text else f"no {flag} option"
+                    return help_has(s, text, KERNEL_BENCHES[s["name"]])
                 return f"rc {s['rc']}; {len(re.findall(r' ms', text))} timings"
 
             for name, flag in KERNEL_BENCHES.items():
                 cmd = [py, str(SCRIPTS / f"{name}.py"), flag, "--out", str(out / name)]
-                step(name, [*cmd, "--help"] if args.dry_run else cmd, 30 if args.dry_run else 45,
-                     kernel_bench_summary)  # fmt: skip
+                step(name, [*cmd, "--help"] if args.dry_run else cmd,
+                     30 if args.dry_run else CAPS[name], kernel_bench_summary,
+                     extra_env={TUNE_ENV: str(TUNE_S[name])})  # fmt: skip
 
-            # 6. the other benchmarks' CUDA sections (after their CPU rows)
+            # 6. the model benchmarks' CUDA rows
             def bench_summary(s, text):
                 s["tail"] = log_tail(out / f"{s['name']}.log", 30)
                 if args.dry_run:
-                    return "--help ok, has --quick" if "--quick" in text else "no --quick option"
-                cuda_rows = len(re.findall(r"\bcuda\b", text, re.IGNORECASE))
+                    return help_has(s, text, "--quick", "--cuda-only")
+                body = text.split("\n", 2)[-1]  # past the "$ command" and "(timeout)" lines
+                if s["status"] == "failed":  # its error, usually the last line
+                    return f"rc {s['rc']}: " + (body.strip().splitlines() or [""])[-1][:120]
+                cuda_rows = len(re.findall(r"\bcuda\b", body, re.IGNORECASE))
                 return f"rc {s['rc']}; {cuda_rows} lines mention CUDA"
 
-            caps = {"bench_train": 60.0, "bench_long_context": 50.0, "bench_peft": 50.0}
             names = [n for n in OTHER_BENCHES if (SCRIPTS / f"{n}.py").exists()]
+            cmds = {n: [py, str(SCRIPTS / f"{n}.py"), "--quick", "--cuda-only", "--out",
+                        str(out / n)] for n in names}  # fmt: skip
+
+            def bench_step(name):
+                cmd = [*cmds[name], "--help"] if args.dry_run else cmds[name]
+                cap = 30 if args.dry_run else CAPS[name]
+                return step(name, cmd, cap, bench_summary, {TUNE_ENV: str(TUNE_S[name])})
+
             if args.dry_run:  # --help only: all at once (the wiring, not the timings)
                 from concurrent.futures import ThreadPoolExecutor
 
-                cmds = {n: [py, str(SCRIPTS / f"{n}.py"), "--help"] for n in names}
                 with ThreadPoolExecutor(len(names) or 1) as pool:
-                    for _ in pool.map(lambda n: step(n, cmds[n], 30, bench_summary), names):
-                        pass
-            for name in names if not args.dry_run else ():
-                cmd = [py, str(SCRIPTS / f"{name}.py"), "--quick", "--out", str(out / name)]
-                step(name, cmd, caps[name], bench_summary)
+                    list(pool.map(bench_step, names))
+            else:
+                for name in names:
+                    bench_step(name)
     except KeyboardInterrupt as err:
         report["steps"].append(dict(name="interrupted", status="failed", seconds=0.0,
                                     summary=str(err) or "interrupted", log="-"))  # fmt: skip

@@ -44,6 +44,12 @@ def test_dry_run_wires_every_step(tmp_path):
     )
     for name, flag in gpu_check.KERNEL_BENCHES.items():
         assert f"has {flag}" in steps[name]["summary"], steps[name]
+    for name in gpu_check.OTHER_BENCHES:  # the real run keeps their CUDA rows only
+        assert "--cuda-only" in steps[name]["summary"] and "--cuda-only" in steps[name]["cmd"]
+    for name in [*gpu_check.KERNEL_BENCHES, *gpu_check.OTHER_BENCHES]:  # tuning budgets
+        budget = f"{gpu_check.TUNE_ENV}={gpu_check.TUNE_S[name]} "
+        assert steps[name]["cmd"].startswith(budget), steps[name]["cmd"]
+    assert "--tune-budget-s" in steps["bench_kernels"]["summary"]
     assert report["environment"]["torch"] and report["environment"]["cuda_available"] in (
         True,
         False,
@@ -67,6 +73,23 @@ def test_dry_run_wires_every_step(tmp_path):
     assert tail[-1].startswith("results: ")
     for s in steps.values():  # every step's log is kept beside the results
         assert s["log"] == "-" or (tmp_path / s["log"]).stat().st_size > 0
+
+
+@pytest.mark.parametrize("name", gpu_check.OTHER_BENCHES)
+def test_cuda_only_without_cuda_is_one_line_of_error(name, tmp_path):
+    """The check comes first: no model is built, no folder made, before the refusal."""
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no CUDA device, even on a GPU machine
+    start = time.time()
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / f"{name}.py"), "--quick", "--cuda-only",
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert done.returncode == 1 and done.stdout == "", done.stdout + done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == [f"{name}: --cuda-only needs a CUDA device, and torch sees none"], lines
+    assert not (tmp_path / "out").exists()
+    assert time.time() - start < 60
 
 
 def test_a_hanging_step_is_killed_with_its_children(tmp_path):
