@@ -57,7 +57,6 @@ def save_checkpoint(
 ) -> pathlib.Path:
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    final = out / f"step-{step:06d}"
     tmp = pathlib.Path(tempfile.mkdtemp(dir=out, prefix=f".step-{step:06d}."))
     try:
         model_state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -81,13 +80,24 @@ def save_checkpoint(
             "aliases": aliases,
             **extra,
         }
-        (tmp / "state.json").write_text(json.dumps(state, indent=1, default=_json_default))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        return publish(out, tmp, step, state, keep)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def publish(
+    out: pathlib.Path, tmp: pathlib.Path, step: int, state: dict[str, Any], keep: int
+) -> pathlib.Path:
+    """The end of every save (one process, or rank 0 of a sharded run, once all shards are
+    in ``tmp``): state.json into the temporary folder, the folder renamed to step-NNNNNN
+    (replacing one of that step left by an earlier attempt), latest.json pointed at it,
+    older checkpoints rotated out. Returns the checkpoint's folder."""
+    (tmp / "state.json").write_text(json.dumps(state, indent=1, default=_json_default))
+    final = out / f"step-{step:06d}"
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
     write_json(out / LATEST, {"step": step, "path": final.name})
     rotate(out, step, keep)
     return final

@@ -25,9 +25,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from minift.io import write_json
 from minift.train import distributed as D
-from minift.train.checkpoint import LATEST, _json_default, rotate
+from minift.train.checkpoint import publish
 from minift.train.fsdp import load_sharded, save_sharded
 
 
@@ -43,7 +42,6 @@ def save_sharded_checkpoint(
     """Every process calls it (it is collective); rank 0 writes the JSON and renames."""
     info = D.current()
     out = pathlib.Path(out_dir)
-    final = out / f"step-{step:06d}"
     tmp = out / f".step-{step:06d}.partial"  # one name that every process agrees on
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -58,14 +56,9 @@ def save_sharded_checkpoint(
             "sharded": {"world_size": info.world_size},
             **extra,
         }
-        (tmp / "state.json").write_text(json.dumps(state, indent=1, default=_json_default))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        write_json(out / LATEST, {"step": step, "path": final.name})
-        rotate(out, step, keep)
+        publish(out, tmp, step, state, keep)
     dist.barrier()  # no process goes on (to read it, or to write the next) before it is complete
-    return final
+    return out / f"step-{step:06d}"
 
 
 def load_sharded_checkpoint(
