@@ -47,7 +47,8 @@ first call of a shape bucket then compiles and times a handful of configurations
 per kernel, once per machine). The interpreter and CPU tensors always take the fixed small
 configuration, so the CPU tests stay fast and deterministic. :func:`set_budget` bounds the
 seconds spent tuning (a benchmark with a deadline): past it, decisions keep the fixed
-table or the best candidate timed so far, and are not written to the cache file.
+table or the best candidate timed so far, and are not written to the cache file;
+``MINIFT_TUNE_BUDGET_S`` sets that budget for a whole process (read once, at import).
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ __all__ = ["UNFUSED", "AutotuneCacheWarning", "Tuner", "bucket", "choices", "des
            "launch_config", "make_key", "paused", "prune", "set_budget", "tune", "tuner"]  # fmt: skip
 
 ENV = "MINIFT_AUTOTUNE"
+BUDGET_ENV = "MINIFT_TUNE_BUDGET_S"  # seconds of tuning for a whole process, read once below
 
 
 def mode() -> bool:
@@ -227,7 +229,23 @@ class Tuner:
         return dict(entry["config"])
 
 
+def _budget_from_env() -> float | None:
+    """``MINIFT_TUNE_BUDGET_S``: a process-wide tuning budget for a caller with a deadline
+    (``make gpu-check`` runs each benchmark with one); unset or blank: no limit."""
+    value = os.environ.get(BUDGET_ENV, "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"{BUDGET_ENV}={value!r} is not a number of seconds") from None
+    if not seconds >= 0:
+        raise ValueError(f"{BUDGET_ENV}={value!r} must be 0 or more seconds")
+    return seconds
+
+
 _TUNER = Tuner()
+_TUNER.budget_s = _budget_from_env()  # set_budget() still overrides it
 
 
 def tuner() -> Tuner:

@@ -42,8 +42,8 @@ def test_dry_run_wires_every_step(tmp_path):
     assert all(
         "has --quick" in steps[n]["summary"] for n in ["bench_kernels", *gpu_check.OTHER_BENCHES]
     )
-    for name, flag in gpu_check.KERNEL_BENCHES.items():
-        assert f"has {flag}" in steps[name]["summary"], steps[name]
+    for name, flags in gpu_check.KERNEL_BENCHES.items():
+        assert f"has {' '.join(flags)}" in steps[name]["summary"], steps[name]
     for name in gpu_check.OTHER_BENCHES:  # the real run keeps their CUDA rows only
         assert "--cuda-only" in steps[name]["summary"] and "--cuda-only" in steps[name]["cmd"]
     for name in [*gpu_check.KERNEL_BENCHES, *gpu_check.OTHER_BENCHES]:  # tuning budgets

@@ -573,3 +573,29 @@ def test_the_largest_kept_candidates_compile_and_fit():
     for row in rows:
         print(row)
         assert row["shared"] <= row["estimate"] <= row["limit"], row
+
+
+@pytest.mark.parametrize(
+    "value, want",
+    [
+        (None, "None"),
+        ("", "None"),
+        ("12", "12.0"),
+        ("0", "0.0"),
+        ("x", "not a number"),
+        ("-1", "0 or more"),
+    ],
+)
+def test_the_budget_variable_is_read_once_at_import(value, want):
+    """MINIFT_TUNE_BUDGET_S bounds the process-wide tuner (make gpu-check sets it for each
+    benchmark); a value that is not a non-negative number is named at import."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "MINIFT_TUNE_BUDGET_S"}
+    if value is not None:
+        env["MINIFT_TUNE_BUDGET_S"] = value
+    code = "from minift.kernels import autotune; print(autotune.tuner().budget_s)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert want in (done.stdout if done.returncode == 0 else done.stderr)
