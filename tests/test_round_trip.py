@@ -11,7 +11,7 @@ from minift.data.tasks import task_from_jsonl
 from minift.io import read_json, write_json
 from minift.rlhf.preference import append_preferences, load_preferences
 from minift.train.metrics import MetricsLog
-from minift.train.trainer import read_metrics
+from minift.train.metrics import read_json_lines as read_metrics
 
 ODD = ["café 漢字 🙂", "line\u2028separator", "next\x85line", "carriage\rreturn", "tab\there", ""]
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import pathlib
 import shutil
 import time
@@ -33,7 +32,7 @@ from minift.train.checkpoint import latest_checkpoint, load_checkpoint, save_che
 from minift.train.config import TrainConfig
 from minift.train.fsdp import is_sharded
 from minift.train.loss_scale import LossScaler
-from minift.train.metrics import MetricsLog, read_json_lines
+from minift.train.metrics import MetricsLog
 from minift.train.optim import make_optimizer, make_schedule
 from minift.train.sharded_checkpoint import load_sharded_checkpoint, save_sharded_checkpoint
 
@@ -293,11 +292,3 @@ def fit(model, config: TrainConfig, batch_fn, **kwargs) -> TrainResult:
     """One-call form: Trainer(model, config, batch_fn, ...).fit()."""
     resume = kwargs.pop("resume", False)
     return Trainer(model, config, batch_fn, **kwargs).fit(resume=resume)
-
-
-def read_metrics(path) -> list[dict[str, Any]]:
-    return read_json_lines(path)
-
-
-def perplexity(loss: float) -> float:
-    return math.exp(min(loss, 50.0))
