@@ -267,6 +267,54 @@ def bench_lora(b: Bench, results: dict) -> None:
               "fused TFLOP/s"]  # fmt: skip
     table(f"LoRA {m} tokens, {k} -> {n}, {b.dtype}, frozen W", header, rows)
     results["lora"] = [dict(zip(header, row)) for row in rows]
+    if not b.over("lora pieces"):
+        lora_pieces(b, results, x, w, g, ranks[0])
+
+
+def lora_pieces(b: Bench, results: dict, x, w, g, r: int) -> None:
+    """Each launch of the fused LoRA layer timed alone, beside the library call that does the
+    same work, and the sum of the backward's pieces beside the whole backward measured through
+    autograd: where the time of the layer goes, and what the autograd wrapper costs."""
+    from minift.kernels import lora_linear
+    from minift.kernels.lora_triton import fused_lora, matmul
+    from minift.kernels.triton_utils import dot_tile
+
+    a, bm = (
+        (b.randn(r, x.shape[1]) / x.shape[1] ** 0.5).requires_grad_(),
+        b.randn(w.shape[0], r, grad=True),
+    )
+    u = x.detach() @ a.detach().t()
+    gb = g @ bm.detach()
+    tile = dot_tile(r, 128)
+    pieces = [  # (piece, Triton launch, the library's way to the same result)
+        ("forward: y = x W^T + s (x A^T) B^T", lambda: fused_lora(x, w.t(), None, a.t(), bm.t(), 2.0),
+         lambda: torch.addmm(F.linear(x, w), F.linear(x, a), bm.t(), alpha=2.0)),
+        ("backward dx = g W + s (g B) A", lambda: fused_lora(g, w, None, bm, a, 2.0),
+         lambda: torch.addmm(g @ w, gb, a, alpha=2.0)),
+        ("backward dA = s (g B)^T x", lambda: matmul(gb.t(), x, 2.0, BLOCK_M=tile),
+         lambda: 2.0 * (gb.t() @ x)),
+        ("backward dB = s g^T (x A^T)", lambda: matmul(g.t(), u, 2.0, BLOCK_N=tile),
+         lambda: 2.0 * (g.t() @ u)),
+    ]  # fmt: skip
+    rows = []
+    with torch.no_grad():
+        for name, kernel, library in pieces:
+            b.check(f"lora piece: {name}", kernel()[0], library().float())  # the same work
+            rows.append(
+                [name, b.pass_ms(name, kernel, None), b.pass_ms(f"{name} (library)", library, None)]
+            )
+    fwd = b.pass_ms("fused", lambda: lora_linear(x, w, None, a, bm, 2.0), None)
+    both = b.pass_ms("fused", lambda: lora_linear(x, w, None, a, bm, 2.0), g, (x, a, bm))
+    backward = [row[1] for row in rows[1:]]
+    if None not in backward:
+        rows.append(["backward pieces, summed", sum(backward), None])
+    rows.append(["forward through autograd (lora_linear)", fwd, None])
+    rows.append(
+        ["backward through autograd (fwd+bwd - fwd)", both - fwd if both and fwd else None, None]
+    )
+    header = ["piece", "Triton ms", "library ms"]
+    table(f"LoRA r={r}, piece by piece ({x.shape[0]} tokens, {b.dtype})", header, rows)
+    results["lora_pieces"] = [dict(zip(header, row)) for row in rows]
 
 
 # ------------------------------------------------------------------------ attention

@@ -36,6 +36,9 @@ def test_bench_smoke_runs_every_section(tmp_path):
     assert results["lora"] and results["attention"] and results["block_sparse"]
     assert not results["skipped"]
     assert all(row["fused ms"] > 0 for row in results["lora"])
+    pieces = {row["piece"]: row for row in results["lora_pieces"]}  # each launch timed alone
+    assert len(pieces) == 7 and all(row["Triton ms"] > 0 for row in pieces.values())
+    assert all(pieces[p]["library ms"] > 0 for p in list(pieces)[:4])
     # the interpreter never tunes: the fixed table ran, and the run says so
     assert results["autotuning"] == "off: the interpreter" and results["autotune"] == []
     assert "autotuning off: the interpreter: 0 decisions" in done.stdout
