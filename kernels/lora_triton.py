@@ -47,7 +47,15 @@ from .launch import (
     record_launch,
     stages_for,
 )
-from .triton_utils import check_dot_tiles, dot_precision, dot_tile, grouped_tile, widen
+from .triton_utils import (
+    check_dot_tiles,
+    dot_precision,
+    dot_tile,
+    grouped_tile,
+    load_tile,
+    store_tile,
+    widen,
+)
 
 
 @triton.jit
@@ -74,44 +82,20 @@ def _fused_lora_kernel(
     for k0 in range(0, K, BLOCK_K):
         k = k0 + ks
         k_ok = k < K
-        x = tl.load(
-            x_ptr + rows[:, None] * stride_xm + k[None, :] * stride_xk,
-            mask=row_ok[:, None] & k_ok[None, :],
-            other=0.0,
-        )
-        wt = tl.load(  # (BLOCK_K, BLOCK_N) tile of Wt
-            w_ptr + cols[None, :] * stride_wn + k[:, None] * stride_wk,
-            mask=k_ok[:, None] & col_ok[None, :],
-            other=0.0,
-        )
-        at = tl.load(  # (BLOCK_K, BLOCK_R) tile of At; padded ranks load as 0
-            a_ptr + ranks[None, :] * stride_ar + k[:, None] * stride_ak,
-            mask=k_ok[:, None] & rank_ok[None, :],
-            other=0.0,
-        )
+        x = load_tile(x_ptr, rows, k, stride_xm, stride_xk, row_ok, k_ok)
+        wt = load_tile(w_ptr, k, cols, stride_wk, stride_wn, k_ok, col_ok)  # (BLOCK_K, BLOCK_N)
+        at = load_tile(a_ptr, k, ranks, stride_ak, stride_ar, k_ok, rank_ok)  # padded ranks: 0
         acc = tl.dot(x, wt, acc, input_precision=PRECISION)
         xa = tl.dot(x, at, xa, input_precision=PRECISION)
 
     # Epilogue: the low-rank term joins the accumulator before the one store of Y.
-    bt = tl.load(  # (BLOCK_R, BLOCK_N) tile of Bt
-        b_ptr + cols[None, :] * stride_bn + ranks[:, None] * stride_br,
-        mask=rank_ok[:, None] & col_ok[None, :],
-        other=0.0,
-    )
+    bt = load_tile(b_ptr, ranks, cols, stride_br, stride_bn, rank_ok, col_ok)  # (BLOCK_R, BLOCK_N)
     acc = tl.dot((xa * scaling).to(bt.dtype), bt, acc, input_precision=PRECISION)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-    tl.store(
-        y_ptr + rows[:, None] * stride_ym + cols[None, :] * stride_yn,
-        acc.to(y_ptr.dtype.element_ty),
-        mask=row_ok[:, None] & col_ok[None, :],
-    )
+    store_tile(y_ptr, rows, cols, stride_ym, stride_yn, acc, row_ok, col_ok)
     if STORE_XA:  # one column of programs writes the rank-r product for the backward
-        tl.store(
-            xa_ptr + rows[:, None] * stride_xam + ranks[None, :] * stride_xar,
-            xa.to(xa_ptr.dtype.element_ty),
-            mask=row_ok[:, None] & rank_ok[None, :] & (pid_n == 0),
-        )
+        store_tile(xa_ptr, rows, ranks, stride_xam, stride_xar, xa, row_ok & (pid_n == 0), rank_ok)
 
 
 @triton.jit
@@ -134,24 +118,12 @@ def _matmul_kernel(
     for k0 in range(0, K, BLOCK_K):
         k = k0 + ks
         k_ok = k < K
-        a = tl.load(
-            a_ptr + rows[:, None] * stride_am + k[None, :] * stride_ak,
-            mask=row_ok[:, None] & k_ok[None, :],
-            other=0.0,
-        )
-        b = tl.load(
-            b_ptr + k[:, None] * stride_bk + cols[None, :] * stride_bn,
-            mask=k_ok[:, None] & col_ok[None, :],
-            other=0.0,
-        )
+        a = load_tile(a_ptr, rows, k, stride_am, stride_ak, row_ok, k_ok)
+        b = load_tile(b_ptr, k, cols, stride_bk, stride_bn, k_ok, col_ok)
         acc = tl.dot(a, b, acc, input_precision=PRECISION)
         if ROW_SUMS:
             sums += tl.sum(a.to(tl.float32), axis=1)
-    tl.store(
-        c_ptr + rows[:, None] * stride_cm + cols[None, :] * stride_cn,
-        (acc * alpha).to(c_ptr.dtype.element_ty),
-        mask=row_ok[:, None] & col_ok[None, :],
-    )
+    store_tile(c_ptr, rows, cols, stride_cm, stride_cn, acc * alpha, row_ok, col_ok)
     if ROW_SUMS:
         tl.store(sum_ptr + rows, sums.to(sum_ptr.dtype.element_ty), mask=row_ok & (pid_n == 0))
 

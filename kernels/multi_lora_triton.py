@@ -28,7 +28,7 @@ from . import autotune
 from .buffers import output_buffer
 from .dispatch import interpreting
 from .launch import check_grid, contiguous, matmul_smem, needs_int64, record_launch, sgmv_smem
-from .triton_utils import check_dot_tiles, dot_precision, dot_tile, widen
+from .triton_utils import check_dot_tiles, dot_precision, dot_tile, load_tile, store_tile, widen
 
 MAX_RANK = 128
 
@@ -68,36 +68,16 @@ def _sgmv_kernel(
     for k0 in range(0, k_end, BLOCK_K):
         k = k0 + ks
         k_ok = k < K
-        x = tl.load(
-            x_ptr + rows[:, None] * stride_xm + k[None, :] * stride_xk,
-            mask=row_ok[:, None] & k_ok[None, :],
-            other=0.0,
-        )
-        at = tl.load(  # (BLOCK_K, BLOCK_R) tile of A_l^T; padded ranks load as 0
-            a_base + ranks[None, :] * stride_ar + k[:, None] * stride_ak,
-            mask=k_ok[:, None] & rank_ok[None, :],
-            other=0.0,
-        )
+        x = load_tile(x_ptr, rows, k, stride_xm, stride_xk, row_ok, k_ok)  # the gathered rows
+        at = load_tile(a_base, k, ranks, stride_ak, stride_ar, k_ok, rank_ok)  # A_l^T; padded: 0
         u = tl.dot(x, at, u, input_precision=PRECISION, out_dtype=acc_type)
 
-    bt = tl.load(  # expand: (BLOCK_R, BLOCK_N) tile of B_l^T
-        b_base + cols[None, :] * stride_bn + ranks[:, None] * stride_br,
-        mask=rank_ok[:, None] & col_ok[None, :],
-        other=0.0,
-    )
+    bt = load_tile(b_base, ranks, cols, stride_br, stride_bn, rank_ok, col_ok)  # expand: B_l^T
     scale = tl.load(s_ptr + adapter).to(acc_type)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=acc_type)
     acc = tl.dot((u * scale).to(bt.dtype), bt, acc, input_precision=PRECISION, out_dtype=acc_type)
-    tl.store(  # the scatter back to each row's place in the batch
-        y_ptr + rows[:, None] * stride_ym + cols[None, :] * stride_yn,
-        acc.to(y_ptr.dtype.element_ty),
-        mask=row_ok[:, None] & col_ok[None, :],
-    )
-    tl.store(
-        u_ptr + rows[:, None] * stride_um + ranks[None, :] * stride_ur,
-        u.to(u_ptr.dtype.element_ty),
-        mask=row_ok[:, None] & rank_ok[None, :] & (pid_n == 0),
-    )
+    store_tile(y_ptr, rows, cols, stride_ym, stride_yn, acc, row_ok, col_ok)  # the scatter back
+    store_tile(u_ptr, rows, ranks, stride_um, stride_ur, u, row_ok & (pid_n == 0), rank_ok)
 
 
 @triton.jit
@@ -126,24 +106,12 @@ def _segmented_outer_kernel(
         pos = m0 + tl.arange(0, BLOCK_M)
         row_ok = pos < end
         rows = widen(tl.load(order_ptr + pos, mask=row_ok, other=0), WIDE)
-        pt = tl.load(  # (BLOCK_P, BLOCK_M): P's rows loaded transposed, no tl.trans needed
-            p_ptr + rows[None, :] * stride_pm + pcols[:, None] * stride_pp,
-            mask=p_ok[:, None] & row_ok[None, :],
-            other=0.0,
-        )
-        q = tl.load(
-            q_ptr + rows[:, None] * stride_qm + qcols[None, :] * stride_qq,
-            mask=row_ok[:, None] & q_ok[None, :],
-            other=0.0,
-        )
+        pt = load_tile(p_ptr, pcols, rows, stride_pp, stride_pm, p_ok, row_ok)  # P^T: no tl.trans
+        q = load_tile(q_ptr, rows, qcols, stride_qm, stride_qq, row_ok, q_ok)
         acc = tl.dot(pt, q, acc, input_precision=PRECISION, out_dtype=acc_type)
     scale = tl.load(s_ptr + adapter).to(acc_type)
-    tl.store(
-        c_ptr + adapter.to(tl.int64) * stride_cl + pcols[:, None] * stride_cp
-        + qcols[None, :] * stride_cq,
-        (acc * scale).to(c_ptr.dtype.element_ty),
-        mask=p_ok[:, None] & q_ok[None, :],
-    )  # fmt: skip
+    c_base = c_ptr + adapter.to(tl.int64) * stride_cl
+    store_tile(c_base, pcols, qcols, stride_cp, stride_cq, acc * scale, p_ok, q_ok)
 
 
 def _precision(dtype: torch.dtype) -> str:

@@ -24,7 +24,7 @@ import triton.language as tl
 
 from . import autotune
 from .launch import nf4_smem, record_launch
-from .triton_utils import check_dot_tiles, dot_precision
+from .triton_utils import check_dot_tiles, dot_precision, load_tile, store_tile
 
 
 @triton.jit
@@ -45,11 +45,7 @@ def _nf4_matmul_kernel(
     for k0 in range(0, K, BLOCK_K):
         k = k0 + ks
         k_ok = k < K
-        x = tl.load(
-            x_ptr + rows[:, None] * stride_xm + k[None, :] * stride_xk,
-            mask=row_ok[:, None] & k_ok[None, :],
-            other=0.0,
-        )
+        x = load_tile(x_ptr, rows, k, stride_xm, stride_xk, row_ok, k_ok)
         ok = k_ok[:, None] & col_ok[None, :]
         f = cols[None, :].to(tl.int64) * K + k[:, None]  # (BLOCK_K, BLOCK_N) flat indices of W
         byte = tl.load(packed_ptr + f // 2, mask=ok, other=0).to(tl.int32)
@@ -60,11 +56,7 @@ def _nf4_matmul_kernel(
         acc = tl.dot(x, wt, acc, input_precision=PRECISION)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(acc.dtype)[None, :]
-    tl.store(
-        y_ptr + rows[:, None] * stride_ym + cols[None, :] * stride_yn,
-        acc.to(y_ptr.dtype.element_ty),
-        mask=row_ok[:, None] & col_ok[None, :],
-    )
+    store_tile(y_ptr, rows, cols, stride_ym, stride_yn, acc, row_ok, col_ok)
 
 
 @triton.jit

@@ -100,6 +100,28 @@ def grouped_tile(pid, n_rows, n_cols, GROUP: tl.constexpr):
 
 
 @triton.jit
+def load_tile(ptr, rows, cols, stride_row, stride_col, row_ok, col_ok):
+    """The tile ptr[rows, cols] of a strided 2-D tensor, (len(rows), len(cols)), with 0 where
+    a row or column is out of range: padding that adds nothing to a tl.dot. Any strides, so
+    a transposed operand is the same call with rows and columns swapped."""
+    return tl.load(
+        ptr + rows[:, None] * stride_row + cols[None, :] * stride_col,
+        mask=row_ok[:, None] & col_ok[None, :],
+        other=0.0,
+    )
+
+
+@triton.jit
+def store_tile(ptr, rows, cols, stride_row, stride_col, value, row_ok, col_ok):
+    """ptr[rows, cols] = value, in ptr's dtype, where both masks hold."""
+    tl.store(
+        ptr + rows[:, None] * stride_row + cols[None, :] * stride_col,
+        value.to(ptr.dtype.element_ty),
+        mask=row_ok[:, None] & col_ok[None, :],
+    )
+
+
+@triton.jit
 def widen(idx, WIDE: tl.constexpr):
     """``idx`` as int64 when WIDE (offsets past 2^31 - 1 elements; :func:`.launch.needs_int64`),
     else unchanged: int32 address arithmetic is the cheaper default."""
