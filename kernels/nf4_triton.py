@@ -1,7 +1,7 @@
 """Triton kernel for the NF4 linear layer (math in :mod:`minift.kernels.nf4`).
 
 One program computes a (BLOCK_M, BLOCK_N) tile of Y = X W^T + b. For each BLOCK_K slice it
-loads the X tile and decodes the matching (BLOCK_K, BLOCK_N) tile of W^T from the packed
+loads the X tile and decodes the matching (BLOCK_N, BLOCK_K) tile of W from the packed
 bytes: flat index f = n K + k, byte f // 2, nibble by the parity of f, level by a gather
 from the 16-entry code book, times the scale of block f // 64. Nothing of W's full size is
 ever written. The fixed table keeps tiles of 16 (fast in the interpreter, and what the GPU
@@ -46,14 +46,17 @@ def _nf4_matmul_kernel(
         k = k0 + ks
         k_ok = k < K
         x = load_tile(x_ptr, rows, k, stride_xm, stride_xk, row_ok, k_ok)
-        ok = k_ok[:, None] & col_ok[None, :]
-        f = cols[None, :].to(tl.int64) * K + k[:, None]  # (BLOCK_K, BLOCK_N) flat indices of W
+        # The (BLOCK_N, BLOCK_K) tile of W in W's own order, k fastest: neighbouring lanes
+        # read neighbouring bytes (one row of W is K / 2 consecutive bytes), where a
+        # (BLOCK_K, BLOCK_N) tile would send them K / 2 bytes apart. tl.trans feeds the dot.
+        ok = col_ok[:, None] & k_ok[None, :]
+        f = cols[:, None].to(tl.int64) * K + k[None, :]  # flat indices into W
         byte = tl.load(packed_ptr + f // 2, mask=ok, other=0).to(tl.int32)
         nibble = tl.where(f % 2 == 0, byte >> 4, byte & 15)
         level = tl.load(code_ptr + nibble, mask=ok, other=0.0)
         scale = tl.load(scales_ptr + f // 64, mask=ok, other=0.0)
-        wt = (level * scale).to(x.dtype)
-        acc = tl.dot(x, wt, acc, input_precision=PRECISION)
+        w = (level * scale).to(x.dtype)
+        acc = tl.dot(x, tl.trans(w), acc, input_precision=PRECISION)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(acc.dtype)[None, :]
     store_tile(y_ptr, rows, cols, stride_ym, stride_yn, acc, row_ok, col_ok)
