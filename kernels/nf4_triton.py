@@ -74,9 +74,10 @@ def _nf4_dequantize_kernel(
     byte = tl.load(packed_ptr + j, mask=ok, other=0).to(tl.int32)
     scale = tl.load(scales_ptr + f // 64, mask=ok, other=0.0)
     high = tl.load(code_ptr + (byte >> 4), mask=ok, other=0.0) * scale
-    low = tl.load(code_ptr + (byte & 15), mask=ok & (f + 1 < numel), other=0.0) * scale
-    tl.store(w_ptr + f, high.to(w_ptr.dtype.element_ty), mask=ok)
-    tl.store(w_ptr + f + 1, low.to(w_ptr.dtype.element_ty), mask=ok & (f + 1 < numel))
+    low = tl.load(code_ptr + (byte & 15), mask=ok, other=0.0) * scale
+    # values 2j, 2j + 1 side by side: one contiguous store of 2 BLOCK values
+    out = 2 * tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, 2 * BLOCK)
+    tl.store(w_ptr + out, tl.interleave(high, low).to(w_ptr.dtype.element_ty), mask=out < numel)
 
 
 DEQUANTIZE_BLOCK = 1024  # packed bytes per program: 2,048 values, a plain streaming kernel
