@@ -103,10 +103,12 @@ def _config(dtype: torch.dtype) -> dict:
 
 
 def _space(dtype: torch.dtype) -> list[dict]:
-    """Tuning candidates: a few rows (decoding) with wide weight tiles, then square tiles
-    for prompts and training batches; stages limited by the gathers' shared memory."""
-    rows = ((16, 64, 64, 4, 3), (32, 64, 64, 4, 3), (64, 64, 64, 4, 3), (64, 128, 64, 4, 2),
-            (128, 64, 64, 4, 2), (128, 128, 64, 8, 2), (64, 64, 32, 4, 4))  # fmt: skip
+    """Tuning candidates: a few rows (decoding) first, with narrow weight tiles so that a
+    4096-wide layer still gives 128-256 programs for an H100's 132 SMs (16 x 64 tiles give
+    64), then square tiles for prompts and training batches; stages limited by the gathers'
+    shared memory."""
+    rows = ((16, 32, 64, 4, 4), (16, 16, 128, 4, 3), (16, 64, 64, 4, 3), (32, 64, 64, 4, 3),
+            (64, 64, 64, 4, 3), (64, 128, 64, 4, 2), (128, 64, 64, 4, 2), (128, 128, 64, 8, 2))  # fmt: skip
     return [dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k, num_warps=w, num_stages=s)
             for m, n, k, w, s in rows]  # fmt: skip
 
