@@ -226,7 +226,8 @@ def nf4_kernel_rows(quick: bool = False) -> list[dict]:
 
 
 def time_nf4(x, packed, scales, code, w32) -> dict:
-    """One row: each route's error against the float32 definition, then the timings."""
+    """One row: each route's error against the float32 definition, then the timings (on CPU
+    tensors with Triton's interpreter it runs too: tests/test_bench_kernel_rows.py)."""
     from minift.kernels import autotune
     from minift.kernels.nf4 import dequantize_reference, nf4_linear
     from minift.kernels.nf4_triton import nf4_matmul

@@ -130,14 +130,14 @@ def kernel(results: dict) -> None:
     results["kernel"] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": rows}  # fmt: skip
 
 
-def time_case(tokens: int, users: int, k: int, n: int, r: int, dt) -> dict:
-    """One row of the kernel table: checked against the float32 definition, then timed."""
+def time_case(tokens: int, users: int, k: int, n: int, r: int, dt, dev: str = "cuda") -> dict:
+    """One row of the kernel table: checked against the float32 definition, then timed
+    (``dev`` "cpu" with Triton's interpreter runs the same code: tests/test_bench_kernel_rows.py)."""
     import torch
     from minift.kernels.lora import lora_linear
     from minift.kernels.multi_lora import multi_lora, multi_lora_loop, multi_lora_reference
     from triton.testing import do_bench
 
-    dev = "cuda"
     x = torch.randn(tokens, k, device=dev, dtype=dt, requires_grad=True)
     a = (torch.randn(users, r, k, device=dev) / k**0.5).to(dt).requires_grad_()
     b = (torch.randn(users, n, r, device=dev) * 0.1).to(dt).requires_grad_()
