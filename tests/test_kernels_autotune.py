@@ -365,14 +365,20 @@ def test_fused_lora_is_tuned_through_its_launcher(tuning_on, monkeypatch):
     assert len(launched) == runs + 1
 
 
-def test_a_transposed_weight_is_tuned_apart(tuning_on, monkeypatch):
-    """The LoRA backward runs the fused kernel on W where the forward reads W^T: same shape
-    bucket, other memory order, so its own tuning decision (the key names the layouts)."""
+def lora_with_one_candidate(tuning_on, monkeypatch):
+    """lora_triton with its launches spied on and a space of one 32 x 32 candidate."""
     lora_triton = pytest.importorskip("minift.kernels.lora_triton")
     tuner, _, spy = tuning_on
     monkeypatch.setattr(lora_triton, "record_launch", spy)
     small = [dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=16, GROUP_M=4, num_warps=4, num_stages=1)]
     monkeypatch.setattr(lora_triton, "_space", lambda dtype: small)
+    return lora_triton, tuner
+
+
+def test_a_transposed_weight_is_tuned_apart(tuning_on, monkeypatch):
+    """The LoRA backward runs the fused kernel on W where the forward reads W^T: same shape
+    bucket, other memory order, so its own tuning decision (the key names the layouts)."""
+    lora_triton, tuner = lora_with_one_candidate(tuning_on, monkeypatch)
     gen = torch.Generator().manual_seed(6)
     x, w, a, b = (torch.randn(*s, generator=gen).to(DEVICE) for s in ((33, 40), (40, 40), (4, 40), (40, 4)))  # fmt: skip
     lora_triton.fused_lora(x, w.t(), None, a.t(), b.t(), 0.5)  # the forward's views
@@ -385,12 +391,8 @@ def test_the_thin_matmul_times_the_library_route_too(tuning_on, monkeypatch):
     """The backward's matmul offers ``unfused`` (torch.mm) beside its tiles: it is timed, its
     outputs (product, scaled, and the row sums) pass the same check, and when it wins the
     launch returns its outputs."""
-    lora_triton = pytest.importorskip("minift.kernels.lora_triton")
-    tuner, launched, spy = tuning_on
-    monkeypatch.setattr(lora_triton, "record_launch", spy)
-    # under this timer the unfused route (it carries the fixed 16s) loses to a 32 x 32 tile
-    small = [dict(BLOCK_M=32, BLOCK_N=32, BLOCK_K=16, GROUP_M=4, num_warps=4, num_stages=1)]
-    monkeypatch.setattr(lora_triton, "_space", lambda dtype: small)
+    # under this timer the unfused route (it carries the fixed 16s) loses to the 32 x 32 tile
+    lora_triton, tuner = lora_with_one_candidate(tuning_on, monkeypatch)
     gen = torch.Generator().manual_seed(5)
     a, b = torch.randn(45, 37, generator=gen).to(DEVICE), torch.randn(29, 45, generator=gen)
     a, b = a.t(), b.to(DEVICE).t()  # transposed views, as the backward passes them
