@@ -2,7 +2,7 @@
 
     python scripts/bench_data.py             # 3 seeds, the shipped base (minutes on 2 cores)
     python scripts/bench_data.py --quick     # 2 seeds, fast mode's tiny base
-    python scripts/bench_data.py --only backbone --jobs 3   # only table 2b, seeds in parallel
+    python scripts/bench_data.py --only backbone --jobs 2 --seeds 6   # only table 2b
 
 Tables 1, 2 and 3 run on the frozen base's pooled features (DAPT changes the base first);
 table 2b fine-tunes the backbone:
@@ -13,8 +13,9 @@ table 2b fine-tunes the backbone:
    of source-only (floor), self-training, DANN, DAPT and the oracle (ceiling), the share
    of the gap closed, the proxy A-distance;
 2b. the same shift with a LoRA-trained backbone (minift.recipes.adapt_backbone): floor,
-   TAPT, DANN end to end, self-training with the fine-tuned model, oracle, all with the
-   same fine-tuning; the share of the gap closed per seed;
+   TAPT, DANN end to end, self-training with the fine-tuned model, their chains
+   (minift.recipes.adapt.BACKBONE_DEFAULTS: settings chosen on the selection split),
+   oracle, all with the same fine-tuning; the share of the gap closed per seed;
 3. augmentation with 10%, 25%, 100% of stdlib-package's rows: EDA and paraphrase against
    the plain head, mixup against the same mini-batch loop without it.
 Writes docs/results/data.json and docs/data.png (--out changes the folder).
@@ -98,7 +99,14 @@ def adapt_table(base, enc, seeds: list[int], dapt_steps: int) -> dict:
     return out
 
 
-BACKBONE_METHODS = ("tapt", "dann", "self-train", "tapt-self-train", "tapt-dann")
+BACKBONE_METHODS = (
+    "tapt",
+    "dann",
+    "self-train",
+    "tapt-self-train",
+    "tapt-dann",
+    "tapt-dann-self-train",
+)
 
 
 def backbone_seed(seed: int, steps: int, dapt_steps: int, quick: bool) -> dict:
@@ -114,14 +122,18 @@ def backbone_seed(seed: int, steps: int, dapt_steps: int, quick: bool) -> dict:
 
     torch.set_num_threads(1)
     base, enc = load_base(progress=False, verbose=False)
-    config = AdaptConfig(**BACKBONE_SETTINGS, dann=DANNConfig(lambd=0.3), steps=steps, dapt_steps=dapt_steps, seed=seed)  # fmt: skip
+    config = AdaptConfig(**BACKBONE_SETTINGS, dann=DANNConfig(lambd=BACKBONE_DEFAULTS["lambd"]), steps=steps, dapt_steps=dapt_steps, seed=seed)  # fmt: skip
     return compare_backbones(
         get_task("stdlib-package", seed=seed), base, enc, config, BACKBONE_METHODS
     )
 
 
 # minift.recipes.adapt.BACKBONE_DEFAULTS says how they were chosen (not on the test rows).
-BACKBONE_SETTINGS = dict(backbone="lora", max_len=48, threshold=0.9, rounds=2, dapt_lr=3e-4)
+sys.path.insert(0, str(ROOT))
+from minift.recipes.adapt import BACKBONE_DEFAULTS  # noqa: E402
+
+BACKBONE_SETTINGS = dict(backbone="lora", max_len=48, threshold=BACKBONE_DEFAULTS["threshold"],
+                         rounds=BACKBONE_DEFAULTS["rounds"], dapt_lr=BACKBONE_DEFAULTS["dapt_lr"])  # fmt: skip
 
 
 def backbone_table(
@@ -154,8 +166,10 @@ def backbone_table(
                 o.setdefault(k, []).append(v)
             gap = (row["target_accuracy"] - floor) / (ceiling - floor) if ceiling != floor else float("nan")  # fmt: skip
             o.setdefault("gap_closed", []).append(gap)
+    e = BACKBONE_DEFAULTS
     print(f"\n2b. domain adaptation with a LoRA-trained backbone ({steps} steps, lr 5e-3, 48 tokens; "
-          f"DANN lambda 0.3, self-training threshold 0.9 x 2 rounds, TAPT {dapt_steps} steps); seeds {sorted(runs, key=int)}")  # fmt: skip
+          f"DANN lambda {e['lambd']}, self-training threshold {e['threshold']} x {e['rounds']} rounds, "
+          f"TAPT {dapt_steps} steps at {e['dapt_lr']:g}); seeds {sorted(runs, key=int)}")  # fmt: skip
     print(
         f"{'method':16s}{'target acc':>16s}{'gap closed':>16s}  per seed{'':14s}{'selection acc':>16s}"
     )
@@ -255,6 +269,8 @@ def main() -> None:
     p.add_argument("--only", choices=("frozen", "backbone"), default=None,
                    help="frozen: the three frozen-feature tables; backbone: the LoRA UDA table")  # fmt: skip
     p.add_argument("--backbone-steps", type=int, default=100)
+    p.add_argument("--tapt-steps", type=int, default=None,
+                   help="the backbone table's TAPT steps (default: BACKBONE_DEFAULTS')")  # fmt: skip
     p.add_argument("--seed-start", type=int, default=0,
                    help="first seed; the backbone table adds these seeds to those already in data.json")  # fmt: skip
     p.add_argument("--jobs", type=int, default=1, help="processes for the backbone table's seeds")
@@ -283,15 +299,16 @@ def main() -> None:
         )
     if args.only != "frozen":
         steps = 4 if args.quick else args.backbone_steps
+        tapt_steps = 10 if args.quick else args.tapt_steps or BACKBONE_DEFAULTS["dapt_steps"]
         previous = results.get("adapt_backbone", {})
         settings = {
             "steps": steps,
-            "dapt_steps": dapt_steps,
+            "dapt_steps": tapt_steps,
             "quick": args.quick,
             **BACKBONE_SETTINGS,
         }
         runs = previous.get("runs") if previous.get("settings") == settings else None
-        results["adapt_backbone"] = {**backbone_table(seeds, steps, dapt_steps, args.quick, args.jobs, runs), "settings": settings}  # fmt: skip
+        results["adapt_backbone"] = {**backbone_table(seeds, steps, tapt_steps, args.quick, args.jobs, runs), "settings": settings}  # fmt: skip
     if args.only != "backbone":
         results.update(seeds=seeds, quick=args.quick)
     results["seconds"] = None

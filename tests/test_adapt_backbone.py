@@ -18,7 +18,13 @@ from minift.model import GPT, GPTConfig
 from minift.model.grad_reverse import dann_lambda
 from minift.model.heads import SequenceClassifier
 from minift.recipes.adapt import AdaptConfig, run_adapt
-from minift.recipes.adapt_backbone import dann_finetune, finetune_config, self_train_backbone
+from minift.recipes.adapt_backbone import (
+    dann_finetune,
+    finetune_config,
+    fit_classifier,
+    predict_proba,
+    self_train_backbone,
+)
 from minift.recipes.finetune import finetune
 from minift.recipes.pretrain import load_base
 from minift.recipes.tasks import get_task
@@ -156,6 +162,38 @@ def test_run_adapt_with_a_lora_backbone_and_the_cli(setup, tmp_path, capsys):
     with pytest.raises(SystemExit):
         minift.cli.main(["adapt", "--backbone", "conv"])
     assert "invalid choice: 'conv'" in capsys.readouterr().err
+
+
+def test_the_chain_starts_from_the_given_classifier_and_refits_with_fit(setup):
+    """self_train_backbone(first=..., fit=...), the chain's self-training half: round 1's
+    pseudo-labels are ``first``'s confident rows, and each round trains with ``fit``."""
+    base, enc, task, target = setup
+    cfg = finetune_config("lora", 2, None, 20, seed=0)
+    first = fit_classifier(task, base, enc, cfg)[0]
+    seen = []
+
+    def fit(t):
+        seen.append(t.train[len(task.train) :])
+        return first, 0.5
+
+    _, _, history = self_train_backbone(task, base, enc, cfg, target, 0.2, 2, first=first, fit=fit)  # fmt: skip
+    keep, labels = confident_rows(predict_proba(first, task, enc, target, 20), 0.2, 2.0)
+    assert torch.equal(history[0]["keep"], keep) and len(seen) == 2 and len(keep) > 0
+    assert seen[0] == [{"text": target[i]["text"], "label": int(c)} for i, c in zip(keep.tolist(), labels.tolist())]  # fmt: skip
+
+
+def test_the_cli_runs_the_chains_and_refuses_them_on_a_frozen_backbone(setup, tmp_path, capsys):
+    p = tmp_path / "target.txt"
+    p.write_text("\n".join(f"the event loop closes transport {i}" for i in range(20)))
+    for method in ("tapt-dann", "tapt-dann-self-train"):
+        args = ["adapt", "--backbone", "lora", "--steps", "2", "--dapt-steps", "2", "--rounds", "1", "--method", method, "--target-text", str(p)]  # fmt: skip
+        assert minift.cli.main(args) in (0, None)
+        out = capsys.readouterr().out
+        assert f"method {method}" in out and "predicted classes" in out
+    assert minift.cli.main(["adapt", "--method", "tapt-dann", "--target-text", str(p)]) == 2
+    assert "needs --backbone lora or full, not frozen" in capsys.readouterr().err
+    with pytest.raises(UserError, match="needs --backbone lora or full"):
+        AdaptConfig(method="tapt-dann-self-train")
 
 
 def test_bench_data_backbone_table_smoke(setup, capsys):

@@ -6,6 +6,7 @@ from __future__ import annotations
 def register(sub) -> None:
     from minift.recipes.adapt import (
         BACKBONE_DEFAULTS,
+        BACKBONE_METHODS,
         BACKBONES,
         EMBEDDED_TARGET,
         METHODS,
@@ -17,14 +18,17 @@ def register(sub) -> None:
         "adapt", help="adapt a classification task to an unlabelled target domain",
         description="Fit a task on its (source) rows and adapt it to target text whose labels "
         "are never used: continued pretraining on target-domain text (dapt) or on the task's "
-        "target texts (tapt), domain-adversarial training (dann) or self-training; on the "
+        "target texts (tapt), domain-adversarial training (dann) or self-training, or the chains "
+        "tapt-dann (DANN from the TAPT base) and tapt-dann-self-train (its pseudo-labels, "
+        "then DANN again each round); on the "
         "base's frozen features or with a fine-tuned backbone (--backbone lora|full). With --target-text pycode and --task stdlib-package the target "
         "(code comments) has labels, used only to report the gap closed.",
     )  # fmt: skip
     s.add_argument("--task", default="stdlib-package", help="the source task (classification)")
     s.add_argument("--target-text", default=EMBEDDED_TARGET,
                    help="a UTF-8 text file (one text per line) or 'pycode' (the stdlib's code comments)")  # fmt: skip
-    s.add_argument("--method", default=d.method, choices=METHODS)
+    s.add_argument("--method", default=d.method, choices=METHODS + BACKBONE_METHODS,
+                   help=f"{', '.join(BACKBONE_METHODS)}: with --backbone lora|full only")  # fmt: skip
     s.add_argument("--backbone", default=d.backbone, choices=BACKBONES,
                    help="frozen: heads on the base's features; lora/full: fine-tune end to end")  # fmt: skip
     s.add_argument("--steps", type=int, default=d.steps, help="fine-tuning steps (lora/full)")
@@ -57,14 +61,14 @@ def cmd_adapt(args) -> None:
 
     d = AdaptConfig()
     # unset options take the frozen defaults, or the trained backbone's (BACKBONE_DEFAULTS)
-    e = BACKBONE_DEFAULTS if args.backbone != "frozen" else {"threshold": d.threshold, "rounds": d.rounds, "lambd": d.dann.lambd, "dapt_steps": d.dapt_steps}  # fmt: skip
+    e = BACKBONE_DEFAULTS if args.backbone != "frozen" else {"threshold": d.threshold, "rounds": d.rounds, "lambd": d.dann.lambd, "dapt_steps": d.dapt_steps, "dapt_lr": d.dapt_lr}  # fmt: skip
     pick = lambda value, key: e[key] if value is None else value  # noqa: E731
     config = AdaptConfig(
         method=args.method, backbone=args.backbone, steps=args.steps, lr=args.lr,
         self_train_from_dapt=args.self_train_from_dapt, seed=args.seed,
         threshold=pick(args.threshold, "threshold"), rounds=pick(args.rounds, "rounds"),
         dann=dataclasses.replace(d.dann, lambd=pick(args.dann_lambda, "lambd"), steps=args.dann_steps),
-        dapt_steps=pick(args.dapt_steps, "dapt_steps"),
+        dapt_steps=pick(args.dapt_steps, "dapt_steps"), dapt_lr=e["dapt_lr"],
     )  # fmt: skip
     task = get_task(args.task, seed=args.seed)
     target_rows(task, args.target_text, args.seed)  # a bad target fails before the base loads

@@ -14,6 +14,10 @@ the same fine-tuning (steps, learning rate, batch, tokens a text):
                  capped), fine-tune again from the base on source + pseudo-labelled rows,
                  for ``rounds`` rounds (Lee 2013; Zou et al. 2018); from the DAPT base
                  when ``self_train_from_dapt`` (the two combine)
+    tapt-dann    DANN from the base after task-adaptive pretraining (TAPT)
+    tapt-dann-self-train
+                 the chain: TAPT -> DANN -> self-training, the first pseudo-labels from
+                 the TAPT+DANN classifier, each round DANN again from the TAPT base
     oracle       fine-tune on the labelled target rows (the ceiling; labels exist only for
                  the embedded target)
 """
@@ -99,20 +103,41 @@ def dann_finetune(
 
 def self_train_backbone(
     task: Task, base, enc, config: FinetuneConfig, target: list[dict],
-    threshold: float, rounds: int, balance_ratio: float | None = 2.0,
+    threshold: float, rounds: int, balance_ratio: float | None = 2.0, first=None, fit=None,
 ):  # fmt: skip
     """(classifier, source val accuracy, per round: the rows and pseudo-labels taken).
     Each round fine-tunes a fresh copy of ``base`` on source + pseudo-labelled target rows,
-    the pseudo-labels coming from the previous round's classifier."""
-    model, acc = fit_classifier(task, base, enc, config)
+    the pseudo-labels coming from the previous round's classifier; the first round's from
+    ``first`` when given (e.g. a DANN classifier: the chain TAPT -> DANN -> self-training),
+    else from ``base`` fine-tuned on the source. ``fit(task) -> (classifier, accuracy)``
+    trains each round (default: fit_classifier from ``base``; e.g. DANN from ``base``)."""
+    fit = fit or (lambda t: fit_classifier(t, base, enc, config))
+    model, acc = (first, None) if first is not None else fit(task)
     history = []
     for _ in range(rounds):
         probs = predict_proba(model, task, enc, target, config.max_len)
         keep, labels = confident_rows(probs, threshold, balance_ratio)
         pseudo = [{"text": target[i]["text"], "label": int(c)} for i, c in zip(keep.tolist(), labels.tolist())]  # fmt: skip
         history.append({"keep": keep, "labels": labels})
-        model, acc = fit_classifier(replace(task, train=task.train + pseudo), base, enc, config)
+        model, acc = fit(replace(task, train=task.train + pseudo))
     return model, acc, history
+
+
+def tapt_dann_self_train(
+    task: Task, tapt_base, enc, config: FinetuneConfig, target: list[dict], adapt, first=None
+):  # fmt: skip
+    """The chain TAPT -> DANN -> self-training: DANN from the TAPT base gives the first
+    pseudo-labels (``first`` if already trained), then ``adapt.rounds`` rounds of self-
+    training, each a DANN run from the TAPT base on source + pseudo-labelled rows (the
+    target rows still read, unlabelled, by the domain head). ``adapt``: an AdaptConfig
+    (threshold, rounds, dann.lambd, dann.hidden). (classifier, source val acc, history)"""
+    lambd, hidden = adapt.dann.lambd, adapt.dann.hidden
+
+    def dann(t: Task):
+        return dann_finetune(t, tapt_base, enc, config, target, lambd, hidden)[:2]
+
+    first = first if first is not None else dann(task)[0]
+    return self_train_backbone(task, tapt_base, enc, config, target, adapt.threshold, adapt.rounds, first=first, fit=dann)  # fmt: skip
 
 
 def target_accuracy(model, task: Task, enc, test: list[dict], max_len: int) -> float:
@@ -126,7 +151,8 @@ def compare_methods(
     hidden: list[int], test: list[dict], texts: dict[str, list[str]],
 ) -> dict[str, dict]:  # fmt: skip
     """The embedded shift (``task`` stdlib-package -> pycode comments), every method in
-    ``methods`` (METHODS, or tapt-self-train / tapt-dann: from the TAPT base) plus the
+    ``methods`` (METHODS, or tapt-self-train / tapt-dann / tapt-dann-self-train: from the
+    TAPT base) plus the
     oracle, floor and oracle trained once: per method the target test
     accuracy, the accuracy on the unlabelled target rows' hidden labels (for choosing
     settings, never the test rows) and the source validation accuracy. ``texts``: what
@@ -135,7 +161,7 @@ def compare_methods(
     L = config.max_len
     ft = finetune_config(config.backbone, config.steps, config.lr, L, config.seed)
     labelled = [{"text": r["text"], "label": c} for r, c in zip(unlabelled, hidden)]
-    out, pretrained = {}, {}
+    out, pretrained, dann_models = {}, {}, {}
 
     def adapted(kind: str):  # the base after continued pretraining, once per kind of text
         if kind not in pretrained:
@@ -150,6 +176,9 @@ def compare_methods(
         elif method in ("dann", "tapt-dann"):
             start = adapted("tapt") if method == "tapt-dann" else base
             model, acc, _ = dann_finetune(task, start, enc, ft, unlabelled, config.dann.lambd, config.dann.hidden)  # fmt: skip
+            dann_models[method] = model
+        elif method == "tapt-dann-self-train":
+            model, acc, _ = tapt_dann_self_train(task, adapted("tapt"), enc, ft, unlabelled, config, dann_models.get("tapt-dann"))  # fmt: skip
         elif method in ("self-train", "tapt-self-train"):
             start = (
                 adapted("tapt")
