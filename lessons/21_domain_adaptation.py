@@ -69,7 +69,7 @@ FAST = fast_mode()
 OUT = output_dir("lessons", "21")
 SEEDS = [0, 1] if FAST else [0, 1, 2]
 L2, THRESHOLD, L = 1e-2, 0.7, 48  # 48 tokens: comments run longer than summaries
-DANN_STEPS = 200 if FAST else 600
+DANN_STEPS = 100 if FAST else 600
 DAPT_STEPS, DAPT_TEXTS = (10, 200) if FAST else (100, 2000)
 base, enc = load_base()
 print(f"fast mode: {FAST}; seeds {SEEDS}")
