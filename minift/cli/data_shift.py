@@ -53,7 +53,6 @@ def cmd_adapt(args) -> None:
     from minift.recipes.adapt import (
         BACKBONE_DEFAULTS,
         AdaptConfig,
-        format_result,
         run_adapt,
         target_rows,
     )
@@ -75,3 +74,21 @@ def cmd_adapt(args) -> None:
     base, enc = load_model_and_encoding(args.model)
     print(task.summary())
     print(format_result(run_adapt(task, args.target_text, base, enc, config)))
+
+
+def format_result(r) -> str:
+    """What `minift adapt` prints: the shift (A-distance), then the target accuracies."""
+    lines = [
+        f"method {r.method}: source val accuracy {r.source_accuracy:.3f}",
+        f"proxy A-distance source/target: {r.a_distance_before:.3f} before, "
+        + (f"{r.a_distance_after:.3f} after" if r.a_distance_after is not None else "n/a after"),
+    ]
+    if r.target_accuracy is not None:
+        closed = r.gap_closed
+        lines.append(
+            f"target accuracy: source-only {r.source_only_target:.3f}, {r.method} {r.target_accuracy:.3f}, "
+            f"oracle {r.oracle_target:.3f}" + (f"; {closed:.0%} of the gap closed" if closed is not None else "")
+        )  # fmt: skip
+    else:
+        lines.append(f"target (no labels): predicted classes {r.target_predictions}")
+    return "\n".join(lines)

@@ -290,20 +290,3 @@ def compare_backbones(task: Task, base, enc, config: AdaptConfig, methods: tuple
     kinds = {m for m in methods if m in ("dapt", "tapt")} | ({"tapt"} if any(m.startswith("tapt-") for m in methods) or config.self_train_from_dapt else set())  # fmt: skip
     texts = {k: adaptive_texts(replace(config, method=k), EMBEDDED_TARGET, unlabelled) for k in kinds}  # fmt: skip
     return compare_methods(task, base, enc, config, methods, unlabelled, hidden, test, texts)
-
-
-def format_result(r: AdaptResult) -> str:
-    lines = [
-        f"method {r.method}: source val accuracy {r.source_accuracy:.3f}",
-        f"proxy A-distance source/target: {r.a_distance_before:.3f} before, "
-        + (f"{r.a_distance_after:.3f} after" if r.a_distance_after is not None else "n/a after"),
-    ]
-    if r.target_accuracy is not None:
-        closed = r.gap_closed
-        lines.append(
-            f"target accuracy: source-only {r.source_only_target:.3f}, {r.method} {r.target_accuracy:.3f}, "
-            f"oracle {r.oracle_target:.3f}" + (f"; {closed:.0%} of the gap closed" if closed is not None else "")
-        )  # fmt: skip
-    else:
-        lines.append(f"target (no labels): predicted classes {r.target_predictions}")
-    return "\n".join(lines)
