@@ -159,6 +159,15 @@ def lora_smem(block_m: int, block_n: int, block_k: int, block_r: int, elem: int)
     return per_stage, (block_m * block_r + block_r * block_n) * elem
 
 
+def lora_tma_smem(
+    block_m: int, block_n: int, block_k: int, block_r: int, elem: int
+) -> tuple[int, int]:
+    """(per_stage, fixed) bytes of the TMA LoRA kernel: X and W tiles each step; the
+    epilogue's rank-r operands and the (BLOCK_M, BLOCK_N) tile the TMA store copies from."""
+    per_stage = (block_m * block_k + block_k * block_n) * elem
+    return per_stage, (block_m * block_r + block_r * block_n + block_m * block_n) * elem
+
+
 def matmul_smem(block_m: int, block_n: int, block_k: int, elem: int) -> tuple[int, int]:
     """(per_stage, fixed) bytes of the plain matmul kernel: A and B tiles each step."""
     return (block_m * block_k + block_k * block_n) * elem, 0

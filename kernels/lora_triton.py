@@ -42,11 +42,13 @@ from .launch import (
     contiguous,
     layouts,
     lora_smem,
+    lora_tma_smem,
     matmul_smem,
     needs_int64,
     record_launch,
     stages_for,
 )
+from .lora_tma_triton import lora_tma, tma_ready, tma_space
 from .triton_utils import (
     check_dot_tiles,
     dot_precision,
@@ -172,6 +174,9 @@ def _space(dtype: torch.dtype) -> list[dict]:
     ]
 
 
+ROUTE_KEYS = ("UNFUSED", "TMA", "PERSISTENT")  # a launch's route, not the kernel's tiles
+
+
 def fused_lora(
     x: torch.Tensor,
     w_t: torch.Tensor,
@@ -193,12 +198,24 @@ def fused_lora(
     if r > cfg["BLOCK_R"]:
         raise ValueError(f"LoRA rank {r} exceeds the kernel's largest BLOCK_R ({cfg['BLOCK_R']})")
     elem = x.element_size()
-    smem_of = lambda c: lora_smem(c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"], c["BLOCK_R"], elem)  # noqa: E731
+
+    def smem_of(c: dict) -> tuple[int, int]:
+        smem = lora_tma_smem if c.get("TMA") else lora_smem
+        return smem(c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"], c["BLOCK_R"], elem)
+
     if "num_stages" not in config:
         cfg["num_stages"] = stages_for(x.device, *smem_of(cfg), cfg["num_stages"])
     wide = needs_int64(x, w_t, a_t, b_t, contiguous(m, n), contiguous(m, r))
 
     def launch(cfg: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        if cfg.get("UNFUSED"):  # cuBLAS: y = x Wt (+ bias), then y += s u Bt in place
+            u = torch.mm(x, a_t)
+            y = torch.mm(x, w_t) if bias is None else torch.addmm(bias, x, w_t)
+            record_launch("fused_lora", None, dict(cfg))
+            return y.addmm_(u, b_t, alpha=scaling), u
+        if cfg.get("TMA"):
+            return lora_tma(x, w_t, bias, a_t, b_t, scaling, cfg)
+        cfg = {key: v for key, v in cfg.items() if key not in ROUTE_KEYS}  # =0: these tiles
         y = output_buffer((m, n), x.dtype, x.device)
         xa = output_buffer((m, r), x.dtype, x.device) if store_xa else y  # y: an unused dummy
         grid = check_grid((triton.cdiv(m, cfg["BLOCK_M"]) * triton.cdiv(n, cfg["BLOCK_N"]),))
@@ -213,10 +230,13 @@ def fused_lora(
         record_launch("fused_lora", compiled, {**cfg, "WIDE": wide})
         return y, xa
 
+    # The routes likeliest to win at large shapes come first: a tuning budget cut short
+    # then has timed them (TMA only where the operands allow it; lora_tma_triton).
+    tma = [] if tma_ready(x, w_t, n) else tma_space(x.dtype)
     cfg = autotune.launch_config(
         "fused_lora", x.device, x.dtype, dict(M=m, N=n, K=k, R=r),
-        dict(bias=bias is not None, store_xa=store_xa, wide=wide, layout=layouts(x, w_t, a_t, b_t)), cfg, _space(x.dtype),
-        config, dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k), smem_of, launch,
+        dict(bias=bias is not None, store_xa=store_xa, wide=wide, layout=layouts(x, w_t, a_t, b_t)), cfg,
+        [*tma, autotune.UNFUSED, *_space(x.dtype)], config, dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k), smem_of, launch,
     )  # fmt: skip
     y, xa = launch(cfg)
     return y, (xa if store_xa else None)
@@ -249,7 +269,7 @@ def matmul(
                 c.mul_(alpha)
             record_launch("matmul", None, dict(cfg))
             return c, (a_.sum(1) if row_sums else c)
-        cfg = {key: v for key, v in cfg.items() if key != "UNFUSED"}  # UNFUSED=0: tiles only
+        cfg = {key: v for key, v in cfg.items() if key not in ROUTE_KEYS}  # UNFUSED=0: tiles
         c = output_buffer((m, n), out_dtype, a.device)
         sums = output_buffer((m,), out_dtype, a.device) if row_sums else c
         grid = check_grid((triton.cdiv(m, cfg["BLOCK_M"]) * triton.cdiv(n, cfg["BLOCK_N"]),))

@@ -271,6 +271,21 @@ def bench_lora(b: Bench, results: dict) -> None:
         lora_pieces(b, results, x, w, g, ranks[0])
 
 
+def launch_route(kernel: str) -> str | None:
+    """Which route the last launch of ``kernel`` took: the Triton tiles, the TMA kernel
+    (persistent or one program per tile) or the library (``unfused``), as the tuner chose."""
+    from minift.kernels import launch
+
+    info = launch.last_launch(kernel)
+    if info is None:
+        return None
+    if info.get("UNFUSED"):
+        return "unfused"
+    if info.get("TMA"):
+        return "tma persistent" if info.get("PERSISTENT", 1) else "tma"
+    return "tiles"
+
+
 def lora_pieces(b: Bench, results: dict, x, w, g, r: int) -> None:
     """Each launch of the fused LoRA layer timed alone, beside the library call that does the
     same work, and the sum of the backward's pieces beside the whole backward measured through
@@ -300,19 +315,30 @@ def lora_pieces(b: Bench, results: dict, x, w, g, r: int) -> None:
     with torch.no_grad():
         for name, kernel, library in pieces:
             b.check(f"lora piece: {name}", kernel()[0], library().float())  # the same work
+            route = launch_route("fused_lora" if "dx" in name or "forward" in name else "matmul")
             rows.append(
-                [name, b.pass_ms(name, kernel, None), b.pass_ms(f"{name} (library)", library, None)]
+                [
+                    name,
+                    route,
+                    b.pass_ms(name, kernel, None),
+                    b.pass_ms(f"{name} (library)", library, None),
+                ]
             )
     fwd = b.pass_ms("fused", lambda: lora_linear(x, w, None, a, bm, 2.0), None)
     both = b.pass_ms("fused", lambda: lora_linear(x, w, None, a, bm, 2.0), g, (x, a, bm))
-    backward = [row[1] for row in rows[1:]]
+    backward = [row[2] for row in rows[1:]]
     if None not in backward:
-        rows.append(["backward pieces, summed", sum(backward), None])
-    rows.append(["forward through autograd (lora_linear)", fwd, None])
+        rows.append(["backward pieces, summed", None, sum(backward), None])
+    rows.append(["forward through autograd (lora_linear)", None, fwd, None])
     rows.append(
-        ["backward through autograd (fwd+bwd - fwd)", both - fwd if both and fwd else None, None]
+        [
+            "backward through autograd (fwd+bwd - fwd)",
+            None,
+            both - fwd if both and fwd else None,
+            None,
+        ]
     )
-    header = ["piece", "Triton ms", "library ms"]
+    header = ["piece", "route", "minift ms", "library ms"]
     table(f"LoRA r={r}, piece by piece ({x.shape[0]} tokens, {b.dtype})", header, rows)
     results["lora_pieces"] = [dict(zip(header, row)) for row in rows]
 

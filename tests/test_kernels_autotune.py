@@ -354,7 +354,9 @@ def test_fused_lora_is_tuned_through_its_launcher(tuning_on, monkeypatch):
     # the 64 x 64 candidate is clamped to the shape (37 rows -> 64, 29 columns -> 32)
     assert decision["config"]["BLOCK_M"] == 64 and decision["config"]["BLOCK_N"] == 32
     assert launch.last_launch("fused_lora")["BLOCK_M"] == 64  # the launch used the winner
-    assert decision["candidates"] == 5  # the fixed 16s, then the four (none pruned)
+    # the fixed 16s, unfused (cuBLAS), then the four (none pruned); no TMA: rows of 45 fp32
+    # (180 bytes) are not 16-byte aligned
+    assert decision["candidates"] == 6
     assert decision["fixed"] == "K16 M16 N16 R16 g4 s1 w4"
     assert decision["key"].startswith(
         "fused_lora [bias=False store_xa=True wide=False layout=rccc] | M=64"
@@ -405,6 +407,27 @@ def test_the_thin_matmul_times_the_library_route_too(tuning_on, monkeypatch):
     c2, sums2 = lora_triton.matmul(a, b, 0.5, row_sums=True, UNFUSED=1)
     torch.testing.assert_close(c2, c, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(sums2, sums, rtol=1e-5, atol=1e-5)
+
+
+def test_the_tma_and_library_routes_are_timed_first(tuning_on, monkeypatch):
+    """With operands TMA can describe, the fused LoRA launcher offers its TMA candidates and
+    the library route right after the fixed entry (a budget cut short has timed them), each
+    checked against the fixed entry's outputs like any tile."""
+    from minift.kernels.lora_tma_triton import TMA_SPACE
+
+    lora_triton, tuner = lora_with_one_candidate(tuning_on, monkeypatch)
+    gen = torch.Generator().manual_seed(8)
+    x, w, a, b = (torch.randn(*s, generator=gen).to(DEVICE) for s in ((37, 36), (20, 36), (3, 36), (20, 3)))  # fmt: skip
+    y, _ = lora_triton.fused_lora(x, w.t(), None, a.t(), b.t(), 0.5)
+    want = x.double() @ w.double().t() + 0.5 * (x.double() @ a.double().t()) @ b.double().t()
+    assert ((y.double() - want).norm() / want.norm()).item() < 1e-5
+    decision = tuner.log[-1]
+    assert decision["rejected"] == {}
+    names = list(decision["times_us"])
+    routes = ["tma" if "TMA1" in n else "unfused" if n == "unfused" else "tiles" for n in names]
+    n_tma = len(TMA_SPACE)
+    assert routes == ["tiles", *["tma"] * n_tma, "unfused", "tiles"], names
+    assert {"PERSISTENT0", "PERSISTENT1"} <= {p for n in names for p in n.split()}
 
 
 def test_attention_passes_are_tuned_separately(tuning_on, monkeypatch):

@@ -134,3 +134,64 @@ def test_compiled_shared_memory_fits_the_chosen_stages():
         assert row["stages"] == (2 if hopper_dkdv else 3), row
     lora_h100 = next(r for r in rows if r["kernel"] == "lora" and r["capability"] == [9, 0])
     assert lora_h100["shared"] > 101_376  # what would not have fitted a consumer GPU
+
+
+TMA_PROBE = (
+    COMPILER
+    + r"""
+import re
+from minift.kernels import launch
+from minift.kernels.lora_tma_triton import _lora_tma_kernel
+from minift.kernels.lora_tma_triton import TMA_SPACE
+from triton.compiler import ASTSource
+
+capability, smem = (9, 0), json.loads(sys.argv[1])
+out = []
+for bm, bn, bk, warps, stages, _ in TMA_SPACE:
+    for w_nk in (True, False):  # the forward reads the weight (N, K); the dx pass (K, N)
+        w_block = f"[{bn}, {bk}]" if w_nk else f"[{bk}, {bn}]"
+        types = dict(x_desc=f"tensordesc<bf16[{bm}, {bk}]>", w_desc=f"tensordesc<bf16{w_block}>",
+                     y_desc=f"tensordesc<bf16[{bm}, {bn}]>", u_ptr="*bf16", b_ptr="*bf16",
+                     bias_ptr="*bf16", scaling="fp32")
+        const = dict(stride_ur=1, stride_br=1, HAS_BIAS=True, W_NK=w_nk, PRECISION="tf32",
+                     WIDE=False, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, BLOCK_R=16, GROUP_M=8)
+        # compile_shared's steps, keeping the PTX
+        sig, attrs = {}, {}
+        for i, name in enumerate(_lora_tma_kernel.arg_names):
+            sig[name] = "constexpr" if name in const else types.get(name, "i32")
+            if sig[name].startswith("*") or sig[name] == "i32":
+                attrs[(i,)] = [["tt.divisibility", 16]]
+        target = GPUTarget("cuda", 90, 32)
+        options = triton.compiler.make_backend(target).parse_options(
+            {"num_warps": warps, "num_stages": stages})
+        src = ASTSource(fn=_lora_tma_kernel, signature=sig, constexprs=const, attrs=attrs)
+        compiled = triton.compile(src, target=target, options=options.__dict__)
+        ptx = compiled.asm["ptx"]
+        per_stage, fixed = launch.lora_tma_smem(bm, bn, bk, 16, 2)
+        out.append(dict(tiles=[bm, bn, bk, warps, stages], w_nk=w_nk, limit=smem,
+                        shared=compiled.metadata.shared,
+                        estimate=launch.smem_bytes(per_stage, fixed, stages, capability),
+                        bulk_loads=len(re.findall(r"cp\.async\.bulk\.tensor\.2d\.shared", ptx)),
+                        bulk_stores=len(re.findall(r"cp\.async\.bulk\.tensor\.2d\.global", ptx)),
+                        pointer_copies=len(re.findall(r"cp\.async\.c[ag]", ptx)),
+                        wgmma=len(re.findall(r"wgmma\.mma_async", ptx))))
+print(json.dumps(out))
+"""
+)
+
+
+def test_the_tma_lora_kernel_compiles_to_bulk_copies_for_sm90():
+    """Every TMA candidate, both weight layouts, for an H100: tiles arrive by bulk tensor
+    copies (no per-thread cp.async), the products run on wgmma, Y leaves by a bulk store, and
+    the compiler's shared memory fits sm_90 within the model that prunes the candidates."""
+    from minift.kernels.lora_tma_triton import TMA_SPACE
+
+    rows = run_probe(TMA_PROBE, 232_448)
+    assert len(rows) == 2 * len(TMA_SPACE)
+    for row in rows:
+        print(row)
+        assert row["bulk_loads"] >= 2 and row["bulk_stores"] >= 1 and row["pointer_copies"] == 0, (
+            row
+        )
+        assert row["wgmma"] >= 2, row  # the main loop's and the epilogue's products
+        assert row["shared"] <= row["limit"] and row["shared"] <= row["estimate"], row

@@ -37,7 +37,9 @@ def test_bench_smoke_runs_every_section(tmp_path):
     assert not results["skipped"]
     assert all(row["fused ms"] > 0 for row in results["lora"])
     pieces = {row["piece"]: row for row in results["lora_pieces"]}  # each launch timed alone
-    assert len(pieces) == 7 and all(row["Triton ms"] > 0 for row in pieces.values())
+    assert len(pieces) == 7 and all(row["minift ms"] > 0 for row in pieces.values())
+    # untuned, each launch took the fixed table's tiles
+    assert [row["route"] for row in pieces.values()][:4] == ["tiles"] * 4
     assert all(pieces[p]["library ms"] > 0 for p in list(pieces)[:4])
     # the interpreter never tunes: the fixed table ran, and the run says so
     assert results["autotuning"] == "off: the interpreter" and results["autotune"] == []
