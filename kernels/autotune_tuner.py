@@ -85,6 +85,13 @@ def tune(
 
 
 # -------------------------------------------------------------------------- tuner
+# Under a budget, one decision may spend at most this share of what is left, so the first
+# kernel of a benchmark (the LoRA forward, 13 candidates at ~1 s each to compile and time on
+# an H100) cannot starve the ones after it. Launchers list their likeliest winners first,
+# so a search cut short has timed those.
+DECISION_SHARE = 0.5
+
+
 class Tuner:
     """The decisions of this process (memory) over those of earlier ones (the cache file,
     :mod:`.autotune_cache`)."""
@@ -118,7 +125,7 @@ class Tuner:
                          rejected={})  # fmt: skip
         else:
             start = time.time()
-            deadline = None if self.budget_s is None else start + self.left()
+            deadline = None if self.budget_s is None else start + DECISION_SHARE * self.left()
             try:
                 result = tune(candidates, run, self.timer, deadline)
             finally:

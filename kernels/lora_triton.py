@@ -285,7 +285,7 @@ def matmul(
         "matmul", a.device, a.dtype, dict(M=m, N=n, K=k),
         dict(row_sums=row_sums, out=str(out_dtype).removeprefix("torch."), wide=wide,
              layout=layouts(a, b)), cfg,
-        [*_space(a.dtype), autotune.UNFUSED], config, dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k), smem_of, launch,
+        [autotune.UNFUSED, *_space(a.dtype)], config, dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k), smem_of, launch,
     )  # fmt: skip
     c, sums = launch(cfg)
     return c, (sums if row_sums else None)

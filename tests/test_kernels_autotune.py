@@ -196,6 +196,32 @@ def test_a_budget_that_runs_out_mid_search_is_not_cached(tmp_path):
     assert not (tmp_path / "autotune.json").exists()
 
 
+def test_one_decision_leaves_half_the_budget_to_the_next(tmp_path, monkeypatch):
+    """Each run of a candidate takes 10 ms of a fake clock (a check and a timing per
+    candidate: 20 ms), the budget is 0.25 s: the first decision stops after about half of it,
+    so the second is still tuned (not left to the fixed table)."""
+    from minift.kernels import autotune_tuner
+
+    clock = [0.0]
+    monkeypatch.setattr(autotune_tuner.time, "time", lambda: clock[0])
+    kernel = FakeKernel({m: 1e-3 for m in range(16, 46)})
+
+    def run(config):
+        clock[0] += 0.01
+        return kernel.run(config)
+
+    tuner = Tuner(tmp_path / "autotune.json", timer=kernel.timer)
+    tuner.budget_s = 0.25
+    tuner.choose("first", configs(*range(16, 46)), run)
+    first = tuner.log[-1]
+    assert first["source"] == "tuned (cut short by the budget)"
+    # 20 ms a candidate; the last one starts before 0.125 s (half the budget) and ends after
+    assert len(first["times_us"]) == 7 and tuner.spent == pytest.approx(0.14, abs=1e-9)
+    tuner.choose("second", configs(16, 17, 18), run)
+    second = tuner.log[-1]
+    assert second["source"].startswith("tuned") and len(second["times_us"]) >= 2
+
+
 def test_the_switch(monkeypatch):
     for value, on in (("", True), ("1", True), ("0", False), ("off", False)):
         monkeypatch.setenv("MINIFT_AUTOTUNE", value)
