@@ -22,7 +22,8 @@ shape (outside the timed runs) autotunes every kernel it launches (minift.kernel
 the configurations chosen per kernel and shape bucket, with the fixed table's time beside
 the winner's. Timings are medians of ``triton.testing.do_bench`` (CUDA events) after
 warm-up. Each section has a share of the time budget (tuning not counted: it has its own,
-``--tune-budget-s``) and notes the rows it skipped when its share runs out. Tables and the goals
+``--tune-budget-s``, also shared out by section) and notes the rows it skipped when its share
+runs out. Tables and the goals
 go to stdout; ``results.json`` and ``bench_kernels.png`` to ``--out``, results.json
 rewritten after every section. Exit status 1 when a check or a section failed.
 """
@@ -47,6 +48,11 @@ GOALS = """goals: LoRA fused <= 1.10x base matmul and < eager; attention fwd >= 
 # measured TFLOP/s over this.
 PEAK_BF16 = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "A100": 312.0}
 SHARES = {"lora": 0.15, "attention": 0.45, "sparse": 0.40}  # of the time budget
+# Of the tuning budget (what a section leaves goes on to the next): the LoRA layer's four
+# launches offer ~40 candidates, the three dense attention passes ~20, and the sparse rows
+# reuse the dense passes' space at other shapes. Within a section each decision may spend
+# half of what is left (minift.kernels.autotune_tuner.DECISION_SHARE).
+TUNE_SHARES = {"lora": 0.4, "attention": 0.45, "sparse": 0.15}
 GOAL_T, GOAL_D = 4096, 128  # the attention goal's shape (causal)
 
 
@@ -689,7 +695,8 @@ def main(argv=None) -> int:
     from minift.kernels import autotune
 
     tune_budget = args.tune_budget_s
-    autotune.set_budget(tune_budget if tune_budget is not None else 60.0 if args.quick else 240.0)
+    tune_total = tune_budget if tune_budget is not None else 60.0 if args.quick else 240.0
+    tune_end = autotune.tuner().spent + tune_total
     tuning = "off: the interpreter" if args.smoke else "on" if autotune.mode() else "off"
     b = Bench(args.smoke, args.quick and not args.smoke, budget)
     device = "CPU interpreter (smoke)" if args.smoke else torch.cuda.get_device_name()
@@ -705,6 +712,9 @@ def main(argv=None) -> int:
     chosen = [name for name in sections if name in args.only.split(",")]
     for i, name in enumerate(chosen):
         b.start_section(SHARES[name], sum(SHARES[later] for later in chosen[i + 1 :]))
+        later = sum(TUNE_SHARES[later] for later in chosen[i + 1 :])
+        left = max(0.0, tune_end - autotune.tuner().spent)  # what earlier sections left over
+        autotune.set_budget(left * TUNE_SHARES[name] / (TUNE_SHARES[name] + later))
         print(f"\n== {name}", flush=True)
         try:
             sections[name](b, results)

@@ -56,7 +56,7 @@ PROBE = (
     COMPILER
     + r"""
 from minift.kernels import launch
-from minift.kernels.flash_bwd_triton import attn_dkdv_kernel
+from minift.kernels.flash_bwd_triton import attn_dkdv_kernel, attn_dq_kernel
 from minift.kernels.flash_fwd_triton import attn_fwd_kernel
 from minift.kernels.flash_triton import _tiles
 from minift.kernels.lora_triton import _config, _fused_lora_kernel
@@ -78,11 +78,11 @@ for capability, smem in json.loads(sys.argv[1]):
     out.append(dict(kernel="lora", capability=capability, limit=smem, stages=stages,
                     estimate=launch.smem_bytes(per_stage, fixed, stages, capability), shared=shared))
     # flash attention passes, bf16, head dim 128, causal
-    for pass_, kernel in (("fwd", attn_fwd_kernel), ("dkdv", attn_dkdv_kernel)):
+    for pass_, kernel in (("fwd", attn_fwd_kernel), ("dkdv", attn_dkdv_kernel), ("dq", attn_dq_kernel)):
         cfg = _tiles(torch.bfloat16, 128, pass_, capability)
         per_stage, fixed = launch.attention_smem(pass_, cfg["BLOCK_M"], cfg["BLOCK_N"], 128, 2)
         stages = launch.pick_stages(per_stage, fixed, smem, cfg["num_stages"], capability)
-        types = {n: "*bf16" for n in ("q_ptr", "k_ptr", "v_ptr", "o_ptr", "do_ptr", "dk_ptr", "dv_ptr")}
+        types = {n: "*bf16" for n in ("q_ptr", "k_ptr", "v_ptr", "o_ptr", "do_ptr", "dk_ptr", "dv_ptr", "dq_ptr")}
         types.update(lse_ptr="*fp32", delta_ptr="*fp32", cols_ptr="*i32", counts_ptr="*i32",
                      rows_ptr="*i32", qk_scale="fp32", sm_scale="fp32")
         const = dict(CAUSAL=True, SPARSE=False, PRECISION="tf32", WIDE=False, BLOCK_D=128,
@@ -121,17 +121,17 @@ def run_probe(script: str, argument) -> list:
 def test_compiled_shared_memory_fits_the_chosen_stages():
     """sm_120 and sm_86 with 99 KB (consumer GPUs), sm_90 with 227 KB (H100)."""
     rows = run_probe(PROBE, TARGETS)
-    assert len(rows) == 3 * len(TARGETS)
+    assert len(rows) == 4 * len(TARGETS)
     for row in rows:
         print(row)
         assert row["shared"] <= row["limit"], row  # the launch would fail on that device
         assert row["shared"] <= row["estimate"], row  # the model is on the safe side
-    # Every kernel keeps its table's stages on all three (3; 2 for Hopper's dK/dV entry): on
-    # sm_90 the LoRA tiles take 102 KB (fine in 227 KB), on the 99 KB GPUs 68 KB (one buffer
-    # fewer); Hopper's 128 x 128 forward tiles take 224 KB, within its 227 KB.
+    # Every kernel keeps its table's stages on all three (3; 2 for Hopper's dK/dV and dQ
+    # entries): on sm_90 the LoRA tiles take 102 KB (fine in 227 KB), on the 99 KB GPUs 68 KB
+    # (one buffer fewer); Hopper's 128 x 128 forward tiles take 224 KB, within its 227 KB.
     for row in rows:
-        hopper_dkdv = row["kernel"] == "dkdv" and row["capability"] == [9, 0]
-        assert row["stages"] == (2 if hopper_dkdv else 3), row
+        hopper_two = row["kernel"] in ("dkdv", "dq") and row["capability"] == [9, 0]
+        assert row["stages"] == (2 if hopper_two else 3), row
     lora_h100 = next(r for r in rows if r["kernel"] == "lora" and r["capability"] == [9, 0])
     assert lora_h100["shared"] > 101_376  # what would not have fitted a consumer GPU
 
