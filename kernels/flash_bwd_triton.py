@@ -95,14 +95,16 @@ def attn_dkdv_kernel(
     dv = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
     if SPARSE:  # the transposed layout lists the query blocks that see this key block
         row = (h % LAYOUT_HEADS) * NB + start_n // LAYOUT_BLOCK
-        for i in range(tl.load(counts_ptr + row)):
-            block_start = tl.load(rows_ptr + row * NB + i) * LAYOUT_BLOCK
-            for j in range(0, LAYOUT_BLOCK // BLOCK_M):
-                dk, dv = _dkdv_step(
-                    dk, dv, k, v, k_pos, q_base, do_base, lse_base, delta_base, stride_qt,
-                    block_start + j * BLOCK_M, prefix, Tq, D, qk_scale, dims, d_ok, CAUSAL, True,
-                    BLOCK_M, PRECISION, WIDE,
-                )  # fmt: skip
+        # One flat loop over (listed block, tile within it), pipelined across blocks (the
+        # forward's reason: only the innermost loop is pipelined).
+        tiles_per_block: tl.constexpr = LAYOUT_BLOCK // BLOCK_M
+        for t in range(tl.load(counts_ptr + row) * tiles_per_block):
+            block_start = tl.load(rows_ptr + row * NB + t // tiles_per_block) * LAYOUT_BLOCK
+            dk, dv = _dkdv_step(
+                dk, dv, k, v, k_pos, q_base, do_base, lse_base, delta_base, stride_qt,
+                block_start + (t % tiles_per_block) * BLOCK_M, prefix, Tq, D, qk_scale, dims,
+                d_ok, CAUSAL, True, BLOCK_M, PRECISION, WIDE,
+            )  # fmt: skip
     else:
         # Query tiles: [lo, mid) straddle the start of the queries or the causal diagonal
         # and need the mask, [mid, full) are whole and fully visible, [full, hi) is the
@@ -186,16 +188,16 @@ def attn_dq_kernel(
     v_base = v_ptr + b * stride_vb + h * stride_vh
 
     dq = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
-    if SPARSE:
+    if SPARSE:  # one flat loop over (listed block, tile within it), as in dK/dV
         row = (h % LAYOUT_HEADS) * NB + q_block * BLOCK_M // LAYOUT_BLOCK
-        for i in range(tl.load(counts_ptr + row)):
-            block_start = tl.load(cols_ptr + row * NB + i) * LAYOUT_BLOCK
-            for j in range(0, LAYOUT_BLOCK // BLOCK_N):
-                dq = _dq_step(
-                    dq, q, do, lse, delta, q_pos, k_base, v_base, stride_kt, stride_vt,
-                    block_start + j * BLOCK_N, Tk, qk_scale, dims, d_ok, CAUSAL, True, BLOCK_N,
-                    PRECISION, WIDE,
-                )  # fmt: skip
+        tiles_per_block: tl.constexpr = LAYOUT_BLOCK // BLOCK_N
+        for t in range(tl.load(counts_ptr + row) * tiles_per_block):
+            block_start = tl.load(cols_ptr + row * NB + t // tiles_per_block) * LAYOUT_BLOCK
+            dq = _dq_step(
+                dq, q, do, lse, delta, q_pos, k_base, v_base, stride_kt, stride_vt,
+                block_start + (t % tiles_per_block) * BLOCK_N, Tk, qk_scale, dims, d_ok, CAUSAL,
+                True, BLOCK_N, PRECISION, WIDE,
+            )  # fmt: skip
     else:  # the same split as the forward: whole visible blocks, then masked ones
         n_blocks = tl.cdiv(Tk, BLOCK_N)
         n_full = Tk // BLOCK_N

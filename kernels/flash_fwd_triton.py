@@ -90,14 +90,17 @@ def attn_fwd_kernel(
     acc = tl.zeros((BLOCK_M, BLOCK_D), dtype=tl.float32)
     if SPARSE:  # listed layout blocks only, each cut into LAYOUT_BLOCK // BLOCK_N key tiles
         row = (h % LAYOUT_HEADS) * NB + q_block * BLOCK_M // LAYOUT_BLOCK
-        for i in range(tl.load(counts_ptr + row)):
-            block_start = tl.load(cols_ptr + row * NB + i) * LAYOUT_BLOCK
-            for j in range(0, LAYOUT_BLOCK // BLOCK_N):
-                acc, l_i, m_i = _fwd_step(
-                    acc, l_i, m_i, q, q_pos, k_base, v_base, stride_kt, stride_vt,
-                    block_start + j * BLOCK_N, Tk, qk_scale, dims, d_ok, CAUSAL, True, BLOCK_N,
-                    PRECISION, WIDE,
-                )  # fmt: skip
+        # One flat loop over (listed block, tile within it): the compiler pipelines the
+        # innermost loop only, so nested loops drained the pipeline at every layout block
+        # (a 128-key block in 64-key tiles is a 2-step loop: no load overlapped a product).
+        tiles_per_block: tl.constexpr = LAYOUT_BLOCK // BLOCK_N
+        for t in range(tl.load(counts_ptr + row) * tiles_per_block):
+            block_start = tl.load(cols_ptr + row * NB + t // tiles_per_block) * LAYOUT_BLOCK
+            acc, l_i, m_i = _fwd_step(
+                acc, l_i, m_i, q, q_pos, k_base, v_base, stride_kt, stride_vt,
+                block_start + (t % tiles_per_block) * BLOCK_N, Tk, qk_scale, dims, d_ok, CAUSAL,
+                True, BLOCK_N, PRECISION, WIDE,
+            )  # fmt: skip
     else:
         # Key blocks every row of the tile sees whole need no mask; the rest (the causal
         # diagonal, the ragged end of the keys) do.
