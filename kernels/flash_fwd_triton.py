@@ -29,6 +29,58 @@ from .triton_utils import tile_and_head, widen
 
 
 @triton.jit
+def mask_scores(s, q_pos, k_pos, Tk, CAUSAL: tl.constexpr):
+    """Scores of keys past the end, or (CAUSAL) after the query, set to -inf."""
+    keep = (k_pos < Tk)[None, :]
+    if CAUSAL:
+        keep = keep & (k_pos[None, :] <= q_pos[:, None])
+    return tl.where(keep, s, float("-inf"))
+
+
+@triton.jit
+def online_softmax(acc, l_i, m_i, s, v, PRECISION: tl.constexpr):
+    """One online-softmax update with a block's scores ``s`` (log2 units) and values ``v``."""
+    # m_new is finite for every stored row, so exp2(-inf - -inf) never happens: blocks are
+    # visited in increasing order and the first always holds a key the row may see (key
+    # 0 when dense; when sparse, the first listed block, at or before the row's own block
+    # under the causal rule, else holding at least one real key). A row with no listed
+    # block never gets here. Only rows outside the queries, never stored, can turn NaN.
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.math.exp2(m_i - m_new)
+    p = tl.math.exp2(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
+    return acc, l_i, m_new
+
+
+@triton.jit
+def dense_key_blocks(
+    q_block, Tk, CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr
+):
+    """(n_full, n_blocks): key blocks [0, n_full) every row of query tile ``q_block`` sees
+    whole (no mask), [n_full, n_blocks) the causal diagonal and the ragged end (masked)."""
+    n_blocks = tl.cdiv(Tk, BLOCK_N)
+    n_full = Tk // BLOCK_N
+    if CAUSAL:
+        n_blocks = tl.minimum(n_blocks, tl.cdiv((q_block + 1) * BLOCK_M, BLOCK_N))
+        n_full = tl.minimum(n_full, (q_block * BLOCK_M + 1) // BLOCK_N)
+    return n_full, n_blocks
+
+
+@triton.jit
+def store_rows(acc, l_i, m_i, o_ptr, lse_ptr, bh, Tq, D, rows, row_ok, dims, d_ok):
+    """O = acc / l and lse = m + log2 l for the tile's rows; a row with no visible key (only
+    in sparse layouts) outputs 0 with lse = -inf."""
+    empty = l_i == 0.0
+    o = acc / tl.where(empty, 1.0, l_i)[:, None]
+    lse = tl.where(empty, float("-inf"), m_i + tl.math.log2(tl.where(empty, 1.0, l_i)))
+    out_rows = bh.to(tl.int64) * Tq + rows
+    mask = row_ok[:, None] & d_ok[None, :]
+    tl.store(o_ptr + out_rows[:, None] * D + dims[None, :], o.to(o_ptr.dtype.element_ty), mask=mask)
+    tl.store(lse_ptr + out_rows, lse, mask=row_ok)
+
+
+@triton.jit
 def _fwd_step(
     acc, l_i, m_i, q, q_pos, k_base, v_base, stride_kt, stride_vt, start_n, Tk, qk_scale,
     dims, d_ok,
@@ -41,22 +93,9 @@ def _fwd_step(
     k = tl.load(k_base + k_pos[:, None] * stride_kt + dims[None, :], mask=kv_mask, other=0.0)
     s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale  # log2 units
     if MASKED:  # only the blocks on the diagonal or past the end of the keys pay for this
-        keep = (k_pos < Tk)[None, :]
-        if CAUSAL:
-            keep = keep & (k_pos[None, :] <= q_pos[:, None])
-        s = tl.where(keep, s, float("-inf"))
-    # m_new is finite for every stored row, so exp2(-inf - -inf) never happens: blocks are
-    # visited in increasing order and the first always holds a key the row may see (key
-    # 0 when dense; when sparse, the first listed block, at or before the row's own block
-    # under the causal rule, else holding at least one real key). A row with no listed
-    # block never gets here. Only rows outside the queries, never stored, can turn NaN.
-    m_new = tl.maximum(m_i, tl.max(s, 1))
-    alpha = tl.math.exp2(m_i - m_new)
-    p = tl.math.exp2(s - m_new[:, None])
-    l_i = l_i * alpha + tl.sum(p, 1)
+        s = mask_scores(s, q_pos, k_pos, Tk, CAUSAL)
     v = tl.load(v_base + k_pos[:, None] * stride_vt + dims[None, :], mask=kv_mask, other=0.0)
-    acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None], input_precision=PRECISION)
-    return acc, l_i, m_new
+    return online_softmax(acc, l_i, m_i, s, v, PRECISION)
 
 
 @triton.jit
@@ -102,13 +141,7 @@ def attn_fwd_kernel(
                 True, BLOCK_N, PRECISION, WIDE,
             )  # fmt: skip
     else:
-        # Key blocks every row of the tile sees whole need no mask; the rest (the causal
-        # diagonal, the ragged end of the keys) do.
-        n_blocks = tl.cdiv(Tk, BLOCK_N)
-        n_full = Tk // BLOCK_N
-        if CAUSAL:
-            n_blocks = tl.minimum(n_blocks, tl.cdiv((q_block + 1) * BLOCK_M, BLOCK_N))
-            n_full = tl.minimum(n_full, (q_block * BLOCK_M + 1) // BLOCK_N)
+        n_full, n_blocks = dense_key_blocks(q_block, Tk, CAUSAL, BLOCK_M, BLOCK_N)
         for n in range(0, n_full):
             acc, l_i, m_i = _fwd_step(
                 acc, l_i, m_i, q, q_pos, k_base, v_base, stride_kt, stride_vt, n * BLOCK_N, Tk,
@@ -120,15 +153,7 @@ def attn_fwd_kernel(
                 qk_scale, dims, d_ok, CAUSAL, True, BLOCK_N, PRECISION, WIDE,
             )  # fmt: skip
 
-    # A row with no visible key (only in sparse layouts) outputs 0 with lse = -inf.
-    empty = l_i == 0.0
-    o = acc / tl.where(empty, 1.0, l_i)[:, None]
-    lse = tl.where(empty, float("-inf"), m_i + tl.math.log2(tl.where(empty, 1.0, l_i)))
-    out_rows = bh.to(tl.int64) * Tq + rows
-    tl.store(
-        o_ptr + out_rows[:, None] * D + dims[None, :], o.to(o_ptr.dtype.element_ty), mask=q_mask
-    )
-    tl.store(lse_ptr + out_rows, lse, mask=row_ok)
+    store_rows(acc, l_i, m_i, o_ptr, lse_ptr, bh, Tq, D, rows, row_ok, dims, d_ok)
 
 
 @triton.jit

@@ -18,6 +18,7 @@ from . import autotune
 from .buffers import output_buffer
 from .dispatch import interpreting
 from .flash_bwd_triton import attn_dkdv_kernel, attn_dq_kernel
+from .flash_fwd_tma_triton import attention_fwd_tma, tma_ready, tma_space
 from .flash_fwd_triton import attn_delta_kernel, attn_fwd_kernel, q_tiles
 from .launch import (
     attention_smem,
@@ -98,9 +99,10 @@ def _space(dtype: torch.dtype, pass_: str) -> list[dict]:
     ]
 
 
-def _config(q, k, index, pass_, config, causal, wide, run) -> dict:
+def _config(q, k, index, pass_, config, causal, wide, run, routes=()) -> dict:
     """The launch configuration of one pass: the table's entry (capped at the layout's
-    block size, stages fitted to the device), or the tuned choice on a GPU."""
+    block size, stages fitted to the device), or the tuned choice on a GPU among it,
+    ``routes`` (other kernels for the same pass, timed first) and the pass's space."""
     head_dim, tq, tk = q.shape[-1], q.shape[2], k.shape[2]
     _, capability = device_limits_of(q.device)
     cfg = {**_tiles(q.dtype, head_dim, pass_, capability), **config}
@@ -121,7 +123,7 @@ def _config(q, k, index, pass_, config, causal, wide, run) -> dict:
     variant = dict(causal=bool(causal), sparse_block=index.block_size if index else 0, wide=wide)
     return autotune.launch_config(
         f"attention {pass_}", q.device, q.dtype, dict(BH=b * h, Tq=tq, Tk=tk, D=head_dim),
-        variant, cfg, _space(q.dtype, pass_), config, dims, smem_of, run,
+        variant, cfg, [*routes, *_space(q.dtype, pass_)], config, dims, smem_of, run,
     )  # fmt: skip
 
 
@@ -169,14 +171,20 @@ def flash_forward(
         o = output_buffer((b, h, tq, d), q.dtype, q.device)
         lse = output_buffer((b, h, tq), torch.float32, q.device)
         n_tiles = q_tiles(tq, k.shape[2], cfg["BLOCK_M"])
-        compiled = attn_fwd_kernel[flat_grid(n_tiles, b * h)](
-            q, k, v, o, lse, *(lists or (lse, lse)),  # dummies when dense
-            *strides, *sizes, sm_scale * LOG2E, *sparse, n_tiles, **flags, **cfg,
-        )  # fmt: skip
+        if cfg.get("TMA"):
+            compiled = attention_fwd_tma(q, k, v, o, lse, sm_scale * LOG2E, n_tiles, flags, cfg)
+        else:
+            tiles = {key: value for key, value in cfg.items() if key != "TMA"}  # TMA=0: these
+            compiled = attn_fwd_kernel[flat_grid(n_tiles, b * h)](
+                q, k, v, o, lse, *(lists or (lse, lse)),  # dummies when dense
+                *strides, *sizes, sm_scale * LOG2E, *sparse, n_tiles, **flags, **tiles,
+            )  # fmt: skip
         record_launch("attention fwd", compiled, {**cfg, **flags})
         return o, lse
 
-    return launch(_config(q, k, index, "fwd", config, causal, wide, launch))
+    # Hopper's TMA kernel first where it can run (a tuning budget cut short has timed it).
+    routes = [] if tma_ready(q, k, v, index is not None) else tma_space(q.dtype)
+    return launch(_config(q, k, index, "fwd", config, causal, wide, launch, routes))
 
 
 def flash_backward(

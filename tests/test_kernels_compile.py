@@ -195,3 +195,54 @@ def test_the_tma_lora_kernel_compiles_to_bulk_copies_for_sm90():
         )
         assert row["wgmma"] >= 2, row  # the main loop's and the epilogue's products
         assert row["shared"] <= row["limit"] and row["shared"] <= row["estimate"], row
+
+
+ATTENTION_TMA_PROBE = (
+    COMPILER
+    + r"""
+import re
+from minift.kernels import launch
+from minift.kernels.flash_fwd_tma_triton import TMA_SPACE, attn_fwd_tma_kernel
+from triton.compiler import ASTSource
+
+capability, smem = (9, 0), json.loads(sys.argv[1])
+out = []
+for bm, bn, warps, stages in TMA_SPACE:
+    types = dict(q_desc=f"tensordesc<bf16[1, 1, {bm}, 128]>", k_desc=f"tensordesc<bf16[1, 1, {bn}, 128]>",
+                 v_desc=f"tensordesc<bf16[1, 1, {bn}, 128]>", o_ptr="*bf16", lse_ptr="*fp32",
+                 qk_scale="fp32")
+    const = dict(CAUSAL=True, PRECISION="tf32", BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=128)
+    sig, attrs = {}, {}
+    for i, name in enumerate(attn_fwd_tma_kernel.arg_names):
+        sig[name] = "constexpr" if name in const else types.get(name, "i32")
+        if sig[name].startswith("*") or sig[name] == "i32":
+            attrs[(i,)] = [["tt.divisibility", 16]]
+    target = GPUTarget("cuda", 90, 32)
+    options = triton.compiler.make_backend(target).parse_options(
+        {"num_warps": warps, "num_stages": stages})
+    src = ASTSource(fn=attn_fwd_tma_kernel, signature=sig, constexprs=const, attrs=attrs)
+    compiled = triton.compile(src, target=target, options=options.__dict__)
+    ptx = compiled.asm["ptx"]
+    per_stage, fixed = launch.attention_smem("fwd", bm, bn, 128, 2)
+    out.append(dict(tiles=[bm, bn, warps, stages], limit=smem, shared=compiled.metadata.shared,
+                    estimate=launch.smem_bytes(per_stage, fixed, stages, capability),
+                    bulk_loads=len(re.findall(r"cp\.async\.bulk\.tensor\.4d\.shared", ptx)),
+                    pointer_copies=len(re.findall(r"cp\.async\.c[ag]", ptx)),
+                    wgmma=len(re.findall(r"wgmma\.mma_async", ptx))))
+print(json.dumps(out))
+"""
+)
+
+
+def test_the_tma_attention_forward_compiles_to_bulk_copies_for_sm90():
+    """Both TMA candidates, bf16, head dim 128, causal, for an H100: Q, K and V arrive by
+    4-D bulk tensor copies (no per-thread cp.async), the products run on wgmma, and the
+    compiler's shared memory fits sm_90 within the model that prunes the candidates."""
+    from minift.kernels.flash_fwd_tma_triton import TMA_SPACE
+
+    rows = run_probe(ATTENTION_TMA_PROBE, 232_448)
+    assert len(rows) == len(TMA_SPACE)
+    for row in rows:
+        print(row)
+        assert row["bulk_loads"] >= 3 and row["pointer_copies"] == 0 and row["wgmma"] >= 2, row
+        assert row["shared"] <= row["limit"] and row["shared"] <= row["estimate"], row
