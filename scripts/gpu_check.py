@@ -70,13 +70,13 @@ OTHER_BENCHES = ("bench_train", "bench_peft", "bench_long_context")
 # unbounded); bench_efficiency was cut at 45 s mid-tuning, bench_train at 45 s in its CPU
 # rows. A cap is ~15 % over the step's expected time, or ~15 s over for a short step: it
 # stops a hang, it does not reserve time; what a step leaves unused goes to the steps after
-# it. Expected now: 4 + 8 + ~90 (gpu_tests: the TMA LoRA tests add ~8 compiles) + ~80
+# it. Expected now: 4 + 8 + ~95 (gpu_tests: the TMA tests add ~12 compiles) + ~80
 # (bench_kernels: 40 s tuning, 30 s timing; the LoRA layer alone offers ~40 candidates over
-# its four launches) + ~25 + ~25 (NF4 and multi-LoRA, 12 s tuning each) = ~233 s, leaving
-# ~50 s of the 285 for the model benchmarks' CUDA rows (5 s of tuning per process):
+# its four launches) + ~25 + ~25 (NF4 and multi-LoRA, 12 s tuning each) = ~237 s, leaving
+# ~45 s of the 285 for the model benchmarks' CUDA rows (5 s of tuning per process):
 # bench_train <= 35, bench_peft <= 30, bench_long_context the rest (its cap is the whole
 # budget; no step starts with < 10 s left).
-CAPS = dict(install=30, environment=25, gpu_tests=105, bench_kernels=90, bench_efficiency=30,
+CAPS = dict(install=30, environment=25, gpu_tests=110, bench_kernels=90, bench_efficiency=30,
             bench_personal=30, bench_train=35, bench_peft=30, bench_long_context=285)  # fmt: skip
 TUNE_S = dict(bench_kernels=40, bench_efficiency=12, bench_personal=12, bench_train=5,
               bench_peft=5, bench_long_context=5)  # fmt: skip
