@@ -23,9 +23,8 @@ the configurations chosen per kernel and shape bucket, with the fixed table's ti
 the winner's. Timings are medians of ``triton.testing.do_bench`` (CUDA events) after
 warm-up. Each section has a share of the time budget (tuning not counted: it has its own,
 ``--tune-budget-s``, also shared out by section) and notes the rows it skipped when its share
-runs out. Tables and the goals
-go to stdout; ``results.json`` and ``bench_kernels.png`` to ``--out``, results.json
-rewritten after every section. Exit status 1 when a check or a section failed.
+runs out. Tables and the goals go to stdout; ``results.json`` and ``bench_kernels.png`` to
+``--out``, results.json rewritten after every section. Exit status 1 when a check or a section failed.
 """
 
 from __future__ import annotations
@@ -712,9 +711,9 @@ def main(argv=None) -> int:
     chosen = [name for name in sections if name in args.only.split(",")]
     for i, name in enumerate(chosen):
         b.start_section(SHARES[name], sum(SHARES[later] for later in chosen[i + 1 :]))
-        later = sum(TUNE_SHARES[later] for later in chosen[i + 1 :])
+        share, after = TUNE_SHARES[name], sum(TUNE_SHARES[n] for n in chosen[i + 1 :])
         left = max(0.0, tune_end - autotune.tuner().spent)  # what earlier sections left over
-        autotune.set_budget(left * TUNE_SHARES[name] / (TUNE_SHARES[name] + later))
+        autotune.set_budget(left * share / (share + after))
         print(f"\n== {name}", flush=True)
         try:
             sections[name](b, results)
