@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
@@ -99,3 +101,30 @@ def test_roofline_fraction_of_the_devices_peak():
     assert abs(rows["flash attention fwd T=4096 D=128 causal"]["of_peak"] - 400 / 989) < 1e-12
     assert rows["flash attention bwd T=4096 D=128 causal"]["of_peak"] is None
     assert bench.peak_tflops("NVIDIA H100 PCIe") == 756.0 and bench.peak_tflops("Tesla T4") is None
+
+
+def test_the_tuning_budget_is_shared_out_by_section(monkeypatch, tmp_path):
+    """40% for the LoRA section, 45% for attention, 15% for block-sparse, of what is left
+    when each starts: what a section leaves unused goes on to the ones after it."""
+    from minift.kernels import autotune
+    from minift.kernels.autotune_tuner import Tuner
+
+    bench = load_bench()
+    tuner = Tuner(tmp_path / "autotune.json")
+    monkeypatch.setattr(autotune, "_TUNER", tuner)
+    allowed = {}
+
+    def section(name, spends):
+        def run(b, results):
+            allowed[name] = tuner.left()
+            tuner.spent += spends * tuner.left()  # the share of its allowance it uses
+
+        return run
+
+    monkeypatch.setattr(bench, "bench_lora", section("lora", 1.0))
+    monkeypatch.setattr(bench, "bench_attention", section("attention", 0.5))
+    monkeypatch.setattr(bench, "bench_sparse", section("sparse", 0.0))
+    bench.main(["--smoke", "--out", str(tmp_path), "--tune-budget-s", "10"])
+    assert allowed["lora"] == pytest.approx(4.0)  # 0.4 of 10
+    assert allowed["attention"] == pytest.approx(6.0 * 0.45 / 0.6)  # of the 6 left
+    assert allowed["sparse"] == pytest.approx(6.0 - 2.25)  # all that is left
