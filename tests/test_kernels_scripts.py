@@ -110,6 +110,7 @@ def test_the_tuning_budget_is_shared_out_by_section(monkeypatch, tmp_path):
     from minift.kernels.autotune_tuner import Tuner
 
     bench = load_bench()
+    monkeypatch.setenv("MINIFT_KERNELS", "triton")  # main() sets it for --smoke: restored after
     tuner = Tuner(tmp_path / "autotune.json")
     monkeypatch.setattr(autotune, "_TUNER", tuner)
     allowed = {}
