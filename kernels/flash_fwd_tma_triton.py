@@ -25,17 +25,11 @@ import torch
 import triton
 import triton.language as tl
 
-from .dispatch import interpreting
 from .flash_fwd_triton import dense_key_blocks, mask_scores, online_softmax, store_rows
 from .launch import flat_grid
+from .tma import TensorDescriptor, describable, unavailable_on
 from .triton_utils import tile_and_head
 
-try:  # Triton >= 3.3; older ones never offer this kernel
-    from triton.tools.tensor_descriptor import TensorDescriptor
-except ImportError:  # pragma: no cover - depends on the installed Triton
-    TensorDescriptor = None
-
-TMA_ALIGN = 16  # bytes: bases and every stride but the last
 # The tuner's TMA candidates (BLOCK_M, BLOCK_N, warps, stages), 16-bit: the pointer kernel's
 # H100 winner and its generic entry (224 and 160 KB at head dim 128).
 TMA_SPACE = ((128, 128, 8, 3), (128, 64, 8, 3))
@@ -100,30 +94,17 @@ def attn_fwd_tma_kernel(
     store_rows(acc, l_i, m_i, o_ptr, lse_ptr, bh, Tq, D, rows, row_ok, dims, dims < D)
 
 
-def _aligned(t: torch.Tensor) -> bool:
-    elem = t.element_size()
-    return (
-        t.stride(-1) == 1
-        and all((stride * elem) % TMA_ALIGN == 0 for stride in t.stride()[:-1])
-        and t.data_ptr() % TMA_ALIGN == 0
-    )
-
-
 def tma_ready(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sparse: bool) -> str | None:
     """None when :func:`attention_fwd_tma` can run on these tensors; else why not."""
-    if TensorDescriptor is None:
-        return "this Triton has no tensor descriptors"
     if sparse:
         return "block-sparse attention reads its own block lists"
-    if q.device.type == "cuda" and not interpreting():
-        if torch.cuda.get_device_capability(q.device) < (9, 0):
-            return "TMA needs sm_90 or later"
-    elif not interpreting():
-        return "TMA runs on CUDA devices (or the interpreter)"
+    why = unavailable_on(q.device)
+    if why:
+        return why
     d = q.shape[-1]
     if d < 16 or d & (d - 1):
         return f"head dim {d} is not a power of two of at least 16 (a TMA tile spans all of D)"
-    if not all(_aligned(t) for t in (q, k, v)):
+    if not all(describable(t) for t in (q, k, v)):
         return "q, k and v need a unit stride in D and 16-byte aligned strides"
     return None
 

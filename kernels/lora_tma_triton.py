@@ -37,16 +37,10 @@ import triton
 import triton.language as tl
 
 from .buffers import output_buffer
-from .dispatch import interpreting
 from .launch import check_grid, needs_int64, record_launch
+from .tma import TMA_ALIGN, TensorDescriptor, describable, unavailable_on
 from .triton_utils import dot_precision, grouped_tile, load_tile, widen
 
-try:  # Triton >= 3.3; older ones never offer this kernel
-    from triton.tools.tensor_descriptor import TensorDescriptor
-except ImportError:  # pragma: no cover - depends on the installed Triton
-    TensorDescriptor = None
-
-TMA_ALIGN = 16  # bytes: bases and every stride but the last
 TMA_MAX_BOX = 256  # elements per tile dimension
 
 
@@ -109,31 +103,16 @@ def _lora_tma_kernel(
         y_desc.store([off_m, off_n], acc.to(b_ptr.dtype.element_ty))  # clipped at the edges
 
 
-def _aligned(t: torch.Tensor) -> bool:
-    """A 2-D tensor TMA can describe as it is: unit last stride, 16-byte base and row."""
-    elem = t.element_size()
-    return (
-        t.dim() == 2
-        and t.stride(1) == 1
-        and (t.stride(0) * elem) % TMA_ALIGN == 0
-        and t.data_ptr() % TMA_ALIGN == 0
-    )
-
-
 def tma_ready(x: torch.Tensor, w_t: torch.Tensor, n: int) -> str | None:
     """None when :func:`lora_tma` can run on these operands; else why not, in a few words."""
-    if TensorDescriptor is None:
-        return "this Triton has no tensor descriptors"
-    if x.device.type == "cuda" and not interpreting():
-        if torch.cuda.get_device_capability(x.device) < (9, 0):
-            return "TMA needs sm_90 or later"
-    elif not interpreting():
-        return "TMA runs on CUDA devices (or the interpreter)"
+    why = unavailable_on(x.device)
+    if why:
+        return why
     if x.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         return f"TMA tiles of {x.dtype} are not supported here"
-    if not _aligned(x):
+    if x.dim() != 2 or not describable(x):
         return "x is not contiguous along K with 16-byte aligned rows"
-    if not (_aligned(w_t) or _aligned(w_t.t())):
+    if not (describable(w_t) or describable(w_t.t())):
         return "the weight has no contiguous, 16-byte aligned dimension"
     if (n * x.element_size()) % TMA_ALIGN:
         return f"an output row of {n} elements is not a multiple of 16 bytes"
@@ -172,7 +151,7 @@ def lora_tma(
         raise ValueError(f"TMA tiles are at most {TMA_MAX_BOX} wide, got {bm} x {bn} x {bk}")
     u = torch.mm(x, a_t)  # the thin product first (cuBLAS; memory-bound)
     y = output_buffer((m, n), x.dtype, x.device)
-    w_nk = not _aligned(w_t)  # W^T view of a K-contiguous weight: describe the weight itself
+    w_nk = not describable(w_t)  # W^T view of a K-contiguous weight: describe the weight itself
     w_desc = (
         TensorDescriptor.from_tensor(w_t.t(), [bn, bk])
         if w_nk

@@ -34,6 +34,10 @@ if "constexprs" not in params or "attrs" not in params:
 
 
 def compile_shared(kernel, types, const, capability, warps, stages):
+    return compile_kernel(kernel, types, const, capability, warps, stages).metadata.shared
+
+
+def compile_kernel(kernel, types, const, capability, warps, stages):
     # As a launch specializes them: 16-byte aligned pointers, sizes and strides divisible
     # by 16, unit strides as the constant 1.
     sig, attrs = {}, {}
@@ -49,7 +53,7 @@ def compile_shared(kernel, types, const, capability, warps, stages):
         {"num_warps": warps, "num_stages": stages}
     )
     src = ASTSource(fn=kernel, signature=sig, constexprs=const, attrs=attrs)
-    return triton.compile(src, target=target, options=options.__dict__).metadata.shared
+    return triton.compile(src, target=target, options=options.__dict__)
 """
 
 PROBE = (
@@ -143,8 +147,6 @@ import re
 from minift.kernels import launch
 from minift.kernels.lora_tma_triton import _lora_tma_kernel
 from minift.kernels.lora_tma_triton import TMA_SPACE
-from triton.compiler import ASTSource
-
 capability, smem = (9, 0), json.loads(sys.argv[1])
 out = []
 for bm, bn, bk, warps, stages, _ in TMA_SPACE:
@@ -155,17 +157,7 @@ for bm, bn, bk, warps, stages, _ in TMA_SPACE:
                      bias_ptr="*bf16", scaling="fp32")
         const = dict(stride_ur=1, stride_br=1, HAS_BIAS=True, W_NK=w_nk, PRECISION="tf32",
                      WIDE=False, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, BLOCK_R=16, GROUP_M=8)
-        # compile_shared's steps, keeping the PTX
-        sig, attrs = {}, {}
-        for i, name in enumerate(_lora_tma_kernel.arg_names):
-            sig[name] = "constexpr" if name in const else types.get(name, "i32")
-            if sig[name].startswith("*") or sig[name] == "i32":
-                attrs[(i,)] = [["tt.divisibility", 16]]
-        target = GPUTarget("cuda", 90, 32)
-        options = triton.compiler.make_backend(target).parse_options(
-            {"num_warps": warps, "num_stages": stages})
-        src = ASTSource(fn=_lora_tma_kernel, signature=sig, constexprs=const, attrs=attrs)
-        compiled = triton.compile(src, target=target, options=options.__dict__)
+        compiled = compile_kernel(_lora_tma_kernel, types, const, capability, warps, stages)
         ptx = compiled.asm["ptx"]
         per_stage, fixed = launch.lora_tma_smem(bm, bn, bk, 16, 2)
         out.append(dict(tiles=[bm, bn, bk, warps, stages], w_nk=w_nk, limit=smem,
@@ -203,8 +195,6 @@ ATTENTION_TMA_PROBE = (
 import re
 from minift.kernels import launch
 from minift.kernels.flash_fwd_tma_triton import TMA_SPACE, attn_fwd_tma_kernel
-from triton.compiler import ASTSource
-
 capability, smem = (9, 0), json.loads(sys.argv[1])
 out = []
 for bm, bn, warps, stages in TMA_SPACE:
@@ -212,16 +202,7 @@ for bm, bn, warps, stages in TMA_SPACE:
                  v_desc=f"tensordesc<bf16[1, 1, {bn}, 128]>", o_ptr="*bf16", lse_ptr="*fp32",
                  qk_scale="fp32")
     const = dict(CAUSAL=True, PRECISION="tf32", BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=128)
-    sig, attrs = {}, {}
-    for i, name in enumerate(attn_fwd_tma_kernel.arg_names):
-        sig[name] = "constexpr" if name in const else types.get(name, "i32")
-        if sig[name].startswith("*") or sig[name] == "i32":
-            attrs[(i,)] = [["tt.divisibility", 16]]
-    target = GPUTarget("cuda", 90, 32)
-    options = triton.compiler.make_backend(target).parse_options(
-        {"num_warps": warps, "num_stages": stages})
-    src = ASTSource(fn=attn_fwd_tma_kernel, signature=sig, constexprs=const, attrs=attrs)
-    compiled = triton.compile(src, target=target, options=options.__dict__)
+    compiled = compile_kernel(attn_fwd_tma_kernel, types, const, capability, warps, stages)
     ptx = compiled.asm["ptx"]
     per_stage, fixed = launch.attention_smem("fwd", bm, bn, 128, 2)
     out.append(dict(tiles=[bm, bn, warps, stages], limit=smem, shared=compiled.metadata.shared,
