@@ -42,7 +42,11 @@ def lse_reference(q, k, causal):
 
 @pytest.mark.skipif(DEVICE == "cuda" and not HOPPER, reason="TMA needs sm_90 or later")
 @pytest.mark.parametrize(
-    "case", CASES, ids=lambda c: "x".join(map(str, c[:5])) + ("c" if c[5] else "") + str(c[6])[-4:]
+    "case",
+    CASES,
+    ids=lambda c: (
+        "x".join(map(str, c[:5])) + ("-causal-" if c[5] else "-") + str(c[6]).removeprefix("torch.")
+    ),
 )
 def test_tma_forward_matches_the_definition(case):
     b, h, tq, tk, d, causal, dtype = case

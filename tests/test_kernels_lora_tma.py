@@ -47,7 +47,9 @@ if DEVICE == "cuda":  # each dtype is two compiles on a GPU (and gpu-check has a
 
 @pytest.mark.skipif(DEVICE == "cuda" and not HOPPER, reason="TMA needs sm_90 or later")
 @pytest.mark.parametrize("persistent", [1, 0])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c[:4])) + str(c[4])[-4:])
+@pytest.mark.parametrize(
+    "case", CASES, ids=lambda c: "x".join(map(str, c[:4])) + "-" + str(c[4]).removeprefix("torch.")
+)
 def test_tma_kernel_matches_the_definition_in_both_weight_layouts(case, persistent):
     """The forward's W^T view (the weight K-contiguous) and the dx pass's W (N-contiguous):
     each product, bias and rank-r term, against float64; u = x A^T is returned as well."""
