@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 
 from .dispatch import kernel_mode, triton_or_reference, use_triton
+from .lora_library import lora_forward_library
 
 MAX_TRITON_RANK = 128  # BLOCK_R's cap in lora_triton; higher ranks take the reference
 # The kernels accumulate in float32: float64 inputs take the reference (in the default
@@ -50,9 +51,7 @@ def lora_linear_reference(
 
 def _forward_torch(x, weight, bias, lora_A, lora_B, scaling):
     """The fused forward in PyTorch: addmm accumulates in place, no (M, N) temporary."""
-    u = x @ lora_A.t()
-    y = x @ weight.t() if bias is None else torch.addmm(bias, x, weight.t())
-    return y.addmm_(u, lora_B.t(), alpha=scaling), u
+    return lora_forward_library(x, weight.t(), bias, lora_A.t(), lora_B.t(), scaling)
 
 
 def _backward_torch(g, x, weight, lora_A, lora_B, u, scaling, needs):

@@ -48,6 +48,7 @@ from .launch import (
     record_launch,
     stages_for,
 )
+from .lora_library import lora_forward_library
 from .lora_tma_triton import lora_tma, tma_ready, tma_space
 from .triton_utils import (
     check_dot_tiles,
@@ -209,10 +210,8 @@ def fused_lora(
 
     def launch(cfg: dict) -> tuple[torch.Tensor, torch.Tensor]:
         if cfg.get("UNFUSED"):  # cuBLAS: y = x Wt (+ bias), then y += s u Bt in place
-            u = torch.mm(x, a_t)
-            y = torch.mm(x, w_t) if bias is None else torch.addmm(bias, x, w_t)
             record_launch("fused_lora", None, dict(cfg))
-            return y.addmm_(u, b_t, alpha=scaling), u
+            return lora_forward_library(x, w_t, bias, a_t, b_t, scaling)
         if cfg.get("TMA"):
             return lora_tma(x, w_t, bias, a_t, b_t, scaling, cfg)
         cfg = {key: v for key, v in cfg.items() if key not in ROUTE_KEYS}  # =0: these tiles
