@@ -111,7 +111,11 @@ def tma_ready(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sparse: bool) -
 
 def attention_fwd_tma(q, k, v, o, lse, qk_scale: float, n_tiles: int, flags: dict, cfg: dict):
     """Launch :func:`attn_fwd_tma_kernel` into ``o`` and ``lse`` with ``cfg``'s tiles; the
-    compiled kernel. ``flags`` are the pointer kernel's (CAUSAL, PRECISION are used)."""
+    compiled kernel. ``flags`` are the pointer kernel's (CAUSAL, PRECISION are used).
+    Raises ValueError when :func:`tma_ready` says the tensors cannot be described for TMA."""
+    why = tma_ready(q, k, v, sparse=False)
+    if why:
+        raise ValueError(f"the TMA attention kernel cannot run: {why}")
     bm, bn, d = cfg["BLOCK_M"], cfg["BLOCK_N"], q.shape[-1]
     b, h, tq, _ = q.shape
     descriptor = lambda t, rows: TensorDescriptor.from_tensor(t, [1, 1, rows, d])  # noqa: E731

@@ -5,9 +5,15 @@ A TMA copy moves a whole tile described on the host by a tensor descriptor (base
 strides, tile shape): the base and every stride but the last must be multiples of 16 bytes,
 the last stride 1, and the device sm_90 or later. Triton's interpreter emulates descriptors,
 so the CPU tests run the TMA kernels too.
+
+``MINIFT_TMA=0`` switches every TMA kernel off (no candidate offered, a forced launch
+refused): ``make gpu-check`` sets it when its TMA probe (scripts/probe_tma.py) fails on the
+device, so a kernel that faults there cannot poison the CUDA context of the benchmarks.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -18,9 +24,10 @@ try:  # Triton >= 3.3; older ones never offer the TMA kernels
 except ImportError:  # pragma: no cover - depends on the installed Triton
     TensorDescriptor = None
 
-__all__ = ["TMA_ALIGN", "TensorDescriptor", "describable", "unavailable_on"]
+__all__ = ["TMA_ALIGN", "TMA_ENV", "TensorDescriptor", "describable", "unavailable_on"]
 
 TMA_ALIGN = 16  # bytes: the base and every stride but the last
+TMA_ENV = "MINIFT_TMA"  # "0": no TMA kernel is offered or launched
 
 
 def describable(t: torch.Tensor) -> bool:
@@ -36,6 +43,8 @@ def describable(t: torch.Tensor) -> bool:
 
 def unavailable_on(device: torch.device) -> str | None:
     """Why no TMA kernel can run on ``device`` with this Triton, or None when one can."""
+    if os.environ.get(TMA_ENV) == "0":
+        return f"TMA kernels are switched off ({TMA_ENV}=0)"
     if TensorDescriptor is None:
         return "this Triton has no tensor descriptors"
     if interpreting():

@@ -10,17 +10,21 @@ importance, each a subprocess with its own timeout inside one overall budget (de
 1. install: ``python3 -m pip install --no-deps --no-build-isolation -e .`` into this python
    (skipped when minift is already importable from this checkout);
 2. environment: GPU, capability, memory, shared memory, driver, torch, Triton, CUDA;
-3. GPU tests: tests/test_kernels_*.py and the tests elsewhere that need CUDA or exercise the
+3. probe_tma: every TMA kernel candidate once at the goal shapes, in its own process
+   (scripts/probe_tma.py); when one faults, hangs or disagrees with float32, the steps
+   after it run with ``MINIFT_TMA=0`` (no TMA kernel offered) and without the TMA tests, so
+   a device fault cannot spoil the CUDA context the tuner times everything else in;
+4. GPU tests: tests/test_kernels_*.py and the tests elsewhere that need CUDA or exercise the
    Triton paths (selected by a pytest plugin in this file), without TRITON_INTERPRET, on the
    fixed tile table (MINIFT_AUTOTUNE=0: the configuration the tests check; the autotuner's
    own GPU test switches it on);
-4. bench_kernels --quick: fused LoRA, flash attention, block-sparse against their baselines,
+5. bench_kernels --quick: fused LoRA, flash attention, block-sparse against their baselines,
    checked against float32 references before timing, each shape autotuned first (its own
    time budget, beside the benchmark's); the chosen configurations go into results.md and
    the tuner's cache file is copied beside it (autotune.json);
-5. the adapter-serving kernels: the NF4 matmul of QLoRA (bench_efficiency --kernel-only)
+6. the adapter-serving kernels: the NF4 matmul of QLoRA (bench_efficiency --kernel-only)
    and the multi-LoRA kernels (bench_personal --gpu-only), each against its unfused form;
-6. the CUDA rows of bench_train, bench_peft and bench_long_context (--quick --cuda-only),
+7. the CUDA rows of bench_train, bench_peft and bench_long_context (--quick --cuda-only),
    the last on what time is left.
 
 Each step has a cap (``CAPS``, explained there). The benchmarks other than bench_kernels
@@ -31,7 +35,7 @@ A step that fails or times out is recorded and the next one runs; a step that wo
 with under 10 s left is recorded as skipped. ``results.md`` (markdown tables, device named)
 and ``results.json`` are rewritten after every step, each step's log is kept beside them,
 and the last thing printed is a compact summary. ``--dry-run`` runs each step in its
-quickest CPU form (pip --version, pytest --collect-only, bench_kernels --smoke on one
+quickest CPU form (pip --version, probe_tma --smoke, pytest --collect-only, bench_kernels --smoke on one
 section, the other benchmarks' --help, which must name the flags the real run passes) to
 check the wiring without a GPU.
 """
@@ -70,16 +74,19 @@ OTHER_BENCHES = ("bench_train", "bench_peft", "bench_long_context")
 # unbounded); bench_efficiency was cut at 45 s mid-tuning, bench_train at 45 s in its CPU
 # rows. A cap is ~15 % over the step's expected time, or ~15 s over for a short step: it
 # stops a hang, it does not reserve time; what a step leaves unused goes to the steps after
-# it. Expected now: 4 + 8 + ~95 (gpu_tests: the TMA tests add ~12 compiles) + ~80
-# (bench_kernels: 40 s tuning, 30 s timing; the LoRA layer alone offers ~40 candidates over
-# its four launches) + ~25 + ~25 (NF4 and multi-LoRA, 12 s tuning each) = ~237 s, leaving
-# ~45 s of the 285 for the model benchmarks' CUDA rows (5 s of tuning per process):
+# it. Expected now: 4 + 8 + ~20 (probe_tma: 8 compiles, which Triton's cache then saves
+# bench_kernels) + ~95 (gpu_tests: the TMA tests add ~12 compiles) + ~70 (bench_kernels: 40 s
+# tuning, 30 s timing; the LoRA layer alone offers ~40 candidates over its four launches) +
+# ~25 + ~25 (NF4 and multi-LoRA, 12 s tuning each) = ~247 s, leaving ~35 s of the 285 for
+# the model benchmarks' CUDA rows (5 s of tuning per process):
 # bench_train <= 35, bench_peft <= 30, bench_long_context the rest (its cap is the whole
 # budget; no step starts with < 10 s left).
-CAPS = dict(install=30, environment=25, gpu_tests=110, bench_kernels=90, bench_efficiency=30,
-            bench_personal=30, bench_train=35, bench_peft=30, bench_long_context=285)  # fmt: skip
+CAPS = dict(install=30, environment=25, probe_tma=45, gpu_tests=110, bench_kernels=90,
+            bench_efficiency=30, bench_personal=30, bench_train=35, bench_peft=30,
+            bench_long_context=285)  # fmt: skip
 TUNE_S = dict(bench_kernels=40, bench_efficiency=12, bench_personal=12, bench_train=5,
               bench_peft=5, bench_long_context=5)  # fmt: skip
+TMA_ENV = "MINIFT_TMA"  # "0" switches the TMA kernels off (minift.kernels.tma.TMA_ENV)
 TUNE_ENV = "MINIFT_TUNE_BUDGET_S"  # read by minift.kernels.autotune's process-wide tuner
 SELECT_ENV = "MINIFT_GPU_CHECK_SELECT"  # switches the test-selection plugin below on
 GPU_WORDS = re.compile(r"cuda|gpu|triton|kernel", re.IGNORECASE)
@@ -155,14 +162,18 @@ FIRST = ("test_kernels_attention", "test_kernels_lora", "test_kernels_block_spar
 LAST = ("test_kernels_scripts", "test_kernels_compile")  # CPU-heavy: lesson 11, bench --smoke
 
 
-def test_files() -> list[str]:
+def test_files(with_tma: bool = True) -> list[str]:
     """tests/test_kernels_*.py, and the other test files that mention CUDA or the kernels
     (their tests are then filtered by the plugin); never this check's own test, nor
     test_lessons.py (lesson 11 also runs in test_kernels_scripts.py). The kernels' own GPU
-    tests come first, the CPU-heavy ones last, so a timeout cuts the least useful."""
+    tests come first, then the rest, then the TMA kernels' (``*_tma.py``; left out when
+    ``with_tma`` is False: the probe failed), the CPU-heavy ones last, so a timeout cuts the
+    least useful and a TMA fault spoils few tests."""
     out = []
     for path in sorted((ROOT / "tests").glob("test_*.py")):
         if path.name in ("test_gpu_check.py", "test_lessons.py"):
+            continue
+        if path.stem.endswith("_tma") and not with_tma:
             continue
         text = path.read_text(errors="replace")
         if path.name.startswith("test_kernels_") or re.search(r"cuda|MINIFT_KERNELS", text):
@@ -171,9 +182,26 @@ def test_files() -> list[str]:
     def rank(path: pathlib.Path) -> tuple[int, int]:
         if path.stem in FIRST:
             return (0, FIRST.index(path.stem))
-        return (2, LAST.index(path.stem)) if path.stem in LAST else (1, 0)
+        if path.stem in LAST:
+            return (3, LAST.index(path.stem))
+        return (2, 0) if path.stem.endswith("_tma") else (1, 0)
 
     return [str(p.relative_to(ROOT)) for p in sorted(out, key=rank)]
+
+
+def probe_summary(s: dict, text: str, env: dict, report: dict) -> str:
+    """The TMA probe's line; when the probe failed or hung, switch the TMA kernels off in
+    ``env`` for the steps after it (and say so in ``report``, for the test selection)."""
+    agree = re.search(r"^\d+/\d+ TMA candidates agree", text, re.MULTILINE)
+    idle = re.search(r"^no TMA kernel can run here \(.*\)", text, re.MULTILINE)
+    line = agree.group(0) if agree else idle.group(0) if idle else f"rc {s.get('rc')}"
+    if s["status"] != "ok":
+        env[TMA_ENV] = "0"
+        report["tma_off"] = True
+        failed = re.search(r"^  (FAILED .*|.*MISMATCH.*)$", text, re.MULTILINE)
+        line = (failed.group(1).strip() if failed else line)[:120]
+        line += f"; the rest runs with {TMA_ENV}=0, without the TMA tests"
+    return line
 
 
 # ------------------------------------------------------------------------- running
@@ -564,8 +592,15 @@ def main(argv=None) -> int:
         if not gpu and not args.dry_run:
             print("no CUDA device: the GPU tests and benchmarks will fail or skip")
 
-        # 3. GPU tests
-        files = test_files()
+        # 3. the TMA kernels, alone in a process first: a device fault inside the tuner would
+        # spoil the CUDA context of every kernel timed after it
+        probe = [py, str(SCRIPTS / "probe_tma.py"), "--out", str(out / "probe_tma")]
+        step("probe_tma", [*probe, "--smoke"] if args.dry_run else probe,
+             30 if args.dry_run else CAPS["probe_tma"],
+             lambda s, text: probe_summary(s, text, env, report))  # fmt: skip
+
+        # 4. GPU tests
+        files = test_files(with_tma=not report.get("tma_off"))
         junit = out / "tests.xml"
         junit.unlink(missing_ok=True)
         # A Triton launch that falls back to the reference fails its test here: on the GPU
@@ -603,7 +638,7 @@ def main(argv=None) -> int:
         if user_tuning is not None:
             env["MINIFT_AUTOTUNE"] = user_tuning
 
-        # 4. kernel benchmark
+        # 5. kernel benchmark
         if not args.skip_benches:
             kernels_out = out / "bench_kernels"
 
@@ -648,7 +683,7 @@ def main(argv=None) -> int:
                                        "--tune-budget-s", f"{tune:.0f}"], cap,
                      kernels_summary)  # fmt: skip
 
-            # 5. NF4 (QLoRA) and multi-LoRA kernels, each against its unfused form
+            # 6. NF4 (QLoRA) and multi-LoRA kernels, each against its unfused form
             def kernel_bench_summary(s, text):
                 s["tail"] = log_tail(out / f"{s['name']}.log", 30)
                 if args.dry_run:
@@ -662,7 +697,7 @@ def main(argv=None) -> int:
                      30 if args.dry_run else CAPS[name], kernel_bench_summary,
                      extra_env={TUNE_ENV: str(TUNE_S[name])})  # fmt: skip
 
-            # 6. the model benchmarks' CUDA rows
+            # 7. the model benchmarks' CUDA rows
             def bench_summary(s, text):
                 s["tail"] = log_tail(out / f"{s['name']}.log", 30)
                 if args.dry_run:

@@ -35,7 +35,7 @@ def test_dry_run_wires_every_step(tmp_path):
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     report = json.loads((tmp_path / "results.json").read_text())
     steps = {s["name"]: s for s in report["steps"]}
-    expected = ["install", "environment", "gpu_tests", "bench_kernels",
+    expected = ["install", "environment", "probe_tma", "gpu_tests", "bench_kernels",
                 *gpu_check.KERNEL_BENCHES, *gpu_check.OTHER_BENCHES]  # fmt: skip
     assert sorted(steps) == sorted(expected)
     assert all(s["status"] == "ok" for s in steps.values()), steps
@@ -50,6 +50,8 @@ def test_dry_run_wires_every_step(tmp_path):
         budget = f"{gpu_check.TUNE_ENV}={gpu_check.TUNE_S[name]} "
         assert steps[name]["cmd"].startswith(budget), steps[name]["cmd"]
     assert "--tune-budget-s" in steps["bench_kernels"]["summary"]
+    assert re.fullmatch(r"(\d+)/\1 TMA candidates agree", steps["probe_tma"]["summary"])
+    assert not report.get("tma_off")
     assert report["environment"]["torch"] and report["environment"]["cuda_available"] in (
         True,
         False,
@@ -208,3 +210,30 @@ def test_the_checkout_imports_without_pip_through_the_shim(tmp_path):
     assert (
         pathlib.Path(done.stdout.strip()).resolve() == (ROOT / "kernels" / "__init__.py").resolve()
     )
+
+
+def test_a_failed_tma_probe_switches_tma_off_for_the_rest():
+    """A probe that failed or hung: the later steps run with MINIFT_TMA=0, the TMA tests are
+    left out of the GPU tests (and, when they run, come after the other kernel tests)."""
+    from minift.kernels.tma import TMA_ENV
+
+    assert gpu_check.TMA_ENV == TMA_ENV  # the check cannot import minift before installing it
+    env, report = {}, {}
+    ok = gpu_check.probe_summary(
+        dict(status="ok", rc=0), "x\n8/8 TMA candidates agree\n", env, report
+    )
+    assert ok == "8/8 TMA candidates agree" and env == {} and report == {}
+    log = "TMA probe on H100\n  FAILED lora 128x256x64 w8 s3 persistent: RuntimeError: CUDA error\n"
+    line = gpu_check.probe_summary(dict(status="failed", rc=1), log, env, report)
+    assert line.startswith("FAILED lora 128x256x64") and f"{TMA_ENV}=0" in line
+    assert env == {TMA_ENV: "0"} and report == {"tma_off": True}
+    hung = gpu_check.probe_summary(dict(status="timeout", rc=None), "TMA probe on H100\n", {}, {})
+    assert hung.startswith("rc None;")
+
+    with_tma, without = gpu_check.test_files(), gpu_check.test_files(with_tma=False)
+    tma = [f for f in with_tma if f.endswith("_tma.py")]
+    assert tma and not any(f.endswith("_tma.py") for f in without)
+    assert set(with_tma) - set(without) == set(tma)
+    kernels = [f for f in with_tma if f.startswith("tests/test_kernels_")]
+    last = [f"tests/{name}.py" for name in gpu_check.LAST]
+    assert kernels[-len(last) - len(tma) : -len(last)] == tma and kernels[-len(last) :] == last

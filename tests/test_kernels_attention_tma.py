@@ -97,3 +97,15 @@ def test_what_tma_cannot_describe_is_named():
     assert "power of two" in tma_ready(odd, odd, odd, sparse=False)
     ragged = torch.randn(1, 2, 20, 33, device=DEVICE)[..., :32]  # rows 132 bytes apart
     assert "16-byte aligned" in tma_ready(ragged, q, q, sparse=False)
+
+
+def test_the_environment_switch_turns_tma_off(monkeypatch):
+    """MINIFT_TMA=0 (make gpu-check's answer to a failed TMA probe): not offered, and a
+    launch that names the TMA kernel is refused."""
+    from minift.kernels.tma import TMA_ENV
+
+    q = torch.randn(1, 2, 20, 32, device=DEVICE)
+    monkeypatch.setenv(TMA_ENV, "0")
+    assert f"{TMA_ENV}=0" in tma_ready(q, q, q, sparse=False)
+    with pytest.raises(ValueError, match=f"TMA attention kernel cannot run: .*{TMA_ENV}=0"):
+        flash_triton.flash_forward(q, q, q, True, **TILES, TMA=1)

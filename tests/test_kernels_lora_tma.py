@@ -125,3 +125,16 @@ def test_the_library_route_returns_the_same_outputs(bias):
     assert rel_err(y, definition(x, w.t(), bias_, a.t(), b.t(), 0.5)) < 1e-6
     assert rel_err(u, x.double() @ a.double().t()) < 1e-6
     assert last_launch("fused_lora")["UNFUSED"] == 1
+
+
+def test_the_environment_switch_turns_tma_off(monkeypatch):
+    """MINIFT_TMA=0 (set by make gpu-check when its TMA probe fails): no TMA candidate is
+    offered and a forced launch is refused, naming the switch."""
+    from minift.kernels.tma import TMA_ENV
+
+    x, w_t = torch.randn(8, 32, device=DEVICE), torch.randn(32, 16, device=DEVICE)
+    monkeypatch.setenv(TMA_ENV, "0")
+    assert f"{TMA_ENV}=0" in tma_ready(x, w_t, 16)
+    with pytest.raises(ValueError, match=f"switched off .{TMA_ENV}=0"):
+        lora_tma(x, w_t, None, torch.randn(32, 2, device=DEVICE), torch.randn(2, 16, device=DEVICE),
+                 1.0, {**TILES, "BLOCK_R": 16, "TMA": 1})  # fmt: skip
