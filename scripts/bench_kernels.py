@@ -120,6 +120,30 @@ class Bench:
         warmup, rep = (5, 25) if self.quick else (10, 60)
         return do_bench(fn, warmup=warmup, rep=rep, grad_to_none=list(grads), return_mode="median")
 
+    def host_ms(self, fn, backward: torch.Tensor | None = None, grads=(), calls: int = 20) -> float:
+        """Milliseconds of Python per call of ``fn`` (or ``fn().backward(backward)``): the time
+        to issue its launches, calls back to back without waiting for the GPU. Where it
+        exceeds the GPU time the GPU waits on Python, and :meth:`ms` (which empties the L2
+        cache between calls) counts that wait too."""
+        run = fn if backward is None else lambda: fn().backward(backward)
+
+        def call():
+            for t in grads:
+                t.grad = None
+            run()
+
+        for _ in range(3):
+            call()
+        if not self.smoke:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(calls):
+            call()
+        spent = time.perf_counter() - start
+        if not self.smoke:
+            torch.cuda.synchronize()
+        return 1e3 * spent / calls
+
     def pass_ms(self, name: str, fn, backward: torch.Tensor | None, grads=()) -> float | None:
         """Time ``fn`` (forward) or ``fn().backward(backward)``; None if a baseline rejects
         this shape or device (reported once per baseline)."""
@@ -327,23 +351,30 @@ def lora_pieces(b: Bench, results: dict, x, w, g, r: int) -> None:
                     route,
                     b.pass_ms(name, kernel, None),
                     b.pass_ms(f"{name} (library)", library, None),
+                    b.host_ms(kernel),
                 ]
             )
-    fwd = b.pass_ms("fused", lambda: lora_linear(x, w, None, a, bm, 2.0), None)
-    both = b.pass_ms("fused", lambda: lora_linear(x, w, None, a, bm, 2.0), g, (x, a, bm))
+    layer = lambda: lora_linear(x, w, None, a, bm, 2.0)  # noqa: E731
+    fwd = b.pass_ms("fused", layer, None)
+    both = b.pass_ms("fused", layer, g, (x, a, bm))
+    host_fwd, host_both = b.host_ms(layer), b.host_ms(layer, g, (x, a, bm))
     backward = [row[2] for row in rows[1:]]
     if None not in backward:
-        rows.append(["backward pieces, summed", None, sum(backward), None])
-    rows.append(["forward through autograd (lora_linear)", None, fwd, None])
+        rows.append(
+            ["backward pieces, summed", None, sum(backward), None, sum(r[4] for r in rows[1:])]
+        )
+    rows.append(["forward through autograd (lora_linear)", None, fwd, None, host_fwd])
     rows.append(
         [
             "backward through autograd (fwd+bwd - fwd)",
             None,
             both - fwd if both and fwd else None,
             None,
+            host_both - host_fwd,
         ]
     )
-    header = ["piece", "route", "minift ms", "library ms"]
+    # host ms: Python's time to issue the launches; above the GPU's time, the GPU waits
+    header = ["piece", "route", "minift ms", "library ms", "host ms"]
     table(f"LoRA r={r}, piece by piece ({x.shape[0]} tokens, {b.dtype})", header, rows)
     results["lora_pieces"] = [dict(zip(header, row)) for row in rows]
 
