@@ -49,6 +49,14 @@ configuration, so the CPU tests stay fast and deterministic. :func:`set_budget` 
 seconds spent tuning (a benchmark with a deadline): past it, decisions keep the fixed
 table or the best candidate timed so far, and are not written to the cache file;
 ``MINIFT_TUNE_BUDGET_S`` sets that budget for a whole process (read once, at import).
+
+Compiling ahead: most of a decision's time on a GPU is the compiler's (about a second per
+candidate; timing one takes milliseconds), and Triton keeps what it compiled in its cache
+on disk for every process. With ``MINIFT_AUTOTUNE_COMPILE=i/n`` a decision compiles (and
+runs once) the candidates of shard i of n, in order, and keeps the fixed table: n processes
+running the same launches fill the disk cache in parallel, and the process that tunes
+afterwards spends its budget timing instead of compiling (``make gpu-check`` does this
+beside its GPU tests, with ``scripts/bench_kernels.py --compile-ahead``).
 """
 
 from __future__ import annotations
@@ -66,11 +74,13 @@ from .autotune_tuner import Tuner, tune
 from .dispatch import interpreting
 from .launch import device_limits_of
 
-__all__ = ["UNFUSED", "AutotuneCacheWarning", "Tuner", "bucket", "choices", "describe", "disagreement",
-           "launch_config", "make_key", "paused", "prune", "set_budget", "tune", "tuner"]  # fmt: skip
+__all__ = ["UNFUSED", "AutotuneCacheWarning", "Tuner", "bucket", "choices", "compile_ahead",
+           "compile_shard", "describe", "disagreement", "launch_config", "make_key", "paused",
+           "prune", "set_budget", "tune", "tuner"]  # fmt: skip
 
 ENV = "MINIFT_AUTOTUNE"
 BUDGET_ENV = "MINIFT_TUNE_BUDGET_S"  # seconds of tuning for a whole process, read once below
+COMPILE_ENV = "MINIFT_AUTOTUNE_COMPILE"  # "i/n": compile shard i of n of each decision's candidates
 
 
 def mode() -> bool:
@@ -81,6 +91,21 @@ def mode() -> bool:
     if value in ("0", "off", "false"):
         return False
     raise ValueError(f"{ENV}={value!r} is not one of 1 (tune on CUDA devices) or 0 (fixed table)")
+
+
+def compile_shard() -> tuple[int, int] | None:
+    """``MINIFT_AUTOTUNE_COMPILE=i/n``: this process compiles shard i of n of every decision's
+    candidates and times nothing; None when unset."""
+    value = os.environ.get(COMPILE_ENV, "").strip()
+    if not value:
+        return None
+    try:
+        i, n = (int(part) for part in value.split("/"))
+    except ValueError:
+        raise ValueError(f"{COMPILE_ENV}={value!r} is not a shard i/n, such as 0/4") from None
+    if not 0 <= i < n:
+        raise ValueError(f"{COMPILE_ENV}={value!r}: the shard i of i/n must be in 0..n-1")
+    return i, n
 
 
 _paused = 0  # depth of paused() blocks
@@ -176,7 +201,32 @@ def launch_config(
         return dict(known["config"])
     smem, capability = device_limits_of(device)
     candidates = prune([fixed, *space], tile_dims, smem_of, smem, capability, pinned)
+    shard = compile_shard()
+    if shard is not None:
+        compile_ahead(key, candidates, run, *shard)
+        return fixed
     return _TUNER.choose(key, candidates, run)
+
+
+_compiled: set[str] = set()  # the decisions this process has compiled ahead
+
+
+def compile_ahead(key: str, candidates: Sequence[dict], run, shard: int, shards: int) -> int:
+    """Run once (so compile) every ``shards``-th candidate from ``shard`` on, except the
+    fixed entry (``candidates[0]``, which the caller launches anyway), once per key. A
+    candidate that fails here is left to the tuner, which rejects it with its error. Returns
+    how many were run."""
+    if key in _compiled:
+        return 0
+    _compiled.add(key)
+    ran = 0
+    for config in list(candidates[1:])[shard::shards]:
+        try:
+            run(dict(config))
+            ran += 1
+        except Exception:  # noqa: BLE001 - the tuner will reject it, naming the error
+            continue
+    return ran
 
 
 def device_name(device) -> str:

@@ -65,6 +65,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--out", default="runs/bench_kernels", help="folder for results.json and the plot"
     )
     p.add_argument("--only", default="lora,attention,sparse", help="comma-separated sections")
+    p.add_argument(
+        "--compile-ahead", action="store_true",
+        help="GPU: only launch the timed kernels once, so that MINIFT_AUTOTUNE_COMPILE=i/n "
+             "compiles shard i of their tuning candidates (make gpu-check, beside its tests)",
+    )  # fmt: skip
     p.add_argument("--budget-s", type=float, default=None, help="time budget (420 s; quick 100)")
     p.add_argument(
         "--tune-budget-s", type=float, default=None,
@@ -260,15 +265,78 @@ def lora_variants(x, w, a, bm, scaling):
     }
 
 
+# ------------------------------------------------------------------- timed shapes
+# Each section's timed shapes, in one place: the sections time them, --compile-ahead
+# compiles their tuning candidates (the same launches, so the same compiled variants).
+def lora_shapes(b: Bench) -> tuple[int, int, int, tuple[int, ...]]:
+    """(tokens, in, out, ranks) of the LoRA layer."""
+    if b.smoke:
+        return 40, 48, 48, (8,)
+    if b.quick:
+        return 4096, 4096, 4096, (16,)
+    return 8192, 4096, 4096, (16, 8, 64)
+
+
+def attention_shapes(
+    b: Bench,
+) -> tuple[int, int, tuple[int, ...], tuple[int, ...], tuple[bool, ...]]:
+    """(batch, heads, head dims, lengths, causal flags) of dense attention."""
+    if b.smoke:
+        return 1, 2, (16,), (40,), (True, False)
+    if b.quick:
+        return 4, 32, (GOAL_D,), (GOAL_T,), (True,)
+    return 4, 32, (128, 64), (4096, 1024, 2048, 8192, 16384), (True, False)
+
+
+def sparse_shapes(b: Bench) -> tuple[int, int, int, int, tuple[int, ...]]:
+    """(batch, heads, head dim, layout block, lengths) of block-sparse attention."""
+    if b.smoke:
+        return 1, 2, 16, 16, (96,)
+    if b.quick:
+        return 2, 16, 128, 128, (8192,)
+    return 2, 16, 128, 128, (8192, 16384, 32768)
+
+
+def compile_ahead(b: Bench, sections: list[str]) -> None:
+    """Launch each timed kernel once, forward and backward, at every timed shape, with
+    nothing checked or timed: under ``MINIFT_AUTOTUNE_COMPILE=i/n`` each launch compiles
+    shard i of its tuning candidates into Triton's disk cache (minift.kernels.autotune)."""
+    from minift.kernels import attention, block_sparse_attention, lora_linear
+
+    for name in sections:
+        start = time.time()
+        if name == "lora":
+            m, k, n, ranks = lora_shapes(b)
+            x, w, g = b.randn(m, k, grad=True), b.randn(n, k) / k**0.5, b.randn(m, n)
+            for r in ranks:
+                a, bm = (b.randn(r, k) / k**0.5).requires_grad_(), b.randn(n, r, grad=True)
+                lora_linear(x, w, None, a, bm, 2.0).backward(g)
+        elif name == "attention":
+            bsz, h, dims, lengths, causals = attention_shapes(b)
+            for d in dims:
+                for t in lengths:
+                    q, k, v = (b.randn(bsz, h, t, d, grad=True) for _ in range(3))
+                    for causal in causals:
+                        attention(q, k, v, causal=causal).backward(b.randn(bsz, h, t, d))
+        elif name == "sparse":
+            bsz, h, d, bs, lengths = sparse_shapes(b)
+            for t in lengths:
+                q, k, v = (b.randn(bsz, h, t, d, grad=True) for _ in range(3))
+                g = b.randn(bsz, h, t, d)
+                attention(q, k, v, causal=True).backward(g)  # the dense baseline: its own bucket
+                for layout in sparse_layouts(t, bs, h, b.quick or b.smoke).values():
+                    out = block_sparse_attention(q, k, v, layout.to(b.device), bs, causal=True)
+                    out.backward(g)
+        if b.device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+        print(f"  {name}: launched in {time.time() - start:.1f} s", flush=True)
+
+
 def bench_lora(b: Bench, results: dict) -> None:
     from minift.kernels import lora_linear, lora_linear_reference
 
-    if b.smoke:
-        m, k, n, ranks = 40, 48, 48, (8,)
-    elif b.quick:
-        m, k, n, ranks = 4096, 4096, 4096, (16,)
-    else:
-        m, k, n, ranks = 8192, 4096, 4096, (16, 8, 64)
+    m, k, n, ranks = lora_shapes(b)
     x, w, g = b.randn(m, k, grad=True), b.randn(n, k) / k**0.5, b.randn(m, n)
     rows = []
     results["lora"] = []
@@ -448,13 +516,7 @@ def attn_tflops(ms: float | None, bsz, h, t, d, causal, backward: bool) -> float
 def bench_attention(b: Bench, results: dict) -> None:
     from minift.kernels import attention, attention_reference, autotune
 
-    if b.smoke:
-        bsz, h, dims, lengths, causals = 1, 2, (16,), (40,), (True, False)
-    elif b.quick:
-        bsz, h, dims, lengths, causals = 4, 32, (GOAL_D,), (GOAL_T,), (True,)
-    else:
-        bsz, h, dims, lengths = 4, 32, (128, 64), (4096, 1024, 2048, 8192, 16384)
-        causals = (True, False)
+    bsz, h, dims, lengths, causals = attention_shapes(b)
     flex = flex_attention_fn(b.smoke) if not b.quick else None  # its compile costs ~30 s
     rows, names = [], {}
     results["attention"] = []
@@ -534,12 +596,7 @@ def bench_sparse(b: Bench, results: dict) -> None:
     from minift.kernels import autotune, block_sparse_attention, block_sparse_attention_reference
     from minift.kernels.sparse_index import block_index
 
-    if b.smoke:
-        bsz, h, d, bs, lengths = 1, 2, 16, 16, (96,)
-    elif b.quick:
-        bsz, h, d, bs, lengths = 2, 16, 128, 128, (8192,)
-    else:
-        bsz, h, d, bs, lengths = 2, 16, 128, 128, (8192, 16384, 32768)
+    bsz, h, d, bs, lengths = sparse_shapes(b)
     flex = flex_attention_fn(b.smoke)
     rows = []
     results["block_sparse"] = []
@@ -740,6 +797,14 @@ def main(argv=None) -> int:
     out = pathlib.Path(args.out)
     sections = {"lora": bench_lora, "attention": bench_attention, "sparse": bench_sparse}
     chosen = [name for name in sections if name in args.only.split(",")]
+    if args.compile_ahead:
+        shard = autotune.compile_shard()
+        if shard is None or not autotune.mode():
+            sys.exit(f"--compile-ahead needs {autotune.COMPILE_ENV}=i/n and tuning on "
+                     f"({autotune.ENV} unset or 1)")  # fmt: skip
+        print(f"compiling shard {shard[0]}/{shard[1]} of the tuning candidates", flush=True)
+        compile_ahead(b, chosen)
+        return 0
     for i, name in enumerate(chosen):
         b.start_section(SHARES[name], sum(SHARES[later] for later in chosen[i + 1 :]))
         share, after = TUNE_SHARES[name], sum(TUNE_SHARES[n] for n in chosen[i + 1 :])

@@ -17,7 +17,12 @@ importance, each a subprocess with its own timeout inside one overall budget (de
 4. GPU tests: tests/test_kernels_*.py and the tests elsewhere that need CUDA or exercise the
    Triton paths (selected by a pytest plugin in this file), without TRITON_INTERPRET, on the
    fixed tile table (MINIFT_AUTOTUNE=0: the configuration the tests check; the autotuner's
-   own GPU test switches it on);
+   own GPU test switches it on); beside them, on the idle cores, up to 8 processes
+   (``bench_kernels --quick --compile-ahead``, ``MINIFT_AUTOTUNE_COMPILE=i/n``) compile the
+   kernel benchmark's tuning candidates into Triton's disk cache, so that step's tuning
+   budget goes to timing them (the first H100 run spent it mostly compiling: ~0.8 s per
+   candidate; the attention shapes were never tuned); they are waited for at most
+   ``CAPS["compile_ahead_wait"]`` after the tests and recorded as the step compile_ahead;
 5. bench_kernels --quick: fused LoRA, flash attention, block-sparse against their baselines,
    checked against float32 references before timing, each shape autotuned first (its own
    time budget, beside the benchmark's); the chosen configurations go into results.md and
@@ -35,7 +40,8 @@ A step that fails or times out is recorded and the next one runs; a step that wo
 with under 10 s left is recorded as skipped. ``results.md`` (markdown tables, device named)
 and ``results.json`` are rewritten after every step, each step's log is kept beside them,
 and the last thing printed is a compact summary. ``--dry-run`` runs each step in its
-quickest CPU form (pip --version, probe_tma --smoke, pytest --collect-only, bench_kernels --smoke on one
+quickest CPU form (pip --version, probe_tma --smoke, pytest --collect-only beside two
+--smoke --compile-ahead shards, bench_kernels --smoke on one
 section, the other benchmarks' --help, which must name the flags the real run passes) to
 check the wiring without a GPU.
 """
@@ -81,11 +87,14 @@ OTHER_BENCHES = ("bench_train", "bench_peft", "bench_long_context")
 # the model benchmarks' CUDA rows (5 s of tuning per process):
 # bench_train <= 35, bench_peft <= 30, bench_long_context the rest (its cap is the whole
 # budget; no step starts with < 10 s left).
-CAPS = dict(install=30, environment=25, probe_tma=45, gpu_tests=110, bench_kernels=90,
+CAPS = dict(install=30, environment=25, probe_tma=45, gpu_tests=110, compile_ahead_wait=20,
+            bench_kernels=90,
             bench_efficiency=30, bench_personal=30, bench_train=35, bench_peft=30,
             bench_long_context=285)  # fmt: skip
 TUNE_S = dict(bench_kernels=40, bench_efficiency=12, bench_personal=12, bench_train=5,
               bench_peft=5, bench_long_context=5)  # fmt: skip
+COMPILE_ENV = "MINIFT_AUTOTUNE_COMPILE"  # "i/n": compile-ahead shard (minift.kernels.autotune)
+COMPILE_SHARDS = 8  # at most; half the CPUs otherwise
 TMA_ENV = "MINIFT_TMA"  # "0" switches the TMA kernels off (minift.kernels.tma.TMA_ENV)
 TUNE_ENV = "MINIFT_TUNE_BUDGET_S"  # read by minift.kernels.autotune's process-wide tuner
 SELECT_ENV = "MINIFT_GPU_CHECK_SELECT"  # switches the test-selection plugin below on
@@ -260,6 +269,47 @@ def run_step(
         finally:
             _running.discard(proc)
     return {**step, "status": status, "rc": rc, "seconds": round(time.time() - start, 1)}
+
+
+def start_background(cmd: list[str], log: pathlib.Path, env: dict, extra_env: dict) -> dict:
+    """Start ``cmd`` beside the steps (its output in ``log``); :func:`finish_background`
+    collects it. Returns the job (its process is None when it could not start)."""
+    shown = " ".join([*(f"{k}={v}" for k, v in extra_env.items()), *cmd])
+    out = open(log, "w")  # noqa: SIM115 - closed by finish_background
+    out.write(f"$ {shown}\n(in the background)\n\n")
+    out.flush()
+    job = dict(cmd=shown, log=log, out=out, start=time.time(), proc=None)
+    try:
+        job["proc"] = subprocess.Popen(
+            cmd, cwd=ROOT, env={**env, **extra_env}, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        _running.add(job["proc"])
+    except OSError as err:
+        out.write(f"could not start: {err!r}\n")
+    return job
+
+
+def finish_background(jobs: list[dict], wait_s: float) -> dict:
+    """Wait at most ``wait_s`` in all for ``jobs``, end those still running; counts of
+    finished (rc 0), failed and cut, and the seconds the last one ran."""
+    deadline = time.time() + max(0.0, wait_s)
+    counts = dict(finished=0, failed=0, cut=0, seconds=0.0)
+    for job in jobs:
+        proc = job["proc"]
+        if proc is None:
+            counts["failed"] += 1
+        else:
+            try:
+                rc = proc.wait(timeout=max(0.1, deadline - time.time()))
+                counts["finished" if rc == 0 else "failed"] += 1
+            except subprocess.TimeoutExpired:
+                _kill(proc)
+                counts["cut"] += 1
+            _running.discard(proc)
+        counts["seconds"] = max(counts["seconds"], round(time.time() - job["start"], 1))
+        job["out"].close()
+    return counts
 
 
 def log_tail(path: pathlib.Path, lines: int) -> str:
@@ -631,8 +681,29 @@ def main(argv=None) -> int:
             return (f"{counts['passed']} passed, {counts['failed']} failed, {counts['errors']} "
                     f"errors, {counts['skipped']} skipped")  # fmt: skip
 
+        # Beside the tests, which keep one core busy: compile the kernel benchmark's tuning
+        # candidates in parallel (Triton's disk cache), so its tuning budget times them.
+        shards = []
+        if not args.skip_benches and user_tuning != "0" and (gpu or args.dry_run):
+            n = 2 if args.dry_run else max(1, min(COMPILE_SHARDS, (os.cpu_count() or 2) // 2))
+            cmd = [py, str(SCRIPTS / "bench_kernels.py"), "--compile-ahead",
+                   "--smoke" if args.dry_run else "--quick"]  # fmt: skip
+            shards = [start_background(cmd, out / f"compile_ahead_{i}.log", env,
+                                       {"MINIFT_AUTOTUNE": "1", COMPILE_ENV: f"{i}/{n}"})
+                      for i in range(n)]  # fmt: skip
         step("gpu_tests", [*pytest, *files], 90 if args.dry_run else CAPS["gpu_tests"],
              test_summary)  # fmt: skip
+        if shards:  # what has not finished by now is not waited for long
+            c = finish_background(shards, min(CAPS["compile_ahead_wait"], max(0.0, left() - 60)))
+            status = (
+                "ok" if c["finished"] == len(shards) else "failed" if c["failed"] else "timeout"
+            )
+            report["steps"].append(dict(
+                name="compile_ahead", status=status, seconds=c["seconds"], log=shards[0]["log"].name,
+                cmd=shards[0]["cmd"], summary=f"{len(shards)} shards beside gpu_tests: "
+                f"{c['finished']} finished, {c['failed']} failed, {c['cut']} cut",
+            ))  # fmt: skip
+            write_report(out, report)
         env.pop(SELECT_ENV)
         env.pop("MINIFT_AUTOTUNE")  # the benchmarks tune (unless the caller said 0)
         if user_tuning is not None:

@@ -35,7 +35,7 @@ def test_dry_run_wires_every_step(tmp_path):
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     report = json.loads((tmp_path / "results.json").read_text())
     steps = {s["name"]: s for s in report["steps"]}
-    expected = ["install", "environment", "probe_tma", "gpu_tests", "bench_kernels",
+    expected = ["install", "environment", "probe_tma", "gpu_tests", "compile_ahead", "bench_kernels",
                 *gpu_check.KERNEL_BENCHES, *gpu_check.OTHER_BENCHES]  # fmt: skip
     assert sorted(steps) == sorted(expected)
     assert all(s["status"] == "ok" for s in steps.values()), steps
@@ -52,6 +52,14 @@ def test_dry_run_wires_every_step(tmp_path):
     assert "--tune-budget-s" in steps["bench_kernels"]["summary"]
     assert re.fullmatch(r"(\d+)/\1 TMA candidates agree", steps["probe_tma"]["summary"])
     assert not report.get("tma_off")
+    assert (
+        steps["compile_ahead"]["summary"]
+        == "2 shards beside gpu_tests: 2 finished, 0 failed, 0 cut"
+    )
+    assert "MINIFT_AUTOTUNE_COMPILE=0/2" in steps["compile_ahead"]["cmd"]
+    assert "--compile-ahead" in steps["compile_ahead"]["cmd"]
+    for i in range(2):
+        assert "tuning candidates" in (tmp_path / f"compile_ahead_{i}.log").read_text()
     assert report["environment"]["torch"] and report["environment"]["cuda_available"] in (
         True,
         False,
@@ -237,3 +245,31 @@ def test_a_failed_tma_probe_switches_tma_off_for_the_rest():
     kernels = [f for f in with_tma if f.startswith("tests/test_kernels_")]
     last = [f"tests/{name}.py" for name in gpu_check.LAST]
     assert kernels[-len(last) - len(tma) : -len(last)] == tma and kernels[-len(last) :] == last
+
+
+def test_background_jobs_are_collected_or_cut(tmp_path):
+    """The compile-ahead shards run beside the GPU tests: after them, each is counted as
+    finished (rc 0) or failed, and one still running past the wait is ended."""
+    env = dict(os.environ)
+    code = {
+        "ok": "pass",
+        "fails": "import sys; sys.exit(3)",
+        "hangs": "import time; time.sleep(60)",
+    }
+    jobs = [
+        gpu_check.start_background(
+            [sys.executable, "-c", c], tmp_path / f"{n}.log", env, {"X": "1"}
+        )
+        for n, c in code.items()
+    ]
+    start = time.time()
+    counts = gpu_check.finish_background(jobs, wait_s=3)
+    assert time.time() - start < 20
+    assert {k: counts[k] for k in ("finished", "failed", "cut")} == dict(
+        finished=1, failed=1, cut=1
+    )
+    assert all(job["proc"].poll() is not None for job in jobs)
+    assert (tmp_path / "hangs.log").read_text().startswith("$ X=1 ")
+    missing = gpu_check.start_background(["/nonexistent/python"], tmp_path / "m.log", env, {})
+    assert gpu_check.finish_background([missing], 1)["failed"] == 1
+    assert "could not start" in (tmp_path / "m.log").read_text()

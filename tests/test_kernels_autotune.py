@@ -393,6 +393,48 @@ def test_fused_lora_is_tuned_through_its_launcher(tuning_on, monkeypatch):
     assert len(launched) == runs + 1
 
 
+def test_compiling_ahead_runs_one_shard_and_decides_nothing(tuning_on, monkeypatch):
+    """MINIFT_AUTOTUNE_COMPILE=i/n: a decision runs (so compiles) every n-th candidate after
+    the fixed entry, from the i-th, once per key; the launch keeps the fixed table and the
+    tuner records nothing, so the process that tunes later still decides (from the cache)."""
+    lora_triton = pytest.importorskip("minift.kernels.lora_triton")
+    tuner, launched, spy = tuning_on
+    monkeypatch.setattr(lora_triton, "record_launch", spy)
+    space = [dict(BLOCK_M=m, BLOCK_N=16, BLOCK_K=16, GROUP_M=4, num_warps=4, num_stages=1)
+             for m in (32, 64)] + [dict(BLOCK_M=16, BLOCK_N=32, BLOCK_K=16, GROUP_M=4,
+                                        num_warps=4, num_stages=1)]  # fmt: skip
+    monkeypatch.setattr(lora_triton, "_space", lambda dtype: space)
+    fixed = dict(BLOCK_M=16, BLOCK_N=16, BLOCK_K=16, GROUP_M=4, num_warps=4, num_stages=1)
+    monkeypatch.setattr(lora_triton, "_config", lambda dtype: dict(fixed))
+    monkeypatch.setattr(autotune, "_compiled", set())
+    gen = torch.Generator().manual_seed(4)
+    # rows of 45 fp32 are not 16-byte aligned: no TMA candidates, so the order is known
+    x, w, a, b = (torch.randn(*s, generator=gen).to(DEVICE) for s in ((37, 45), (29, 45), (5, 45), (29, 5)))  # fmt: skip
+    monkeypatch.setenv(autotune.COMPILE_ENV, "1/2")
+    y, _ = lora_triton.fused_lora(x, w.t(), None, a.t(), b.t(), 0.5)
+    # candidates after the fixed entry: unfused, 32x16, 64x16 (clamped to 64x32), 16x32;
+    # shard 1 of 2 takes the 2nd and 4th, then the launch itself runs the fixed entry
+    ran = [(c.get("UNFUSED", 0), c["BLOCK_M"], c["BLOCK_N"]) for c in launched]
+    assert ran == [(0, 32, 16), (0, 16, 32), (0, 16, 16)], ran
+    assert tuner.log == [] and not tuner.cache_path().exists()
+    want = x.double() @ w.double().t() + 0.5 * (x.double() @ a.double().t()) @ b.double().t()
+    assert ((y.double() - want).norm() / want.norm()).item() < 1e-5
+    lora_triton.fused_lora(x, w.t(), None, a.t(), b.t(), 0.5)  # the same key: compiled already
+    assert len(launched) == len(ran) + 1
+    monkeypatch.setenv(autotune.COMPILE_ENV, "0/1")
+    monkeypatch.setattr(autotune, "_compiled", set())
+    launched.clear()
+    lora_triton.fused_lora(x, w.t(), None, a.t(), b.t(), 0.5)
+    assert len(launched) == 4 + 1  # one shard: every candidate, then the fixed launch
+
+
+@pytest.mark.parametrize("value", ["2/2", "x", "1/0", "-1/3"])
+def test_a_malformed_compile_shard_is_named(monkeypatch, value):
+    monkeypatch.setenv(autotune.COMPILE_ENV, value)
+    with pytest.raises(ValueError, match=autotune.COMPILE_ENV):
+        autotune.compile_shard()
+
+
 def lora_with_one_candidate(tuning_on, monkeypatch):
     """lora_triton with its launches spied on and a space of one 32 x 32 candidate."""
     lora_triton = pytest.importorskip("minift.kernels.lora_triton")

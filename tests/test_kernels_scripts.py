@@ -50,6 +50,19 @@ def test_bench_smoke_runs_every_section(tmp_path):
     assert (tmp_path / "bench_kernels.png").stat().st_size > 0
 
 
+def test_compile_ahead_needs_its_shard(tmp_path):
+    """--compile-ahead only launches the timed kernels: without MINIFT_AUTOTUNE_COMPILE=i/n
+    (or with tuning off) that would compile nothing, so it refuses in one line."""
+    bench = [str(ROOT / "scripts" / "bench_kernels.py"), "--smoke", "--compile-ahead"]
+    for env in ({}, {"MINIFT_AUTOTUNE_COMPILE": "0/2", "MINIFT_AUTOTUNE": "0"}):
+        done = run(bench, tmp_path, **env)
+        assert done.returncode == 1
+        assert (
+            "--compile-ahead needs MINIFT_AUTOTUNE_COMPILE=i/n"
+            in done.stderr.strip().splitlines()[-1]
+        )
+
+
 def load_bench():
     import importlib.util
 
