@@ -81,8 +81,10 @@ OTHER_BENCHES = ("bench_train", "bench_peft", "bench_long_context")
 # rows. A cap is ~15 % over the step's expected time, or ~15 s over for a short step: it
 # stops a hang, it does not reserve time; what a step leaves unused goes to the steps after
 # it. Expected now: 4 + 8 + ~20 (probe_tma: 8 compiles, which Triton's cache then saves
-# bench_kernels) + ~95 (gpu_tests: the TMA tests add ~12 compiles) + ~70 (bench_kernels: 40 s
-# tuning, 30 s timing; the LoRA layer alone offers ~40 candidates over its four launches) +
+# bench_kernels) + ~95 (gpu_tests: the TMA tests add ~12 compiles; the compile-ahead shards
+# run beside them, ~100 candidates over 8 processes, and are waited for at most 20 s more)
+# + ~70 (bench_kernels: 40 s tuning, now mostly timing, 30 s timing the rows; the LoRA layer
+# alone offers ~40 candidates over its four launches) +
 # ~25 + ~25 (NF4 and multi-LoRA, 12 s tuning each) = ~247 s, leaving ~35 s of the 285 for
 # the model benchmarks' CUDA rows (5 s of tuning per process):
 # bench_train <= 35, bench_peft <= 30, bench_long_context the rest (its cap is the whole
