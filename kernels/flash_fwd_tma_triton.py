@@ -30,9 +30,11 @@ from .launch import flat_grid
 from .tma import TensorDescriptor, describable, unavailable_on
 from .triton_utils import tile_and_head
 
-# The tuner's TMA candidates (BLOCK_M, BLOCK_N, warps, stages), 16-bit: the pointer kernel's
-# H100 winner and its generic entry (224 and 160 KB at head dim 128).
-TMA_SPACE = ((128, 128, 8, 3), (128, 64, 8, 3))
+# The tuner's TMA candidates (BLOCK_M, BLOCK_N, warps, stages), 16-bit, likeliest first:
+# the pointer kernel's H100 winner and its generic entry (224 and 160 KB at head dim 128),
+# then the same tiles with the stages traded the other way, and 128 x 64 tiles on 4 warps
+# (Triton's fused-attention tutorial keeps 8 warps on Hopper for 128 x 128 tiles only).
+TMA_SPACE = ((128, 128, 8, 3), (128, 64, 8, 3), (128, 128, 8, 2), (128, 64, 4, 4))
 
 
 def tma_space(dtype: torch.dtype) -> list[dict]:

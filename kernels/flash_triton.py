@@ -80,10 +80,14 @@ def _tiles(
 SPACE = {
     "fwd": ((128, 128, 8, 2), (128, 64, 4, 4), (64, 64, 4, 3), (128, 32, 4, 4), (128, 128, 8, 3),
             (64, 32, 4, 4)),
-    "dkdv": ((64, 64, 4, 2), (32, 128, 8, 2), (64, 128, 8, 2), (32, 64, 4, 4), (16, 64, 4, 3)),
+    "dkdv": ((64, 64, 4, 2), (32, 128, 8, 2), (64, 128, 8, 2), (32, 64, 4, 4), (16, 64, 4, 3),
+             (32, 128, 4, 4)),
     "dq": ((128, 64, 8, 2), (64, 64, 4, 3), (128, 32, 8, 3), (64, 32, 8, 3), (32, 64, 4, 3),
-           (64, 32, 4, 4)),
+           (64, 32, 4, 4), (128, 32, 4, 4)),
 }  # fmt: skip
+# The last of dkdv and dq are the shapes of Triton's fused-attention tutorial backward (a
+# 128-key block with 32-query tiles streaming past, its mirror for dQ; 4 warps, deep
+# pipelines), cheap to try since make gpu-check compiles the candidates ahead.
 
 
 def _space(dtype: torch.dtype, pass_: str) -> list[dict]:
