@@ -84,15 +84,14 @@ OTHER_BENCHES = ("bench_train", "bench_peft", "bench_long_context")
 # bench_kernels) + ~95 (gpu_tests: the TMA tests add ~12 compiles; the compile-ahead shards
 # run beside them, ~100 candidates over 8 processes, and are waited for at most 20 s more)
 # + ~70 (bench_kernels: 40 s tuning, now mostly timing, 30 s timing the rows; the LoRA layer
-# alone offers ~40 candidates over its four launches) +
-# ~25 + ~25 (NF4 and multi-LoRA, 12 s tuning each) = ~247 s, leaving ~35 s of the 285 for
-# the model benchmarks' CUDA rows (5 s of tuning per process):
+# alone offers ~40 candidates over its four launches) + ~25 + ~25 (NF4 and multi-LoRA, 12 s
+# tuning each) = ~247 s, leaving ~35 s of the 285 for the model benchmarks' CUDA rows (5 s
+# of tuning per process):
 # bench_train <= 35, bench_peft <= 30, bench_long_context the rest (its cap is the whole
 # budget; no step starts with < 10 s left).
 CAPS = dict(install=30, environment=25, probe_tma=45, gpu_tests=110, compile_ahead_wait=20,
-            bench_kernels=90,
-            bench_efficiency=30, bench_personal=30, bench_train=35, bench_peft=30,
-            bench_long_context=285)  # fmt: skip
+            bench_kernels=90, bench_efficiency=30, bench_personal=30, bench_train=35,
+            bench_peft=30, bench_long_context=285)  # fmt: skip
 TUNE_S = dict(bench_kernels=40, bench_efficiency=12, bench_personal=12, bench_train=5,
               bench_peft=5, bench_long_context=5)  # fmt: skip
 COMPILE_ENV = "MINIFT_AUTOTUNE_COMPILE"  # "i/n": compile-ahead shard (minift.kernels.autotune)
