@@ -176,7 +176,7 @@ def launch_config(
     shape: Mapping[str, int],
     variant: Mapping,
     fixed: dict,
-    space: Sequence[Mapping],
+    space: Sequence[Mapping] | Callable[[], Sequence[Mapping]],
     pinned: Mapping,
     tile_dims: Mapping[str, int],
     smem_of: Callable[[dict], tuple[int, int]],
@@ -187,25 +187,49 @@ def launch_config(
     ``fixed`` (the kernel's table entry with the caller's overrides, stages fitted) when
     tuning is off for ``device``; else the tuned choice among ``fixed`` and ``space`` pruned
     for this shape and device (:func:`prune`), with the caller's ``pinned`` overrides kept
-    in every candidate. ``run(config)`` launches the kernel into fresh outputs and returns
+    in every candidate (``space`` may be a function returning them, called only when a
+    decision is made). ``run(config)`` launches the kernel into fresh outputs and returns
     them; ``shape`` (bucketed) and ``variant`` (the constexpr flags) make the cache key.
     """
     if not enabled(device):
         return fixed
-    import triton
-
     variant = {**variant, **pinned}  # a caller's pinned tiles make other candidates
-    key = make_key(kernel, shape, variant, dtype, device_name(device), triton.__version__)
+    key = _key_of(kernel, shape, variant, dtype, device)
     known = _TUNER.memory.get(key)
     if known is not None:  # the hot path: every launch after the first of its bucket
         return dict(known["config"])
     smem, capability = device_limits_of(device)
+    space = space() if callable(space) else space
     candidates = prune([fixed, *space], tile_dims, smem_of, smem, capability, pinned)
     shard = compile_shard()
     if shard is not None:
         compile_ahead(key, candidates, run, *shard)
         return fixed
     return _TUNER.choose(key, candidates, run)
+
+
+_KEYS: dict[tuple, str] = {}  # each launch signature's readable key, built once
+_MAX_KEYS = 4096  # signatures remembered (a growing KV cache makes new ones each token)
+
+
+def _key_of(kernel: str, shape: Mapping, variant: Mapping, dtype, device) -> str:
+    """:func:`make_key` for this launch, from a dictionary of the signatures seen: the key is
+    a pure function of them, and building its string costs more than the launch's other
+    bookkeeping together."""
+    try:
+        signature = (kernel, tuple(shape.items()), tuple(variant.items()), dtype, device)
+        key = _KEYS.get(signature)
+    except TypeError:  # an unhashable variant value: build the key each time
+        signature, key = None, None
+    if key is None:
+        import triton
+
+        key = make_key(kernel, shape, variant, dtype, device_name(device), triton.__version__)
+        if signature is not None:
+            if len(_KEYS) >= _MAX_KEYS:
+                _KEYS.clear()
+            _KEYS[signature] = key
+    return key
 
 
 _compiled: set[str] = set()  # the decisions this process has compiled ahead

@@ -25,6 +25,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .launch import cdiv
 from .triton_utils import tile_and_head, widen
 
 
@@ -172,4 +173,4 @@ def attn_delta_kernel(
 
 def q_tiles(tq: int, tk: int, block_m: int) -> int:
     """Number of absolute query tiles holding at least one of the Tq queries."""
-    return triton.cdiv(tk, block_m) - (tk - tq) // block_m
+    return cdiv(tk, block_m) - (tk - tq) // block_m

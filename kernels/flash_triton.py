@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import torch
-import triton
 
 from . import autotune
 from .buffers import output_buffer
@@ -22,6 +21,7 @@ from .flash_fwd_tma_triton import attention_fwd_tma, tma_ready, tma_space
 from .flash_fwd_triton import attn_delta_kernel, attn_fwd_kernel, q_tiles
 from .launch import (
     attention_smem,
+    cdiv,
     contiguous,
     device_limits_of,
     flat_grid,
@@ -30,7 +30,7 @@ from .launch import (
     stages_for,
 )
 from .sparse_index import SparseIndex
-from .triton_utils import MIN_DOT, check_dot_tiles, dot_precision, dot_tile
+from .triton_utils import MIN_DOT, check_dot_tiles, dot_precision, dot_tile, next_pow2
 
 LOG2E = 1.4426950408889634  # scores are kept in base 2 so the kernels can use exp2
 
@@ -103,10 +103,11 @@ def _space(dtype: torch.dtype, pass_: str) -> list[dict]:
     ]
 
 
-def _config(q, k, index, pass_, config, causal, wide, run, routes=()) -> dict:
+def _config(q, k, index, pass_, config, causal, wide, run, routes=tuple) -> dict:
     """The launch configuration of one pass: the table's entry (capped at the layout's
     block size, stages fitted to the device), or the tuned choice on a GPU among it,
-    ``routes`` (other kernels for the same pass, timed first) and the pass's space."""
+    ``routes()`` (other kernels for the same pass, timed first) and the pass's space (both
+    listed only when a decision is made: the launch path stays short)."""
     head_dim, tq, tk = q.shape[-1], q.shape[2], k.shape[2]
     _, capability = device_limits_of(q.device)
     cfg = {**_tiles(q.dtype, head_dim, pass_, capability), **config}
@@ -127,7 +128,7 @@ def _config(q, k, index, pass_, config, causal, wide, run, routes=()) -> dict:
     variant = dict(causal=bool(causal), sparse_block=index.block_size if index else 0, wide=wide)
     return autotune.launch_config(
         f"attention {pass_}", q.device, q.dtype, dict(BH=b * h, Tq=tq, Tk=tk, D=head_dim),
-        variant, cfg, [*routes, *_space(q.dtype, pass_)], config, dims, smem_of, run,
+        variant, cfg, lambda: [*routes(), *_space(q.dtype, pass_)], config, dims, smem_of, run,
     )  # fmt: skip
 
 
@@ -187,7 +188,9 @@ def flash_forward(
         return o, lse
 
     # Hopper's TMA kernel first where it can run (a tuning budget cut short has timed it).
-    routes = [] if tma_ready(q, k, v, index is not None) else tma_space(q.dtype)
+    def routes() -> list[dict]:
+        return [] if tma_ready(q, k, v, index is not None) else tma_space(q.dtype)
+
     return launch(_config(q, k, index, "fwd", config, causal, wide, launch, routes))
 
 
@@ -212,8 +215,8 @@ def flash_backward(
     wide = _wide(q, k, v, index)
     delta = output_buffer((b, h, tq), torch.float32, q.device)
     block_rows = 64
-    attn_delta_kernel[flat_grid(triton.cdiv(b * h * tq, block_rows), 1)](
-        o, do, delta, b * h * tq, d, BLOCK_M=block_rows, BLOCK_D=triton.next_power_of_2(d)
+    attn_delta_kernel[flat_grid(cdiv(b * h * tq, block_rows), 1)](
+        o, do, delta, b * h * tq, d, BLOCK_M=block_rows, BLOCK_D=next_pow2(d)
     )
     dummy = delta
 
@@ -223,7 +226,7 @@ def flash_backward(
     def launch_dkdv(cfg: dict) -> tuple[torch.Tensor, torch.Tensor]:
         dk = output_buffer(k.shape, k.dtype, k.device)
         dv = output_buffer(v.shape, v.dtype, v.device)
-        n_tiles = triton.cdiv(tk, cfg["BLOCK_N"])
+        n_tiles = cdiv(tk, cfg["BLOCK_N"])
         compiled = attn_dkdv_kernel[flat_grid(n_tiles, b * h)](
             q, k, v, do, lse, delta, dk, dv, *lists,
             *strides, *sizes, sm_scale, sm_scale * LOG2E, *sparse, n_tiles, **flags, **cfg,

@@ -37,9 +37,12 @@ def max_offset(shape: Sequence[int], strides: Sequence[int]) -> int:
     """Largest element offset of a strided view: sum over dims of (size - 1) x stride."""
     if len(shape) != len(strides):
         raise ValueError(f"shape {tuple(shape)} and strides {tuple(strides)} differ in length")
-    if any(n == 0 for n in shape):
-        return 0
-    return sum((n - 1) * abs(s) for n, s in zip(shape, strides))
+    total = 0
+    for n, stride in zip(shape, strides):  # a plain loop: this runs at every launch
+        if n == 0:
+            return 0
+        total += (n - 1) * abs(stride)
+    return total
 
 
 def _shape_strides(t) -> tuple[Sequence[int], Sequence[int]]:
@@ -56,7 +59,10 @@ def needs_int64(*tensors) -> bool:
     element it actually reads or writes is at most the tensor's largest offset, so int32
     is safe exactly when that offset fits.
     """
-    return any(max_offset(*_shape_strides(t)) > INT32_MAX for t in tensors if t is not None)
+    for t in tensors:
+        if t is not None and max_offset(*_shape_strides(t)) > INT32_MAX:
+            return True
+    return False
 
 
 def layouts(*tensors) -> str:
@@ -77,6 +83,12 @@ def contiguous(*shape: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 
 # ---------------------------------------------------------------------------- grids
+def cdiv(a: int, b: int) -> int:
+    """ceil(a / b) for the host's grid arithmetic (``triton.cdiv`` is a constexpr function
+    in recent Tritons: a few microseconds a call on the launch path)."""
+    return -(-a // b)
+
+
 def check_grid(grid: Sequence[int]) -> tuple[int, ...]:
     """``grid`` as a tuple, or a ValueError naming the axis over CUDA's limit."""
     grid = tuple(int(g) for g in grid)

@@ -37,7 +37,7 @@ import triton
 import triton.language as tl
 
 from .buffers import output_buffer
-from .launch import check_grid, needs_int64, record_launch
+from .launch import cdiv, check_grid, needs_int64, record_launch
 from .tma import TMA_ALIGN, TensorDescriptor, describable, unavailable_on
 from .triton_utils import dot_precision, grouped_tile, load_tile, widen
 
@@ -157,7 +157,7 @@ def lora_tma(
         if w_nk
         else TensorDescriptor.from_tensor(w_t, [bk, bn])
     )
-    n_tiles = triton.cdiv(m, bm) * triton.cdiv(n, bn)
+    n_tiles = cdiv(m, bm) * cdiv(n, bn)
     programs = _num_programs(x.device, n_tiles) if cfg.get("PERSISTENT", 1) else n_tiles
     grid = check_grid((programs,))
     compiled = _lora_tma_kernel[grid](

@@ -38,6 +38,7 @@ from . import autotune
 from .buffers import output_buffer
 from .dispatch import interpreting
 from .launch import (
+    cdiv,
     check_grid,
     contiguous,
     layouts,
@@ -217,7 +218,7 @@ def fused_lora(
         cfg = {key: v for key, v in cfg.items() if key not in ROUTE_KEYS}  # =0: these tiles
         y = output_buffer((m, n), x.dtype, x.device)
         xa = output_buffer((m, r), x.dtype, x.device) if store_xa else y  # y: an unused dummy
-        grid = check_grid((triton.cdiv(m, cfg["BLOCK_M"]) * triton.cdiv(n, cfg["BLOCK_N"]),))
+        grid = check_grid((cdiv(m, cfg["BLOCK_M"]) * cdiv(n, cfg["BLOCK_N"]),))
         compiled = _fused_lora_kernel[grid](
             x, w_t, bias if bias is not None else y, a_t, b_t, y, xa,
             m, n, k, r, float(scaling),
@@ -229,13 +230,16 @@ def fused_lora(
         record_launch("fused_lora", compiled, {**cfg, "WIDE": wide})
         return y, xa
 
-    # The routes likeliest to win at large shapes come first: a tuning budget cut short
-    # then has timed them (TMA only where the operands allow it; lora_tma_triton).
-    tma = [] if tma_ready(x, w_t, n) else tma_space(x.dtype)
+    def candidates() -> list[dict]:  # listed only when a decision is made
+        # The routes likeliest to win at large shapes come first: a tuning budget cut short
+        # then has timed them (TMA only where the operands allow it; lora_tma_triton).
+        tma = [] if tma_ready(x, w_t, n) else tma_space(x.dtype)
+        return [*tma, autotune.UNFUSED, *_space(x.dtype)]
+
     cfg = autotune.launch_config(
         "fused_lora", x.device, x.dtype, dict(M=m, N=n, K=k, R=r),
         dict(bias=bias is not None, store_xa=store_xa, wide=wide, layout=layouts(x, w_t, a_t, b_t)), cfg,
-        [*tma, autotune.UNFUSED, *_space(x.dtype)], config, dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k), smem_of, launch,
+        candidates, config, dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k), smem_of, launch,
     )  # fmt: skip
     y, xa = launch(cfg)
     return y, (xa if store_xa else None)
@@ -271,7 +275,7 @@ def matmul(
         cfg = {key: v for key, v in cfg.items() if key not in ROUTE_KEYS}  # UNFUSED=0: tiles
         c = output_buffer((m, n), out_dtype, a.device)
         sums = output_buffer((m,), out_dtype, a.device) if row_sums else c
-        grid = check_grid((triton.cdiv(m, cfg["BLOCK_M"]) * triton.cdiv(n, cfg["BLOCK_N"]),))
+        grid = check_grid((cdiv(m, cfg["BLOCK_M"]) * cdiv(n, cfg["BLOCK_N"]),))
         compiled = _matmul_kernel[grid](
             a, b, c, sums, m, n, k, float(alpha),
             a.stride(0), a.stride(1), b.stride(0), b.stride(1), c.stride(0), c.stride(1),
@@ -284,7 +288,7 @@ def matmul(
         "matmul", a.device, a.dtype, dict(M=m, N=n, K=k),
         dict(row_sums=row_sums, out=str(out_dtype).removeprefix("torch."), wide=wide,
              layout=layouts(a, b)), cfg,
-        [autotune.UNFUSED, *_space(a.dtype)], config, dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k), smem_of, launch,
+        lambda: [autotune.UNFUSED, *_space(a.dtype)], config, dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k), smem_of, launch,
     )  # fmt: skip
     c, sums = launch(cfg)
     return c, (sums if row_sums else None)

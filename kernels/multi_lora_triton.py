@@ -27,7 +27,7 @@ import triton.language as tl
 from . import autotune
 from .buffers import output_buffer
 from .dispatch import interpreting
-from .launch import check_grid, contiguous, matmul_smem, needs_int64, record_launch, sgmv_smem
+from .launch import cdiv, check_grid, contiguous, matmul_smem, needs_int64, record_launch, sgmv_smem
 from .triton_utils import check_dot_tiles, dot_precision, dot_tile, load_tile, store_tile, widen
 
 MAX_RANK = 128
@@ -175,7 +175,7 @@ def sgmv(
         y = torch.zeros((m, n), dtype=x.dtype, device=x.device)  # rows without adapter: 0
         u = torch.zeros((m, r), dtype=x.dtype, device=x.device)
         tile_adapter, tile_first, tile_end = seg.tiles(cfg["BLOCK_M"])
-        grid = check_grid((len(tile_adapter) * triton.cdiv(n, cfg["BLOCK_N"]),))
+        grid = check_grid((len(tile_adapter) * cdiv(n, cfg["BLOCK_N"]),))
         compiled = _sgmv_kernel[grid](
             x, lora_A, lora_B, scaling, y, u, seg.order, tile_adapter, tile_first, tile_end,
             n, k, r,
@@ -189,7 +189,7 @@ def sgmv(
     elem = x.element_size()
     cfg = autotune.launch_config(
         "sgmv", x.device, x.dtype, dict(M=m, N=n, K=k, R=r, L=lora_A.shape[0]),
-        dict(wide=wide), cfg, _space(x.dtype), config, dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k),
+        dict(wide=wide), cfg, lambda: _space(x.dtype), config, dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k),
         lambda c: sgmv_smem(c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"], c["BLOCK_R"], elem), launch,
     )  # fmt: skip
     return launch(cfg)
@@ -220,7 +220,7 @@ def segmented_outer(
 
     def launch(cfg: dict) -> torch.Tensor:
         c = output_buffer((n_adapters, pdim, qdim), out_dtype, p.device)
-        grid = (n_adapters * triton.cdiv(pdim, cfg["BLOCK_P"]) * triton.cdiv(qdim, cfg["BLOCK_Q"]),)
+        grid = (n_adapters * cdiv(pdim, cfg["BLOCK_P"]) * cdiv(qdim, cfg["BLOCK_Q"]),)
         compiled = _segmented_outer_kernel[check_grid(grid)](
             p, q, scaling, c, seg.order, seg.starts, pdim, qdim,
             p.stride(0), p.stride(1), q.stride(0), q.stride(1), *c.stride(),
@@ -232,7 +232,7 @@ def segmented_outer(
     elem = p.element_size()
     cfg = autotune.launch_config(
         "segmented_outer", p.device, p.dtype, dict(M=p.shape[0], P=pdim, Q=qdim, L=n_adapters),
-        dict(out=str(out_dtype).removeprefix("torch."), wide=wide), cfg, _outer_space(), config,
+        dict(out=str(out_dtype).removeprefix("torch."), wide=wide), cfg, _outer_space, config,
         dict(BLOCK_M=p.shape[0], BLOCK_P=pdim, BLOCK_Q=qdim),
         lambda c: matmul_smem(c["BLOCK_P"], c["BLOCK_Q"], c["BLOCK_M"], elem), launch,
     )  # fmt: skip

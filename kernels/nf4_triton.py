@@ -23,7 +23,7 @@ import triton
 import triton.language as tl
 
 from . import autotune
-from .launch import nf4_smem, record_launch
+from .launch import cdiv, nf4_smem, record_launch
 from .triton_utils import check_dot_tiles, dot_precision, load_tile, store_tile
 
 
@@ -89,7 +89,7 @@ def nf4_dequantize(packed, scales, code, shape, dtype: torch.dtype) -> torch.Ten
     n, k = shape
     w = torch.empty(n, k, device=packed.device, dtype=dtype)
     if w.numel():
-        grid = (triton.cdiv(packed.numel(), DEQUANTIZE_BLOCK),)
+        grid = (cdiv(packed.numel(), DEQUANTIZE_BLOCK),)
         _nf4_dequantize_kernel[grid](
             packed.contiguous(), scales.float().contiguous(), code.float().contiguous(), w,
             n * k, BLOCK=DEQUANTIZE_BLOCK,
@@ -135,7 +135,7 @@ def nf4_matmul(x, packed, scales, code, shape, bias=None, **config):
             return torch.nn.functional.linear(x, w, bias)
         cfg = {key: v for key, v in cfg.items() if key != "UNFUSED"}  # UNFUSED=0: tiles only
         y = torch.empty(m, n, device=x.device, dtype=x.dtype)
-        grid = (triton.cdiv(m, cfg["BLOCK_M"]), triton.cdiv(n, cfg["BLOCK_N"]))
+        grid = (cdiv(m, cfg["BLOCK_M"]), cdiv(n, cfg["BLOCK_N"]))
         compiled = _nf4_matmul_kernel[grid](
             x, packed, scales, code, bias if bias is not None else x, y,
             m, n, k, x.stride(0), x.stride(1), y.stride(0), y.stride(1),
@@ -148,7 +148,7 @@ def nf4_matmul(x, packed, scales, code, shape, bias=None, **config):
     elem = x.element_size()
     cfg = autotune.launch_config(
         "nf4_matmul", x.device, x.dtype, dict(M=m, N=n, K=k), dict(bias=bias is not None), cfg,
-        [*_space(x.dtype), autotune.UNFUSED], config, dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k),
+        lambda: [*_space(x.dtype), autotune.UNFUSED], config, dict(BLOCK_M=m, BLOCK_N=n, BLOCK_K=k),
         lambda c: nf4_smem(c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"], elem), launch,
     )  # fmt: skip
     return launch(cfg)

@@ -235,6 +235,50 @@ def test_the_switch(monkeypatch):
     assert not autotune.enabled(torch.device("cuda"))
 
 
+def test_a_decided_launch_neither_lists_candidates_nor_rebuilds_its_key(tmp_path, monkeypatch):
+    """The launch path after a bucket's decision: one dictionary lookup for the key (the same
+    string make_key builds), and the candidate space (a function) is never listed."""
+    import triton
+
+    monkeypatch.setattr(autotune, "enabled", lambda device: True)
+    tuner = Tuner(tmp_path / "autotune.json", timer=lambda fn: (fn(), 1.0)[1])
+    monkeypatch.setattr(autotune, "_TUNER", tuner)
+    monkeypatch.setattr(autotune, "_KEYS", {})
+    listed = []
+
+    def space():
+        listed.append(1)
+        return [dict(BLOCK_M=32)]
+
+    args = ("k", torch.device("cpu"), torch.float16, dict(M=100), dict(wide=False),
+            dict(BLOCK_M=16), space, {}, dict(BLOCK_M=100), lambda c: (0, 0),
+            lambda c: torch.zeros(1))  # fmt: skip
+    first = autotune.launch_config(*args)
+    assert listed == [1] and len(autotune._KEYS) == 1
+    key = autotune.make_key("k", dict(M=100), dict(wide=False), torch.float16, "cpu",
+                            triton.__version__)  # fmt: skip
+    assert list(autotune._KEYS.values()) == [key] and key in tuner.memory
+    monkeypatch.setattr(autotune, "make_key", None)  # a second build would fail
+    assert autotune.launch_config(*args) == first and listed == [1]
+    monkeypatch.setattr(autotune, "_MAX_KEYS", 1)  # a full table starts again
+    monkeypatch.setattr(autotune, "make_key", lambda *a: key)
+    autotune.launch_config(*args[:3], dict(M=101), *args[4:])
+    assert len(autotune._KEYS) == 1 and listed == [1]  # the same bucket: decided
+
+
+def test_host_integer_helpers_match_tritons():
+    """cdiv and next_pow2 run on the launch path in plain integers; Triton's own are
+    constexpr functions there, several microseconds a call."""
+    import triton
+    from minift.kernels.launch import cdiv
+    from minift.kernels.triton_utils import next_pow2
+
+    for n in [0, 1, 2, 3, 15, 16, 17, 1000, 2**31 - 1, 2**31, 2**31 + 1]:
+        assert next_pow2(n) == triton.next_power_of_2(max(1, n))
+        for d in (1, 16, 64, 127):
+            assert cdiv(n, d) == triton.cdiv(n, d)
+
+
 def test_paused_blocks_keep_the_fixed_table(monkeypatch):
     """Inside paused() (nested too) a CUDA launch is not tuned; after it, it is again."""
     monkeypatch.setenv("MINIFT_AUTOTUNE", "1")
