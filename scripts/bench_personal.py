@@ -121,6 +121,7 @@ def kernel(results: dict) -> None:
     dt, k, n, r = torch.bfloat16, 4096, 4096, 16
     rows = []
     print(f"\n== multi-LoRA term, bf16, {k} -> {n}, r={r}: ms (median), forward and forward+backward")  # fmt: skip
+    print("   (multi_lora: the segmented kernel; with 1 user, the two plain matmuls it routes to)")
     print(f"{'tokens':>7s} {'users':>6s} {'kernel fwd':>11s} {'loop fwd':>9s} {'one adapter':>12s} {'kernel f+b':>11s} {'loop f+b':>9s} {'rel err':>8s}")  # fmt: skip
     for tokens in (1024, 4096, 16384):
         for users in (1, 8, 64):

@@ -52,7 +52,7 @@ def force_triton(monkeypatch):
 CASES = [
     dict(lengths=[1, 17, 19, 0], rows=41, k=45, n=29, r=5),
     dict(lengths=[3, 0, 30], rows=33, k=16, n=17, r=20),
-    dict(lengths=[7], rows=7, k=33, n=18, r=1),
+    dict(lengths=[7], rows=9, k=33, n=18, r=1),  # one adapter and two -1 rows: the kernel
 ]
 
 
@@ -77,6 +77,30 @@ def test_triton_matches_reference(force_triton, case, dtype, tol):
     empty = [lid for lid, n in enumerate(case["lengths"]) if n == 0]
     for lid in empty:  # an adapter with no rows gets exactly zero gradient (not NaN, not stale)
         assert (grads[1][lid] == 0).all() and (grads[2][lid] == 0).all()
+
+
+def test_a_batch_on_one_adapter_takes_two_plain_matmuls(monkeypatch):
+    """Every row on adapter 2 (found by the ids' range check): the segmented path is not
+    taken, and the term and its gradients equal the definition's."""
+    import minift.kernels.multi_lora as ml
+
+    def never(*args):
+        raise AssertionError("the segmented path was taken")
+
+    monkeypatch.setattr(ml.MultiLoRAFunction, "apply", never)
+    a, b, s = make(3, 4, 12, 10, torch.float64, device="cpu")
+    x = torch.randn(2, 5, 12, dtype=torch.float64, requires_grad=True)
+    ids = torch.full((2,), 2)
+    y = multi_lora(x, a, b, ids, s)
+    want = multi_lora_reference(x.reshape(10, 12), a, b, ids.repeat_interleave(5), s)
+    assert y.shape == (2, 5, 10) and rel_err(y.reshape(10, 10), want) < 1e-12
+    for got, exp in zip(torch.autograd.grad(y.sum(), [x, a, b]),
+                        torch.autograd.grad(want.sum(), [x, a, b])):  # fmt: skip
+        assert rel_err(got, exp) < 1e-12
+    with pytest.raises(AssertionError, match="segmented"):  # a second adapter: the kernel
+        multi_lora(x, a, b, torch.tensor([2, 0]), s)
+    with pytest.raises(AssertionError, match="segmented"):  # unchecked ids: not known
+        multi_lora(x, a, b, ids, s, check_ids=False)
 
 
 def test_each_row_equals_its_own_lora_layer():

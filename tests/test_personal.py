@@ -87,6 +87,30 @@ def test_one_batch_of_many_users_equals_each_users_own_model():
     assert (models[0](idx[:1]).logits - models[1](idx[:1]).logits).abs().max() > 1e-3
 
 
+def test_a_batch_of_one_user_takes_the_plain_matmuls(monkeypatch):
+    """Every row one user's: the layers skip the segmented kernel (multi_lora is never
+    called) and still give that user's own logits; a mixed batch in the same model after it
+    goes back through multi_lora."""
+    import minift.personal.serving as serving
+
+    base = tiny()
+    models = [adapted(base, 2, seed=6), adapted(base, 4, seed=7)]
+    served = stack_adapters(base, models)
+    idx = torch.randint(0, 71, (3, 6))
+    calls = []
+    real = serving.multi_lora
+    monkeypatch.setattr(serving, "multi_lora", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    with users(served, [1, 1, 1]):
+        out = served(idx).logits
+    assert calls == []
+    assert torch.allclose(out, models[1](idx).logits, rtol=0, atol=1e-10)
+    with users(served, [1, 0, 1]):
+        mixed = served(idx).logits
+    assert calls and torch.allclose(mixed[1:2], models[0](idx[1:2]).logits, rtol=0, atol=1e-10)
+    layer = next(m for m in served.modules() if isinstance(m, serving.MultiLoRALinear))
+    assert layer.ids is None and layer.only_user is None  # reset when the block ends
+
+
 def test_generation_of_many_users_at_once_equals_each_alone():
     base = tiny()
     models = [adapted(base, 3, seed=4), adapted(base, 3, seed=5)]

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from minift.errors import UserError
-from minift.kernels.multi_lora import multi_lora
+from minift.kernels.multi_lora import multi_lora, one_adapter
 from minift.peft.lora_layer import LoRALinear
 from minift.peft.targets import base_linear
 
@@ -42,11 +42,14 @@ class MultiLoRALinear(nn.Module):
         self.register_buffer("lora_B", lora_B)  # (L, out, r)
         self.register_buffer("scaling", scaling)  # (L,)
         self.ids: torch.Tensor | None = None
+        self.only_user: int | None = None  # set by users() when every row is one user's
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base_layer(x)
         if self.ids is None:
             raise RuntimeError("no user ids set: run the model inside `with users(model, ids):`")
+        if self.only_user is not None:  # one user: two plain matmuls beat the segmented kernel
+            return y + one_adapter(x, self.lora_A, self.lora_B, self.only_user, self.scaling)
         # users() checked the ids once for every layer and call in its block
         return y + multi_lora(x, self.lora_A, self.lora_B, self.ids, self.scaling, check_ids=False)
 
@@ -112,12 +115,14 @@ def users(model: nn.Module, ids: torch.Tensor | Sequence[int]) -> Iterator[nn.Mo
         raise UserError("the model has no stacked adapters (build it with stack_adapters)")
     ids = torch.as_tensor(ids, dtype=torch.long, device=layers[0].lora_A.device)
     n = layers[0].lora_A.shape[0]
-    if ids.numel() and (int(ids.min()) < -1 or int(ids.max()) >= n):
+    low, high = (int(ids.min()), int(ids.max())) if ids.numel() else (-1, -1)
+    if low < -1 or high >= n:
         raise UserError(f"user ids must lie in [-1, {n - 1}] for {n} stacked adapters")
     for layer in layers:
         layer.ids = ids
+        layer.only_user = low if low == high >= 0 else None
     try:
         yield model
     finally:
         for layer in layers:
-            layer.ids = None
+            layer.ids, layer.only_user = None, None
