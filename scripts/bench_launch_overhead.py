@@ -31,6 +31,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--calls", type=int, default=1000, help="calls per round (3 rounds)")
+    p.add_argument("--quick", action="store_true", help="100 calls per round (~3 s)")
     p.add_argument("--out", default=None, help="write launch_overhead.json in this folder")
     return p.parse_args(argv)
 
@@ -99,6 +100,7 @@ def workloads(torch) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    calls = 100 if args.quick else args.calls
     os.environ["TRITON_INTERPRET"] = "1"  # CPU tensors through the Triton launchers
     os.environ["MINIFT_KERNELS"] = "triton"
     os.environ.pop("MINIFT_AUTOTUNE", None)
@@ -107,10 +109,10 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     stub_kernels()
-    rows = {name: [per_call_us(fn, args.calls)] for name, fn in workloads(torch).items()}
+    rows = {name: [per_call_us(fn, calls)] for name, fn in workloads(torch).items()}
     decided_tuner()
     for name, fn in workloads(torch).items():
-        rows[name].append(per_call_us(fn, args.calls))
+        rows[name].append(per_call_us(fn, calls))
     cpu = platform.processor() or platform.machine()
     print(f"Python per call, kernels stubbed (us; {cpu}, Python {platform.python_version()}, "
           f"torch {torch.__version__})")  # fmt: skip

@@ -11,7 +11,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 def test_the_overhead_table_is_measured(tmp_path):
     done = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_launch_overhead.py"), "--calls", "20",
+        [sys.executable, str(ROOT / "scripts" / "bench_launch_overhead.py"), "--quick",
          "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
