@@ -232,6 +232,17 @@ def _kill(proc: subprocess.Popen) -> None:
             continue
 
 
+def _spawn(cmd: list[str], env: dict | None, out) -> subprocess.Popen:
+    """Start ``cmd`` in the checkout, its output to ``out``, in its own process group (so
+    :func:`_kill` ends its children too), remembered in ``_running`` for an interrupt."""
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    _running.add(proc)
+    return proc
+
+
 def run_step(
     name: str,
     cmd: list[str],
@@ -251,13 +262,9 @@ def run_step(
         out.write(f"$ {step['cmd']}\n(timeout {timeout:.0f} s)\n\n")
         out.flush()
         try:
-            proc = subprocess.Popen(
-                cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
+            proc = _spawn(cmd, env, out)
         except OSError as err:
             return {**step, "status": "failed", "rc": None, "seconds": 0.0, "error": repr(err)}
-        _running.add(proc)
         try:
             rc = proc.wait(timeout=max(1.0, timeout))
             status = "ok" if rc == 0 else "failed"
@@ -281,11 +288,7 @@ def start_background(cmd: list[str], log: pathlib.Path, env: dict, extra_env: di
     out.flush()
     job = dict(cmd=shown, log=log, out=out, start=time.time(), proc=None)
     try:
-        job["proc"] = subprocess.Popen(
-            cmd, cwd=ROOT, env={**env, **extra_env}, stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-        _running.add(job["proc"])
+        job["proc"] = _spawn(cmd, {**env, **extra_env}, out)
     except OSError as err:
         out.write(f"could not start: {err!r}\n")
     return job
