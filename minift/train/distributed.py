@@ -79,6 +79,12 @@ def all_reduce_mean(value: float, info: DistInfo, device) -> float:
     return float(t.item() / info.world_size)
 
 
-def cleanup() -> None:
+def cleanup(together: bool = True) -> None:
+    """Leave the process group; ``together``: after a barrier, so no rank tears its group
+    down while a peer still has collectives in flight (on 2 loaded CPU processes with gloo,
+    rank 0 once aborted in teardown, "terminate called without an active exception"). After
+    an error, ``together=False``: a peer that failed would never reach the barrier."""
     if dist.is_available() and dist.is_initialized():
+        if together:
+            dist.barrier()
         dist.destroy_process_group()

@@ -112,15 +112,17 @@ def fsdp_processes(device: str = "cpu"):
         raise UserError("device cuda: no CUDA GPU is visible; use --device cpu (gloo)")
     created = not torch.distributed.is_initialized()
     info = D.setup_distributed(device)
+    failed = True
     try:
         with contextlib.ExitStack() as stack:
             if not info.is_main:
                 devnull = stack.enter_context(open(os.devnull, "w"))
                 stack.enter_context(contextlib.redirect_stdout(devnull))
             yield torch.device("cuda", info.local_rank) if device == "cuda" else torch.device("cpu")
+        failed = False
     finally:
         if created:
-            D.cleanup()
+            D.cleanup(together=not failed)
 
 
 def save_sharded(model: torch.nn.Module, optimizer, path, extra: dict | None = None) -> None:
