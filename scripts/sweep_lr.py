@@ -2,6 +2,7 @@
 
     python scripts/sweep_lr.py                    # the demo's methods, base, task and steps
     python scripts/sweep_lr.py --methods lora,ia3 --steps 40
+    python scripts/sweep_lr.py --head probe       # the demo's rates: heads start at the probe
 
 A method ranked at someone else's learning rate is not ranked fairly: methods that train
 few parameters (a prompt, IA3's scales) need steps orders of magnitude larger than full
@@ -13,7 +14,9 @@ rate is not fitted to the reported run's noise. The linear probe has no learning
 (it is fitted in closed form) and is not swept.
 
 Writes docs/results/lr_sweep.json (read by tests/test_method_registry.py, which checks that
-each method's default learning rate is the one this sweep chose) and a plot to --out.
+each method's default learning rate is the one this sweep chose) and a plot to --out. With
+``--head probe`` every head starts from the converged probe (LP-FT, the demo's start):
+docs/results/lr_sweep_probe.json, checked against minift.recipes.demo.PROBE_HEAD_LR.
 """
 
 from __future__ import annotations
@@ -31,7 +34,12 @@ sys.path.insert(0, str(ROOT))
 from minift.data.tasks import DEFAULT_TASK  # noqa: E402
 from minift.peft.methods import METHODS  # noqa: E402
 from minift.recipes.demo import DEFAULT_METHODS, DEFAULT_STEPS  # noqa: E402
-from minift.recipes.finetune import FinetuneConfig, finetune, train_config  # noqa: E402
+from minift.recipes.finetune import (  # noqa: E402
+    HEAD_STARTS,
+    FinetuneConfig,
+    finetune,
+    train_config,
+)
 from minift.recipes.pretrain import base_report, load_base, size_name  # noqa: E402
 from minift.recipes.tasks import get_task  # noqa: E402
 from minift.utils import output_dir  # noqa: E402
@@ -40,20 +48,24 @@ SWEEP_SEED = 1
 MAX_VALUES = 6
 
 
-def run(method: str, lr: float, task, base, enc, steps: int) -> float:
+def run(method: str, lr: float, task, base, enc, steps: int, head: str = "words") -> float:
     # one evaluation, at the end: the sweep compares end points, not curves
     train = train_config(
         steps=steps, lr=lr, seed=SWEEP_SEED, eval_every=steps, eval_at_start=False, progress=False
     )
-    return finetune(task, base, enc, FinetuneConfig(method=method, train=train)).metric
+    config = FinetuneConfig(method=method, head=head, train=train)
+    return finetune(task, base, enc, config).metric
 
 
-def sweep(method: str, task, base, enc, steps: int) -> dict[float, float]:
-    """Validation accuracy per learning rate, on a grid of factors of 3 that grows toward
-    the better edge until the best is inside it."""
-    center = METHODS[method].lr
+def sweep(
+    method: str, task, base, enc, steps: int, head: str = "words", center: float | None = None
+) -> dict[float, float]:
+    """Validation accuracy per learning rate, on a grid of factors of 3 around ``center``
+    (default: the registry's rate) that grows toward the better edge until the best is
+    inside it."""
+    center = center or METHODS[method].lr
     scores = {
-        lr: run(method, lr, task, base, enc, steps) for lr in (center / 3, center, center * 3)
+        lr: run(method, lr, task, base, enc, steps, head) for lr in (center / 3, center, center * 3)
     }
     while len(scores) < MAX_VALUES:
         lrs = sorted(scores)
@@ -64,7 +76,7 @@ def sweep(method: str, task, base, enc, steps: int) -> dict[float, float]:
             new = lrs[-1] * 3
         else:
             break
-        scores[new] = run(method, new, task, base, enc, steps)
+        scores[new] = run(method, new, task, base, enc, steps, head)
     return dict(sorted(scores.items()))
 
 
@@ -89,7 +101,8 @@ def plot(results: dict, path: pathlib.Path) -> None:
     ax.set_ylim(0, 1)
     ax.set_xlabel("learning rate (log)")
     ax.set_ylabel("validation accuracy (seed 1)")
-    ax.set_title(f"learning-rate sweep, {results['steps']} steps on {results['task']}")
+    start = ", head from the probe (LP-FT)" if results.get("head") == "probe" else ""
+    ax.set_title(f"learning-rate sweep, {results['steps']} steps on {results['task']}{start}")
     ax.legend(fontsize=8, ncol=2, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -101,7 +114,9 @@ def main() -> None:
     p.add_argument("--methods", default=",".join(m for m in DEFAULT_METHODS if m != "probe"))
     p.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     p.add_argument("--base", default=None, help="base size (default: the demo's)")
-    p.add_argument("--json", default=str(ROOT / "docs" / "results" / "lr_sweep.json"))
+    p.add_argument("--head", default="words", choices=HEAD_STARTS,
+                   help="where the classifier's head starts (probe: LP-FT, the demo's)")  # fmt: skip
+    p.add_argument("--json", default=None, help="default docs/results/lr_sweep[_probe].json")
     p.add_argument("--out", default=None, help="plot folder (default runs/lr_sweep)")
     args = p.parse_args()
     size = size_name(args.base)
@@ -109,12 +124,12 @@ def main() -> None:
     task = get_task(DEFAULT_TASK)
     results = {
         "task": task.name, "base": size, "steps": args.steps, "seed": SWEEP_SEED,
-        "base_val_loss": base_report(size=size)["val_loss"], "methods": {},
+        "head": args.head, "base_val_loss": base_report(size=size)["val_loss"], "methods": {},
     }  # fmt: skip
     t0 = time.perf_counter()
     print(f"{'method':<10}{'best lr':>10}  validation accuracy per learning rate")
     for method in args.methods.split(","):
-        scores = sweep(method, task, base, enc, args.steps)
+        scores = sweep(method, task, base, enc, args.steps, args.head)
         best = best_lr(scores)
         results["methods"][method] = {
             "best_lr": best,
@@ -123,7 +138,8 @@ def main() -> None:
         cells = "  ".join(f"{lr:g}:{s:.3f}" for lr, s in scores.items())
         print(f"{method:<10}{best:>10g}  {cells}", flush=True)
     results["seconds"] = round(time.perf_counter() - t0)
-    path = pathlib.Path(args.json)
+    suffix = "" if args.head == "words" else f"_{args.head}"
+    path = pathlib.Path(args.json or ROOT / "docs" / "results" / f"lr_sweep{suffix}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1) + "\n")
     folder = output_dir(args.out or "lr_sweep")

@@ -52,3 +52,36 @@ def test_every_gradient_run_reports_its_cost_and_a_closed_form_fit_none():
     assert full.cost["flops"] > lora.cost["flops"]  # 6 W against 4 W + 6 A per token
     probe = finetune(task, base, enc, FinetuneConfig(method="probe", train=short))
     assert probe.cost is None
+
+
+def test_lp_ft_starts_where_the_converged_probe_ends(setup):
+    """head="probe": the head is the probe fitted on the prepared model's features. LoRA
+    starts with B = 0 (the base's features), so its step-0 evaluation is the probe
+    method's result to the last digit, with the same cross-validated penalty."""
+    base, enc, task = setup
+    short = train_config(steps=3, eval_every=3, progress=False)
+    probe = finetune(task, base, enc, FinetuneConfig(method="probe", train=short))
+    lpft = finetune(task, base, enc, FinetuneConfig(method="lora", head="probe", train=short))
+    words = finetune(task, base, enc, FinetuneConfig(method="lora", train=short))
+    start, fitted = lpft.history[0], probe.history[-1]
+    assert start["val_accuracy"] == fitted["val_accuracy"]
+    assert start["val_loss"] == pytest.approx(fitted["val_loss"], abs=1e-6)
+    assert lpft.head_fit["l2"] == probe.fit["l2"] and words.head_fit is None
+    # the label-word head starts elsewhere, with a worse loss than the probe's optimum
+    assert words.history[0]["val_loss"] > start["val_loss"] + 0.05
+    # the probe method fits its own head: the start changes nothing there
+    again = finetune(task, base, enc, FinetuneConfig(method="probe", head="probe", train=short))
+    assert again.head_fit is None and again.metric == probe.metric
+
+
+def test_lp_ft_refuses_what_it_cannot_start(setup):
+    from minift.errors import UserError
+
+    base, enc, task = setup
+    with pytest.raises(ValueError, match="head must be one of"):
+        FinetuneConfig(head="labels")
+    lm = get_task("sort-words")
+    with pytest.raises(ValueError, match="task has no head"):
+        finetune(lm, base, enc, FinetuneConfig(method="lora", head="probe"))
+    with pytest.raises(UserError, match="head='probe'.*one process"):
+        finetune(task, base, enc, FinetuneConfig(method="lora", head="probe"), fsdp=True)

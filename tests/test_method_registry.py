@@ -22,7 +22,7 @@ from minift.peft.methods import (
     get_method,
     register_method,
 )
-from minift.recipes.demo import DEFAULT_METHODS
+from minift.recipes.demo import DEFAULT_METHODS, PROBE_HEAD_LR
 from minift.recipes.finetune import FinetuneConfig, finetune, train_config
 from minift.recipes.pretrain import load_base
 from minift.recipes.tasks import get_task
@@ -111,16 +111,29 @@ def test_apply_method_reapplies_adapters_only():
     assert model.peft_config["default"][0]["method"] == "ia3"
 
 
-def test_default_learning_rates_are_the_ones_the_sweep_chose():
-    """scripts/sweep_lr.py chose each demo method's rate; the table must say the same."""
+@pytest.mark.parametrize(
+    "sweep_file, head, table",
+    [
+        ("lr_sweep.json", "words", {name: m.lr for name, m in METHODS.items()}),
+        ("lr_sweep_probe.json", "probe", PROBE_HEAD_LR),
+    ],
+)
+def test_default_learning_rates_are_the_ones_the_sweep_chose(sweep_file, head, table):
+    """scripts/sweep_lr.py chose each demo method's rate, once per head start (the
+    registry's with the label-word head, the demo's LP-FT table with the probe's); each
+    table must say what its sweep chose."""
     import json
     import pathlib
 
-    sweep = pathlib.Path(__file__).resolve().parent.parent / "docs" / "results" / "lr_sweep.json"
-    chosen = json.loads(sweep.read_text())["methods"]
+    sweep = pathlib.Path(__file__).resolve().parent.parent / "docs" / "results" / sweep_file
+    saved = json.loads(sweep.read_text())
+    assert saved.get("head", "words") == head
+    chosen = saved["methods"]
     assert set(chosen) >= set(DEFAULT_METHODS) - {"probe"}
+    if head == "probe":
+        assert set(PROBE_HEAD_LR) == set(chosen)
     for name, row in chosen.items():
-        assert METHODS[name].lr == pytest.approx(row["best_lr"], rel=1e-6), name
+        assert table[name] == pytest.approx(row["best_lr"], rel=1e-6), name
         # the choice is inside the grid, not at an edge that was never extended past
         lrs = sorted(float(k) for k in row["scores"])
         assert len(lrs) >= 3 and lrs[0] < row["best_lr"] < lrs[-1] or len(lrs) == 6, name

@@ -15,7 +15,8 @@ def register(sub) -> None:
     from minift.data.tasks import DEFAULT_TASK
     from minift.imbalance import BALANCES
     from minift.peft.methods import METHODS
-    from minift.recipes.finetune import FinetuneConfig
+    from minift.recipes.demo import DEFAULT_HEAD as DEMO_HEAD
+    from minift.recipes.finetune import HEAD_STARTS, FinetuneConfig
 
     defaults = FinetuneConfig()  # one default per setting: the recipe's
     s = method_options_parser(
@@ -32,6 +33,9 @@ def register(sub) -> None:
     s.add_argument("--batch-size", type=int, default=defaults.batch_size)
     s.add_argument("--lr", type=float, default=None, help="default: the method's own")
     s.add_argument("--max-len", type=int, default=defaults.max_len, help="tokens per example")
+    s.add_argument("--head", default=defaults.head, choices=HEAD_STARTS,
+                   help="where a classifier's head starts: the label words' embeddings, or the "
+                   "converged linear probe on the starting features (LP-FT)")  # fmt: skip
     s.add_argument("--balance", default=defaults.balance, choices=BALANCES,
                    help="a remedy for skewed classes (smote: with --method probe only)")  # fmt: skip
     s.add_argument("--eval-every", type=int, default=defaults.train.eval_every)
@@ -85,6 +89,9 @@ def register(sub) -> None:
         "--threads", type=int, default=None,
         help="CPU threads (fixed for figures that repeat exactly; default: torch's)",
     )  # fmt: skip
+    s.add_argument("--head", default=DEMO_HEAD, choices=HEAD_STARTS,
+                   help="where each head starts: the converged probe (LP-FT, each method at "
+                   "its rate for that start) or the label words (the registry's rates)")  # fmt: skip
     s.set_defaults(func=cmd_demo)
 
 
@@ -119,7 +126,7 @@ def finetune_job(args, device) -> None:
     )  # fmt: skip
     config = FinetuneConfig(
         method=args.method, options=args.options, batch_size=args.batch_size,
-        max_len=args.max_len, balance=args.balance, train=train,
+        max_len=args.max_len, balance=args.balance, head=args.head, train=train,
     )  # fmt: skip
     base, enc = load_model_and_encoding(args.model)
     refuse_unmerged_adapters(base, args.model)
@@ -202,5 +209,5 @@ def cmd_demo(args) -> None:
     methods = args.methods.split(",") if args.methods else DEFAULT_METHODS
     run_demo(
         methods=methods, task_name=args.task, steps=args.steps, seed=args.seed, out=args.out,
-        base_size=args.base, threads=args.threads,
+        base_size=args.base, threads=args.threads, head=args.head,
     )  # fmt: skip

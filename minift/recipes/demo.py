@@ -1,13 +1,21 @@
 """The main job: prepare the base model, fine-tune it on the default task, compare.
 
 Each strategy fine-tunes a copy of the same pretrained base on the same task, with the
-same steps and batches, each at its own learning rate (the registry's defaults, chosen by
-scripts/sweep_lr.py). Two reference lines: "scratch" trains the same architecture from a
-random initialisation (what transfer must beat), and "probe" fits a linear head to
-convergence on the frozen features (what training anything inside the network must beat
-to be worth its cost). Every method is compared with full fine-tuning and with the probe
-on the same validation rows (paired bootstrap, minift.metrics.compare), so a difference
-within noise is reported as such. The table is printed, saved as JSON, and drawn:
+same steps and batches, each at its own learning rate (chosen by scripts/sweep_lr.py).
+Two reference lines: "scratch" trains the same architecture from a random initialisation
+(what transfer must beat), and "probe" fits a linear head to convergence on the frozen
+features (what training anything inside the network must beat to be worth its cost).
+
+Every other method starts its head from that same probe, fitted on its own starting
+features (LP-FT: Kumar et al. 2022, "Fine-Tuning can Distort Pretrained Features and
+Underperform Out-of-Distribution"). A head started from the label words is far from its
+optimum, and its first large gradients flow into the network and distort the features it
+is about to use; started at the probe's optimum, the gradient steps go to what the frozen
+features lack. ``head="words"`` runs the other start, at the registry's learning rates.
+
+Every method is compared with full fine-tuning and with the probe on the same validation
+rows (paired bootstrap, minift.metrics.compare), so a difference within noise is
+reported as such. The table is printed, saved as JSON, and drawn:
 validation metric (with its standard error) against trainable parameters, and each
 method's validation curve.
 """
@@ -24,7 +32,13 @@ import torch
 from minift.data.tasks import DEFAULT_TASK
 from minift.metrics import accuracy_se, compare
 from minift.peft.methods import METHODS
-from minift.recipes.finetune import FinetuneConfig, FinetuneResult, finetune, train_config
+from minift.recipes.finetune import (
+    HEAD_STARTS,
+    FinetuneConfig,
+    FinetuneResult,
+    finetune,
+    train_config,
+)
 from minift.recipes.pretrain import base_report, load_base, size_name
 from minift.recipes.tasks import get_task
 from minift.utils import fast_mode, output_dir
@@ -37,6 +51,23 @@ DEFAULT_METHODS = (
 )  # fmt: skip
 DEFAULT_STEPS = 160  # where the PEFT curves have flattened on the default base (README)
 FAST_STEPS = 20
+# Every head starts from the converged probe (LP-FT, Kumar et al. 2022): the runs start
+# where the probe ends, so "vs probe" measures what training inside the network adds.
+DEFAULT_HEAD = "probe"
+# The learning rates with that start, swept like the registry's (which were swept with the
+# label-word head): `python scripts/sweep_lr.py --head probe`, docs/results/lr_sweep_probe.json
+# (tests/test_method_registry.py checks these against it). A method not listed here runs at
+# the registry's rate.
+PROBE_HEAD_LR = {
+    "lora": 5e-3, "full": 1 / 3000, "bitfit": 1e-2, "layerwise": 3e-3, "dora": 5e-3,
+    "ia3": 1 / 30, "prefix": 3e-2, "prompt": 1 / 30, "adapter": 1e-2, "hybrid": 1.5e-2,
+    "scratch": 1e-3,
+}  # fmt: skip
+
+
+def demo_lr(method: str, head: str) -> float | None:
+    """The demo's learning rate for ``method`` with this head start (None: the registry's)."""
+    return PROBE_HEAD_LR.get(method) if head == "probe" else None
 
 
 def standard_error(r: FinetuneResult) -> float:
@@ -141,6 +172,7 @@ def run_demo(
     progress: bool = True,
     base_size: str | None = None,
     threads: int | None = None,
+    head: str = DEFAULT_HEAD,
 ) -> list[FinetuneResult]:
     """Fine-tune the base with each method and compare (see the module docstring).
 
@@ -153,6 +185,8 @@ def run_demo(
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
+    if head not in HEAD_STARTS:
+        raise ValueError(f"head must be one of {HEAD_STARTS}, got {head!r}")
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; available: {sorted(METHODS)}")
@@ -167,11 +201,13 @@ def run_demo(
     )
     task = get_task(task_name, seed=seed)
     print(f"task {task.summary()}")
+    start = "the converged probe (LP-FT)" if head == "probe" else "the label words' embeddings"
+    print(f"every classifier head starts from {start}")
     steps = steps or (FAST_STEPS if fast_mode() else DEFAULT_STEPS)
     results = []
     for name in methods:
-        train = train_config(steps=steps, seed=seed, progress=progress)
-        config = FinetuneConfig(method=name, train=train)
+        train = train_config(steps=steps, seed=seed, progress=progress, lr=demo_lr(name, head))
+        config = FinetuneConfig(method=name, head=head, train=train)
         result = finetune(task, base, enc, config)
         print(
             f"  {name:<10} {result.metric_name}={result.metric:.3f}  ({result.seconds:.1f} s)",
@@ -193,6 +229,7 @@ def run_demo(
                 },
                 "base": {k: v for k, v in report.items() if k != "history"},
                 "steps": steps,
+                "head": head,
                 "results": [r.row() for r in results],
                 "verdicts": verdicts(results),
                 "val_scores": {r.method: r.val_scores for r in results},

@@ -1,6 +1,10 @@
 """Fine-tune a base model on a task: the glue between tasks, methods and the trainer.
 
     model     = a copy of the base (+ a classification head for labelled tasks)
+    head      = where that head starts: the label words' output embeddings, or (head=
+                "probe", LP-FT: Kumar et al. 2022) the linear probe fitted to convergence
+                on the prepared model's features, so the gradient steps start from the
+                probe's optimum and what they add is what training inside the network adds
     method    = which parameters train, and how (minift.peft.methods: full, lora, ...)
     objective = the task's batches, loss and evaluation (minift.train.objectives)
     loop      = minift.train.Trainer, configured by config.train
@@ -24,6 +28,7 @@ from minift.model import GPT
 from minift.model.heads import SequenceClassifier
 from minift.model.params import count_parameters, find_gpt
 from minift.peft.methods import METHODS, Preparation, RunContext, get_method, register_method
+from minift.peft.probe import fit_probe_head
 from minift.train import TrainConfig, Trainer
 from minift.train import distributed as D
 from minift.train.cost import CostMeter
@@ -52,6 +57,9 @@ def train_config(**changes: Any) -> TrainConfig:
     return TrainConfig(**{**defaults, "eval_at_start": True, **changes})
 
 
+HEAD_STARTS = ("words", "probe")
+
+
 @dataclass
 class FinetuneConfig:
     method: str = "full"
@@ -59,6 +67,9 @@ class FinetuneConfig:
     batch_size: int = 32
     max_len: int = 24  # tokens per example (classification: text start + template)
     pooling: str = "last"  # the classification head's pooling: "last" or "mean"
+    # Where the classification head starts: "words", the label words' output embeddings;
+    # "probe", the converged linear probe on the starting model's features (LP-FT).
+    head: str = "words"
     balance: str = "none"  # a remedy for skewed classes (minift.recipes.balance)
     adversarial: Any = None  # a minift.robust.AdversarialConfig: adversarial training
     train: TrainConfig = field(default_factory=train_config)
@@ -70,6 +81,8 @@ class FinetuneConfig:
             )
         if self.pooling not in ("last", "mean"):
             raise ValueError(f"pooling must be 'last' or 'mean', got {self.pooling!r}")
+        if self.head not in HEAD_STARTS:
+            raise ValueError(f"head must be one of {HEAD_STARTS}, got {self.head!r}")
 
 
 @dataclass
@@ -91,6 +104,7 @@ class FinetuneResult:
     train: TrainConfig | None = None  # as the trainer ran it (the method's lr filled in)
     model: torch.nn.Module | None = None
     cost: dict[str, Any] | None = None  # minift.train.cost.CostReport of the gradient steps
+    head_fit: dict | None = None  # head="probe": what the starting probe chose (its l2, ...)
 
     @property
     def trainable_percent(self) -> float:
@@ -141,6 +155,10 @@ def finetune(
     lr = method.lr if config.train.lr is None else config.train.lr
     run = RunContext(lr, config.train.steps, config.train.weight_decay, config.train.seed)
 
+    if config.head == "probe" and task.kind != "classification":
+        raise ValueError(f"head='probe' starts a classifier's head from a linear probe; a {task.kind!r} task has no head")  # fmt: skip
+    if config.head == "probe" and fsdp:
+        raise UserError("--fsdp: head='probe' fits the head on the whole model's features before training; run it in one process")  # fmt: skip
     model = build_model(base, task, enc, config).to("cpu" if fsdp else device)
     prepared = method.prepare(model, options, run)
     if not isinstance(prepared, Preparation):  # None, or the model it changed in place
@@ -154,6 +172,9 @@ def finetune(
     virtual = getattr(find_gpt(model).soft_prompt, "num_tokens", 0)
     max_len = min(config.max_len, base.config.block_size - virtual)  # soft prompts take room
     objective = task_objective(task, enc, max_len, config.batch_size, config.train.seed)
+    head_fit = None
+    if config.head == "probe" and prepared.fit is None:  # the probe method fits it anyway
+        head_fit = fit_probe_head(model, objective.train_set())
     if config.balance != "none":
         from minift.recipes.balance import balance_objective
 
@@ -219,6 +240,7 @@ def finetune(
         train=train,
         model=kept.eval() if keep_model and kept is not None else None,
         cost=meter.report().as_dict() if meter is not None and meter.steps else None,
+        head_fit=head_fit,
     )
 
 

@@ -56,7 +56,7 @@ def finetune_card(
     settings["max_len"] = meta["max_len"]
     extra = [] if t["seed"] == train.get("seed") else [f"the task was built with seed {t['seed']}, the training with {train.get('seed')}"]  # fmt: skip
     if config is not None:
-        settings.update(batch_size=config.batch_size, pooling=config.pooling, balance=config.balance)  # fmt: skip
+        settings.update(batch_size=config.batch_size, pooling=config.pooling, balance=config.balance, head=config.head)  # fmt: skip
         settings["adversarial training"] = asdict(config.adversarial) if config.adversarial else "none"  # fmt: skip
         if config.pooling != "last" or config.adversarial is not None:
             extra.append("set through the Python API (FinetuneConfig): pooling, adversarial")
@@ -71,7 +71,7 @@ def finetune_card(
               "steps": train.get("steps"), "lr": train.get("lr"), "eval_every": train.get("eval_every"),
               "seed": train.get("seed"), "max_len": meta["max_len"]}  # fmt: skip
     if config is not None:
-        values.update(batch_size=config.batch_size, balance=config.balance)
+        values.update(batch_size=config.batch_size, balance=config.balance, head=config.head)
     values.update({**options, "save": save, "merge": meta["merged"]})
     monitor = next(iter(meta["metrics"]))
     evals = [evaluation(f"{t['name']} validation rows", meta["metrics"], n, "minift finetune")]
