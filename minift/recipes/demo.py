@@ -32,6 +32,7 @@ import torch
 from minift.data.tasks import DEFAULT_TASK
 from minift.metrics import accuracy_se, compare
 from minift.peft.methods import METHODS
+from minift.plot_labels import place_labels
 from minift.recipes.finetune import (
     HEAD_STARTS,
     FinetuneConfig,
@@ -123,24 +124,18 @@ def plot_results(results: Sequence[FinetuneResult], path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     colors = plt.get_cmap("tab20").colors
     steps = max(h["step"] for r in results for h in r.history)
+    lines, points = [], []  # labelled once the axes are final
     for i, r in enumerate(results):
         color = colors[i % len(colors)]
         if r.method in ("scratch", "probe"):  # the two lines every method should clear
             style = "--" if r.method == "scratch" else ":"
             for ax in (ax1, ax2):
                 ax.axhline(r.metric, color=color, linestyle=style, linewidth=1.2)
-            ax1.annotate(
-                r.method, (1, r.metric), xycoords=("axes fraction", "data"), ha="right",
-                va="bottom", fontsize=8, color=color,
-            )  # fmt: skip
+            lines.append((r.method, r.metric, color))
         if r.method != "scratch":
             point = (max(r.trainable, 1), r.metric)
             ax1.errorbar(*point, yerr=standard_error(r), fmt="o", color=color, capsize=3)
-            # alternate label sides so that neighbouring points' names do not overlap
-            ax1.annotate(
-                r.method, point, textcoords="offset points", fontsize=8,
-                xytext=(5, 4) if i % 2 else (5, -10),
-            )  # fmt: skip
+            points.append((r.method, point, color, standard_error(r)))
         pts = [(h["step"], h[r.metric_name]) for h in r.history if r.metric_name in h]
         if r.fit is None:
             ax2.plot(*zip(*pts), "o-" if r.method != "scratch" else "o--", ms=3, label=r.method, color=color)  # fmt: skip
@@ -159,6 +154,14 @@ def plot_results(results: Sequence[FinetuneResult], path) -> None:
         ax1.set_ylim(0, 1)
         ax2.set_ylim(0, 1)
     fig.tight_layout()
+    taken = []
+    for name, y, color in lines:  # at the right end; scratch's below its line, the probe's above
+        label = ax1.annotate(
+            name, (1, y), xycoords=("axes fraction", "data"), ha="right", fontsize=8,
+            va="top" if name == "scratch" else "bottom", color=color,
+        )  # fmt: skip
+        taken.append(label.get_window_extent(fig.canvas.get_renderer()))
+    place_labels(ax1, points, avoid=taken)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
