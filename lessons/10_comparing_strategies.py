@@ -53,6 +53,7 @@ from minift.peft import AdapterConfig, apply_adapters
 from minift.peft.core import adapter_layers, adapter_parameters
 from minift.peft.methods import METHODS, Method, Preparation, register_method
 from minift.peft.unipelt import GatedAdapter, GatedLoRALinear, GatedPrefix
+from minift.recipes.demo import PROBE_HEAD_LR
 from minift.recipes.finetune import FinetuneConfig, finetune, train_config
 from minift.recipes.pretrain import base_report, default_recipe, lm_eval_fn, load_base, pretrain
 from minift.recipes.tasks import get_task
@@ -77,8 +78,9 @@ print(f"task {task.summary()}; {config.train.steps} steps, batch {config.batch_s
 results = {}
 
 
-def run(name: str, method: str, on=base, **options):
-    cfg = dataclasses.replace(config, method=method, options=options)
+def run(name: str, method: str, on=base, head: str = "words", lr: float | None = None, **options):
+    train = dataclasses.replace(config.train, lr=lr)  # None: the method's swept default
+    cfg = dataclasses.replace(config, method=method, options=options, head=head, train=train)
     results[name] = r = finetune(task, on, enc, cfg, keep_model=method == "unipelt")
     rate = "fitted" if r.fit else f"lr {r.train.lr:.0e}"
     print(f"{name:26s} trainable {r.trainable:9,} ({r.trainable_percent:6.2f}%)  val accuracy {r.metric:.3f} +- {accuracy_se(r.metric, len(r.val_scores)):.3f}  {rate}  {r.seconds:5.1f}s")  # fmt: skip
@@ -94,6 +96,22 @@ def run(name: str, method: str, on=base, **options):
 # %%
 for name in ("full", "scratch", "probe", "layerwise", "lora"):
     run(name, name)
+
+# %% [markdown]
+# **Starting the head at the probe (LP-FT).** Every run above starts its head from the
+# label words' output embeddings: a sensible guess, but far from the head's optimum. The
+# first gradients are then large, and they flow into the network as well, moving the
+# features the head is about to rely on. Kumar et al. (2022, "Fine-Tuning can Distort
+# Pretrained Features and Underperform Out-of-Distribution") fit the linear probe first
+# and fine-tune from there (LP-FT): the steps start at the probe's optimum and go to what
+# the frozen features lack. `FinetuneConfig(head="probe")` does this, fitting the probe on
+# the prepared model's own features. With a better start the best learning rate moves
+# too, so each run uses the rate swept for this start (`PROBE_HEAD_LR`, which the demo
+# uses: `scripts/sweep_lr.py --head probe`).
+
+# %%
+for name in ("full", "lora"):
+    run(f"{name} (LP-FT)", name, head="probe", lr=PROBE_HEAD_LR[name])
 
 # %% [markdown]
 # ## 2. Hybrids
@@ -293,6 +311,10 @@ full_vs_scratch = compare("full", full.val_scores, "scratch", scratch.val_scores
 claim("fine-tuning the pretrained base beats training the same model from scratch", full_vs_scratch.difference > 0 and not full_vs_scratch.within_noise, str(full_vs_scratch), at_scale=True)  # fmt: skip
 claim(f"LoRA r=8 reaches 95% of full fine-tuning's accuracy in {config.train.steps} steps with <= 2% of the parameters", lora.metric >= 0.95 * full.metric and lora.trainable_percent <= 2, f"{lora.metric / full.metric:.0%} with {lora.trainable_percent:.2f}%", at_scale=True)  # fmt: skip
 claim("LoRA clears the converged probe", versus["lora"]["probe"].difference > 0 and not versus["lora"]["probe"].within_noise, str(versus["lora"]["probe"]), at_scale=True)  # fmt: skip
+claim("LP-FT starts where the converged probe ends (LoRA's B = 0 leaves the features as they were)", results["lora (LP-FT)"].history[0]["val_accuracy"] == probe.metric, f"step-0 accuracy {results['lora (LP-FT)'].history[0]['val_accuracy']:.3f}, probe {probe.metric:.3f}")  # fmt: skip
+for name in ("full", "lora"):
+    lpft = compare(f"{name} (LP-FT)", results[f"{name} (LP-FT)"].val_scores, name, results[name].val_scores)  # fmt: skip
+    claim(f"starting the head at the probe (LP-FT) makes {name} more accurate than the label-word start", lpft.difference > 0 and not lpft.within_noise, str(lpft), at_scale=True)  # fmt: skip
 shares = [r["lora_share"] for r in rows]
 claim("LoRA's share of full fine-tuning grows with the base's pretraining (stored sweep)", shares[-1] > shares[0], " -> ".join(f"{x:.0%}" for x in shares) + f" over {rows[0]['pretrain_steps']}..{rows[-1]['pretrain_steps']} steps", at_scale=True)  # fmt: skip
 claim(f"on the shipped base, LoRA reaches 95% of full at {stored['finetune_steps']} steps (stored sweep)", rows[-1]["lora_share"] >= 0.95, f"{rows[-1]['lora']:.3f} / {rows[-1]['full']:.3f} = {rows[-1]['lora_share']:.0%}; {rows[-1]['lora_vs_full']}", at_scale=True)  # fmt: skip
@@ -303,7 +325,8 @@ claim(f"on the shipped base, LoRA reaches 95% of full at {stored['finetune_steps
 # effective ranks printed in section 4), and a rank-8 update can only steer those. The
 # stored sweep shows how much of full fine-tuning LoRA recovers as the same 1.3M-parameter
 # model is pretrained longer. This lesson and the demo train the same 160 steps with the
-# same seeds, so the rows they share are the same runs.
+# same seeds: the LP-FT rows here are the demo's runs (`minift demo` starts every head at
+# the probe), the others are those of `minift demo --head words`.
 
 # %% [markdown]
 # ## Exercises

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import pathlib
 import sys
 import time
@@ -69,7 +68,7 @@ def sweep(
     }
     while len(scores) < MAX_VALUES:
         lrs = sorted(scores)
-        best = max(lrs, key=lambda lr: (scores[lr], -abs(math.log(lr / center))))
+        best = best_lr(scores)  # the rule that picks the result, so it is never at an edge
         if best == lrs[0]:
             new = lrs[0] / 3
         elif best == lrs[-1]:
