@@ -7,7 +7,8 @@ collects its imports: module-level and inside functions, relative or absolute, a
 names written as strings (``importlib.import_module("minift.x")``, lists of modules to
 import). Each module belongs to a layer (docs/design.md):
 
-    0 foundation   minift.utils, io, cache, seeding, errors, tokenizer, claims, shipped, ask
+    0 foundation   minift.utils, io, cache, seeding, errors, tokenizer, claims, shipped, ask,
+                   plot_labels
     1 kernels      minift.kernels
     2 model        minift.model            the transformer only
     3 data         minift.data
@@ -42,6 +43,7 @@ LAYERS = {
     "minift.claims": 0,
     "minift.shipped": 0,
     "minift.ask": 0,
+    "minift.plot_labels": 0,
     "minift.kernels": 1,
     "minift.model": 2,
     "minift.data": 3,

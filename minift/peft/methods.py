@@ -10,9 +10,11 @@ method's own value in ``defaults`` (LoRA's targets here are the attention matric
 
 The default learning rates of the demo's methods come from scripts/sweep_lr.py (a grid of
 factors of 3 around the previous default, grown toward the better edge, chosen on a run
-with seed 1; the demo's 160 steps on the shipped base; docs/results/lr_sweep.json, which
-tests/test_method_registry.py checks against this table): methods that train few
-parameters take larger steps. llrd, gradual, layernorm and unipelt are not in the demo
+with seed 1; the demo's 160 steps on the shipped base, heads started from the label
+words; docs/results/lr_sweep.json, which tests/test_method_registry.py checks against
+this table): methods that train few parameters take larger steps. The demo itself starts
+every head at the probe (LP-FT), with rates swept for that start
+(minift.recipes.demo.PROBE_HEAD_LR). llrd, gradual, layernorm and unipelt are not in the demo
 and keep hand-set rates.
 """
 
