@@ -10,7 +10,8 @@ script measures where between the two the embedded bases sit: the same 4 x 128 G
 pretrained on pydocs for 0 (random init), 225, 450 ("small"), 900 and 1800 ("base",
 shipped) steps of 16 x 128 tokens, each fine-tuned on the default task by full
 fine-tuning, LoRA r=8 on the attention matrices (1.9% of the parameters) and the
-converged linear probe, with the demo's steps, seed and learning rates.
+converged linear probe, with the demo's steps, seed, head start (LP-FT: every head from
+the probe; ``--head words`` for the label words) and learning rates.
 
 Pretraining compute is counted as C = 6 N D FLOPs (forward and backward, Kaplan et al.
 2020; N the parameters, embeddings included here, D the tokens seen). The bases are cached (the first run
@@ -36,8 +37,13 @@ from minift.data.tasks import DEFAULT_TASK  # noqa: E402
 from minift.io import read_json  # noqa: E402
 from minift.metrics import accuracy_se, compare  # noqa: E402
 from minift.model import GPT  # noqa: E402
-from minift.recipes.demo import DEFAULT_STEPS  # noqa: E402
-from minift.recipes.finetune import FinetuneConfig, finetune, train_config  # noqa: E402
+from minift.recipes.demo import DEFAULT_HEAD, DEFAULT_STEPS, demo_lr  # noqa: E402
+from minift.recipes.finetune import (  # noqa: E402
+    HEAD_STARTS,
+    FinetuneConfig,
+    finetune,
+    train_config,
+)
 from minift.recipes.pretrain import (  # noqa: E402
     SIZES,
     PretrainRecipe,
@@ -101,6 +107,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", default="0,225,450,900,1800", help="pretraining steps per base")
     p.add_argument("--finetune-steps", type=int, default=DEFAULT_STEPS)
+    p.add_argument("--head", default=DEFAULT_HEAD, choices=HEAD_STARTS,
+                   help="where each head starts (default: the demo's)")  # fmt: skip
     p.add_argument("--json", default=str(ROOT / "docs" / "results" / "base_compute.json"))
     p.add_argument("--plot", default=str(ROOT / "docs" / "base_compute.png"))
     p.add_argument(
@@ -131,8 +139,10 @@ def main() -> None:
         }
         scores = {}
         for method in METHODS:
-            train = train_config(steps=args.finetune_steps, progress=False)
-            r = finetune(task, base, enc, FinetuneConfig(method=method, train=train))
+            lr = demo_lr(method, args.head)
+            train = train_config(steps=args.finetune_steps, progress=False, lr=lr)
+            config = FinetuneConfig(method=method, head=args.head, train=train)
+            r = finetune(task, base, enc, config)
             row[method], row[f"{method}_se"] = r.metric, accuracy_se(r.metric, len(r.val_scores))
             scores[method] = r.val_scores
         row["lora_share"] = row["lora"] / row["full"]
@@ -150,6 +160,7 @@ def main() -> None:
     out = {
         "task": task.name,
         "finetune_steps": args.finetune_steps,
+        "head": args.head,
         "lora": "r=8, alpha=16, c_attn + attn.c_proj",
         "seconds": round(time.perf_counter() - t0),
         "rows": rows,
@@ -158,7 +169,8 @@ def main() -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():  # keep the stored rows of other bases measured the same way
         old = json.loads(path.read_text())
-        if old.get("finetune_steps") == args.finetune_steps and old.get("task") == task.name:
+        same = (old.get("finetune_steps"), old.get("task"), old.get("head", "words"))
+        if same == (args.finetune_steps, task.name, args.head):
             done = {r["pretrain_steps"] for r in rows}
             rows += [r for r in old["rows"] if r["pretrain_steps"] not in done]
             out["seconds"] += old.get("seconds", 0)

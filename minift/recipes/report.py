@@ -42,7 +42,7 @@ def report_card(
     suite: str = "default", seed: int = 0, out: str | None = None,
 ) -> dict:  # fmt: skip
     """Fine-tune each method, score base and methods on the suite; write JSON + markdown."""
-    from minift.recipes.demo import DEFAULT_STEPS, FAST_STEPS
+    from minift.recipes.demo import DEFAULT_HEAD, DEFAULT_STEPS, FAST_STEPS, demo_lr
     from minift.utils import fast_mode
 
     steps = steps or (FAST_STEPS if fast_mode() else DEFAULT_STEPS)
@@ -56,7 +56,8 @@ def report_card(
                  "flops": None, "peak_mb": None, "eval_seconds": time.perf_counter() - t0,
                  "tasks": scored["tasks"]})  # fmt: skip
     for m in methods:
-        config = FinetuneConfig(m, train=train_config(steps=steps, seed=seed, progress=False, eval_every=steps, eval_at_start=False))  # fmt: skip
+        train = train_config(steps=steps, seed=seed, progress=False, eval_every=steps, eval_at_start=False, lr=demo_lr(m, DEFAULT_HEAD))  # fmt: skip
+        config = FinetuneConfig(m, head=DEFAULT_HEAD, train=train)  # each run as the demo's
         result = finetune(task, base, enc, config, keep_model=True)
         meta = {"task": {"name": task.name, "kind": task.kind, "labels": task.labels}, "max_len": result.max_len}  # fmt: skip
         t1 = time.perf_counter()
@@ -68,7 +69,7 @@ def report_card(
         rows.append({"model": m, "trainable": result.trainable, "total": result.total,
                      "seconds": result.seconds, "flops": flops, "peak_mb": result.peak_mb,
                      "eval_seconds": time.perf_counter() - t1, "tasks": scored["tasks"]})  # fmt: skip
-    card = {"task": task.name, "steps": steps, "suite": suite, "suite_version": SUITE_VERSION, "rows": rows}  # fmt: skip
+    card = {"task": task.name, "steps": steps, "head": DEFAULT_HEAD, "suite": suite, "suite_version": SUITE_VERSION, "rows": rows}  # fmt: skip
     if out:
         folder = pathlib.Path(out)
         write_json(folder / "report_card.json", card)
@@ -89,7 +90,13 @@ def card_markdown(card: dict) -> str:
     tasks = card["rows"][0]["tasks"]
     heads = [f"{t['task']} ({_main_metric(t)[0].replace('_', ' ')})" for t in tasks]
     lines = [
-        f"Report card: fine-tuned on {card['task']} for {card['steps']} steps; suite "
+        f"Report card: fine-tuned on {card['task']} for {card['steps']} steps"
+        + (
+            ", every head started at the converged probe (LP-FT)"
+            if card.get("head") == "probe"
+            else ""
+        )
+        + "; suite "
         f"{card['suite']} v{card['suite_version']} (95% bootstrap intervals in report_card.json; "
         "* = answered by the task's own head, otherwise zero-shot through the LM head).",
         "",
