@@ -93,9 +93,10 @@ def test_the_cards_command_trains_the_same_model_again(tmp_path):
     first = tmp_path / "first"
     argv = ["finetune", "--method", "lora", "--r", "2", "--alpha", "4", "--steps", "3",
             "--eval-every", "3", "--lr", "0.003", "--batch-size", "8", "--max-len", "20",
-            "--save", str(first)]  # fmt: skip
+            "--head", "probe", "--save", str(first)]  # fmt: skip
     assert minift.cli.main(argv) == 0
     again = card_command(first)
+    assert again[again.index("--head") + 1] == "probe"  # LP-FT: a different model without it
     assert again[again.index("--save") + 1] == str(first)
     again[again.index("--save") + 1] = str(tmp_path / "again")
     assert minift.cli.main(again) == 0
