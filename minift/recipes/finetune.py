@@ -172,9 +172,8 @@ def finetune(
     virtual = getattr(find_gpt(model).soft_prompt, "num_tokens", 0)
     max_len = min(config.max_len, base.config.block_size - virtual)  # soft prompts take room
     objective = task_objective(task, enc, max_len, config.batch_size, config.train.seed)
-    head_fit = None
-    if config.head == "probe" and prepared.fit is None:  # the probe method fits it anyway
-        head_fit = fit_probe_head(model, objective.train_set())
+    labelled_rows = objective.train_set  # the task's own rows, whatever balancing adds below
+    lp_ft = config.head == "probe" and prepared.fit is None  # the probe method fits it anyway
     if config.balance != "none":
         from minift.recipes.balance import balance_objective
 
@@ -197,6 +196,7 @@ def finetune(
     trainable, total = count_parameters(model)
     reset_peak_memory(device)
     t0 = time.perf_counter()
+    head_fit = fit_probe_head(model, labelled_rows()) if lp_ft else None  # in the run's time
     fit, before = None, []
     if prepared.fit is not None:
         if objective.train_set is None:
