@@ -37,13 +37,8 @@ from minift.data.tasks import DEFAULT_TASK  # noqa: E402
 from minift.io import read_json  # noqa: E402
 from minift.metrics import accuracy_se, compare  # noqa: E402
 from minift.model import GPT  # noqa: E402
-from minift.recipes.demo import DEFAULT_HEAD, DEFAULT_STEPS, demo_lr  # noqa: E402
-from minift.recipes.finetune import (  # noqa: E402
-    HEAD_STARTS,
-    FinetuneConfig,
-    finetune,
-    train_config,
-)
+from minift.recipes.demo import DEFAULT_HEAD, DEFAULT_STEPS, demo_config  # noqa: E402
+from minift.recipes.finetune import HEAD_STARTS, finetune  # noqa: E402
 from minift.recipes.pretrain import (  # noqa: E402
     SIZES,
     PretrainRecipe,
@@ -139,9 +134,7 @@ def main() -> None:
         }
         scores = {}
         for method in METHODS:
-            lr = demo_lr(method, args.head)
-            train = train_config(steps=args.finetune_steps, progress=False, lr=lr)
-            config = FinetuneConfig(method=method, head=args.head, train=train)
+            config = demo_config(method, args.head, steps=args.finetune_steps, progress=False)
             r = finetune(task, base, enc, config)
             row[method], row[f"{method}_se"] = r.metric, accuracy_se(r.metric, len(r.val_scores))
             scores[method] = r.val_scores

@@ -26,6 +26,7 @@ import json
 import platform
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -34,7 +35,6 @@ from minift.metrics import accuracy_se, compare
 from minift.peft.methods import METHODS
 from minift.plot_labels import place_labels
 from minift.recipes.finetune import (
-    HEAD_STARTS,
     FinetuneConfig,
     FinetuneResult,
     finetune,
@@ -68,9 +68,12 @@ PROBE_HEAD_LR = {
 }  # fmt: skip
 
 
-def demo_lr(method: str, head: str) -> float | None:
-    """The demo's learning rate for ``method`` with this head start (None: the registry's)."""
-    return PROBE_HEAD_LR.get(method) if head == "probe" else None
+def demo_config(method: str, head: str = DEFAULT_HEAD, **train: Any) -> FinetuneConfig:
+    """``method`` as the demo runs it: this head start, at its rate for that start (the
+    registry's for the label words, or for a method PROBE_HEAD_LR does not list); ``train``
+    changes the rest of train_config (steps, seed, ...)."""
+    lr = PROBE_HEAD_LR.get(method) if head == "probe" else None
+    return FinetuneConfig(method=method, head=head, train=train_config(lr=lr, **train))
 
 
 def standard_error(r: FinetuneResult) -> float:
@@ -190,8 +193,7 @@ def run_demo(
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
-    if head not in HEAD_STARTS:
-        raise ValueError(f"head must be one of {HEAD_STARTS}, got {head!r}")
+    FinetuneConfig(head=head)  # a bad head start fails here, before any work
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; available: {sorted(METHODS)}")
@@ -211,8 +213,7 @@ def run_demo(
     steps = steps or (FAST_STEPS if fast_mode() else DEFAULT_STEPS)
     results = []
     for name in methods:
-        train = train_config(steps=steps, seed=seed, progress=progress, lr=demo_lr(name, head))
-        config = FinetuneConfig(method=name, head=head, train=train)
+        config = demo_config(name, head, steps=steps, seed=seed, progress=progress)
         result = finetune(task, base, enc, config)
         print(
             f"  {name:<10} {result.metric_name}={result.metric:.3f}  ({result.seconds:.1f} s)",

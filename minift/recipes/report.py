@@ -19,7 +19,7 @@ import time
 from minift.io import atomic_path, write_json
 from minift.recipes.demo import DEFAULT_METHODS
 from minift.recipes.evaluate import run_suite
-from minift.recipes.finetune import FinetuneConfig, finetune, train_config
+from minift.recipes.finetune import finetune
 from minift.recipes.pretrain import load_base
 from minift.recipes.suite import SUITE_VERSION, subject_from
 from minift.recipes.tasks import get_task
@@ -42,7 +42,7 @@ def report_card(
     suite: str = "default", seed: int = 0, out: str | None = None,
 ) -> dict:  # fmt: skip
     """Fine-tune each method, score base and methods on the suite; write JSON + markdown."""
-    from minift.recipes.demo import DEFAULT_HEAD, DEFAULT_STEPS, FAST_STEPS, demo_lr
+    from minift.recipes.demo import DEFAULT_HEAD, DEFAULT_STEPS, FAST_STEPS, demo_config
     from minift.utils import fast_mode
 
     steps = steps or (FAST_STEPS if fast_mode() else DEFAULT_STEPS)
@@ -56,8 +56,7 @@ def report_card(
                  "flops": None, "peak_mb": None, "eval_seconds": time.perf_counter() - t0,
                  "tasks": scored["tasks"]})  # fmt: skip
     for m in methods:
-        train = train_config(steps=steps, seed=seed, progress=False, eval_every=steps, eval_at_start=False, lr=demo_lr(m, DEFAULT_HEAD))  # fmt: skip
-        config = FinetuneConfig(m, head=DEFAULT_HEAD, train=train)  # each run as the demo's
+        config = demo_config(m, steps=steps, seed=seed, progress=False, eval_every=steps, eval_at_start=False)  # fmt: skip
         result = finetune(task, base, enc, config, keep_model=True)
         meta = {"task": {"name": task.name, "kind": task.kind, "labels": task.labels}, "max_len": result.max_len}  # fmt: skip
         t1 = time.perf_counter()
